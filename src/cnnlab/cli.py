@@ -1,0 +1,411 @@
+"""The ``cnnlab`` command. Thin: parses arguments, calls the library, prints results and clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError, ConfigError, DataError, NonFiniteLossError, TrainingInterrupted
+
+EXAMPLES = {
+    "train": """
+examples:
+  cnnlab train                                   # LeNet-5 on the bundled digits, the paper's model
+  cnnlab train --model lenet5-modern --epochs 10 --lr 0.05
+  cnnlab train --model lenet5 --model-option head=softmax --lr 0.01
+  cnnlab train --resume runs/lenet5-digits-20261122-101500   # continue an interrupted run exactly
+""",
+    "eval": """
+examples:
+  cnnlab eval runs/lenet5-digits-20261122-101500            # the run's own test split
+  cnnlab eval runs/lenet5-digits-20261122-101500/checkpoint.pt --data digits
+""",
+    "predict": """
+examples:
+  cnnlab predict runs/lenet5-digits-20261122-101500 seven.png three.jpg
+  cnnlab predict runs/lenet5-digits-20261122-101500 photo.png --invert   # dark ink on light paper
+""",
+    "summary": """
+examples:
+  cnnlab summary lenet5
+  cnnlab summary lenet5-modern --input 3x32x32
+  cnnlab summary runs/lenet5-digits-20261122-101500/checkpoint.pt
+""",
+    "models": """
+examples:
+  cnnlab models
+  cnnlab models 'lenet*'
+""",
+}
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=110)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cnnlab import __version__
+    from cnnlab.train.config import LOSSES, SCHEDULES
+
+    parser = argparse.ArgumentParser(
+        prog="cnnlab",
+        description="Build, train, look inside, fool and reuse convolutional neural networks.",
+        formatter_class=_formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-paragraph errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, epilog=EXAMPLES.get(name), formatter_class=_formatter
+        )
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        return p
+
+    t = command("train", "Train a model; writes a run directory with checkpoint, config, metrics and curves.")
+    t.add_argument("--model", help="registered model name (default: lenet5; see `cnnlab models`)")
+    t.add_argument("--data", help="dataset name (default: digits, the 1,797 digits bundled with scikit-learn)")
+    t.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model's own option, repeatable (e.g. head=softmax for lenet5)",
+    )
+    t.add_argument("--epochs", type=int, help="passes over the training set (default: the model's recipe, 30)")
+    t.add_argument("--batch-size", type=int, help="images per step (default: 32)")
+    t.add_argument("--lr", type=float, help="learning rate η per step (default: lenet5 0.003, others 0.05)")
+    t.add_argument("--momentum", type=float, help="μ in Δw ← μΔw − wd·η·w − η·∂E/∂w (default: 0.9)")
+    t.add_argument("--weight-decay", type=float, help="wd in the same update (default: lenet5 0, others 5e-4)")
+    t.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule, stepped per batch (default: cosine)")
+    t.add_argument("--step-epochs", type=int, help="step schedule: epochs between decays (default: 10)")
+    t.add_argument("--gamma", type=float, help="step schedule: factor per decay (default: 0.1)")
+    t.add_argument("--loss", choices=LOSSES, help="cross_entropy, or mse: ½Σ(softmax − one-hot)² (default: ce)")
+    t.add_argument("--augment", help="augmentation preset: none | lenet-distortions (default: the recipe's)")
+    t.add_argument(
+        "--seed", type=int, help="seed of init, data order, augmentation (default: 0); CPU runs repeat bit for bit"
+    )
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    t.add_argument("--data-root", help="where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+    t.add_argument("--out", help="run directory (default: runs/<model>-<data>-<date>-<time>)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue a run exactly from its checkpoint or run directory")
+
+    e = command("eval", "Top-1 and top-5 error of a checkpoint on a dataset's test split.")
+    e.add_argument("checkpoint", help="checkpoint file or run directory")
+    e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    e.add_argument("--data-root", help="where datasets live")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    e.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
+
+    p = command("predict", "Top-k classes with probabilities for image files (PNG, JPEG, any mode).")
+    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files; converted and resized as in training")
+    p.add_argument("--top-k", type=int, default=5, help="how many classes to show per image (default: 5)")
+    p.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert grey levels first (the bundled digits and MNIST are light ink on black)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+
+    s = command("summary", "Per layer: output shape, parameters, MACs/FLOPs and receptive field.")
+    s.add_argument("model", metavar="NAME", help="registered model name, or a checkpoint file / run directory")
+    s.add_argument("--input", metavar="CxHxW", help="input shape (default: the model's, e.g. 1x32x32)")
+    s.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
+
+    m = command("models", "List registered models with paper, year, default input size and parameter count.")
+    m.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'lenet*'")
+    return parser
+
+
+# ---- train ---------------------------------------------------------------------------------------------------
+TRAIN_FIELDS = (
+    "model",
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "step_epochs",
+    "gamma",
+    "loss",
+    "augment",
+    "seed",
+    "device",
+    "data_root",
+    "out",
+)
+RESUME_MAY_CHANGE = {"epochs", "device", "data_root"}
+
+
+def _parse_model_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--model-option {pair!r} must look like KEY=VALUE, e.g. head=softmax.")
+        key, raw = pair.split("=", 1)
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare word is a string
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from cnnlab.inspect import plot_curves
+    from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, resolve
+    from cnnlab.train.progress import RichReporter
+
+    explicit = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) is not None}
+    console = Console(stderr=True)
+    if args.resume:
+        payload = load_checkpoint(args.resume)
+        if "train_state" not in payload:
+            raise ConfigError(f"{args.resume} holds weights only, no training state; it cannot be resumed.")
+        fixed = sorted(set(explicit) - RESUME_MAY_CHANGE) + (["model_option"] if args.model_option else [])
+        if fixed:
+            flags = ", ".join("--" + f.replace("_", "-") for f in fixed)
+            raise ConfigError(
+                f"--resume continues a run with its own settings; {flags} cannot change. "
+                "Only --epochs (to train longer), --device and --data-root may be given."
+            )
+        config = TrainConfig.from_dict(payload["config"])
+        for key in RESUME_MAY_CHANGE & set(explicit):
+            setattr(config, key, explicit[key])
+        config = resolve(config)
+        done = payload["train_state"]["epoch"]
+        if config.epochs < done:
+            raise ConfigError(f"--epochs {config.epochs} is fewer than the {done} epochs this run has completed.")
+        run_path = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+        run = build_run(config, run_dir=run_path)
+    else:
+        options = _parse_model_options(args.model_option)
+        config = resolve(TrainConfig(**explicit, model_options=options))
+        run = build_run(config)
+        payload = None
+
+    last_plot = [0.0]
+
+    def curves(trainer: Trainer, row: dict) -> None:  # matplotlib is slow: at most every 20 s, and at the end
+        if trainer.epoch == trainer.config.epochs or time.monotonic() - last_plot[0] > 20:
+            plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
+            last_plot[0] = time.monotonic()
+
+    trainer = Trainer(run, reporter=RichReporter(console), callbacks=(curves,))
+    if payload is not None:
+        trainer.load_state_dict(payload)
+        console.print(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
+        if trainer.epoch >= config.epochs:
+            console.print(
+                f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on."
+            )
+            return 0
+    _write_run_config(run, trainer)
+    console.print(
+        f"Training {config.model} on {config.data} ({len(run.dataset.train):,} train / {len(run.dataset.test):,} test "
+        f"images, input {'×'.join(map(str, run.preprocessing.input_size))}) on {run.device} for {config.epochs} "
+        f"epochs; run directory {run.run_dir.path}"
+    )
+    started = time.perf_counter()
+    try:
+        history = trainer.fit()
+    except (TrainingInterrupted, NonFiniteLossError):
+        if trainer.history:
+            plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
+        raise
+    final = history[-1]
+    print(
+        f"final test error {final['test_error']:.2%} (accuracy {1 - final['test_error']:.2%}), "
+        f"top-5 error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
+        f"({time.perf_counter() - started:.1f} s wall, training and evaluation)"
+    )
+    print(f"run directory: {run.run_dir.path}")
+    return 0
+
+
+def _write_run_config(run, trainer) -> None:
+    from cnnlab import models
+
+    info = models.get_model_info(run.config.model)
+    record = {
+        "config": run.config.to_dict(),
+        "model": {**trainer.static_record["model"], "paper": info.paper, "year": info.year},
+        "preprocessing": run.preprocessing.to_dict(),
+        "data": {
+            "name": run.config.data,
+            "source": run.dataset.source,
+            "train_samples": len(run.dataset.train),
+            "test_samples": len(run.dataset.test),
+            "classes": run.dataset.classes,
+        },
+        "device": str(run.device),
+        "versions": trainer.static_record["versions"],
+        "git": trainer.static_record["git"],
+        "command": sys.argv,
+    }
+    run.run_dir.write_json("config.json", record)
+
+
+# ---- eval / predict ------------------------------------------------------------------------------------------
+def _checkpoint_model(path: str, device_name: str):
+    from cnnlab.data import Preprocessing
+    from cnnlab.train import load_checkpoint, model_from_checkpoint, resolve_device
+
+    payload = load_checkpoint(path)
+    device = resolve_device(device_name)
+    return payload, model_from_checkpoint(payload, device), Preprocessing.from_dict(payload["preprocessing"]), device
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from cnnlab.data import DeviceTensorLoader, load_dataset
+    from cnnlab.train import ClassificationObjective, evaluate
+
+    payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
+    data_name = args.data or payload["data"]
+    dataset = load_dataset(data_name, args.data_root)
+    if dataset.image_shape[0] != preprocessing.in_chans:
+        raise DataError(
+            f"Dataset {data_name!r} has {dataset.image_shape[0]}-channel images but the checkpoint's model takes "
+            f"{preprocessing.in_chans}; evaluate on a dataset of the same kind."
+        )
+    if dataset.num_classes != model.num_classes:
+        raise DataError(
+            f"Dataset {data_name!r} has {dataset.num_classes} classes but the checkpoint's model predicts "
+            f"{model.num_classes}; fine-tune it for the new classes first."
+        )
+    loader = DeviceTensorLoader(
+        preprocessing.fit(dataset.test.images), dataset.test.labels, preprocessing, args.batch_size, device=device
+    )
+    result = evaluate(model, loader, ClassificationObjective("cross_entropy"))
+    k = min(5, model.num_classes)
+    print(f"{payload['model']['name']} on {data_name} test split ({result['samples']:,} images)")
+    print(f"top-1 error {result['top1_error']:.2%}  (accuracy {1 - result['top1_error']:.2%})")
+    print(f"top-{k} error {result['top5_error']:.2%}")
+    print(f"cross-entropy {result['loss']:.4f}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}.")
+    images = [preprocessing.load_image(path) for path in args.images]  # every file checked before any output
+    batch = torch.stack(images).to(device)  # (N, C, H, W) uint8
+    if args.invert:
+        batch = 255 - batch
+    with torch.no_grad():
+        probabilities = model(preprocessing.normalize(batch)).softmax(dim=1).cpu()
+    classes = payload["classes"]
+    k = min(args.top_k, len(classes))
+    for path, probs in zip(args.images, probabilities, strict=True):
+        top = probs.topk(k)
+        ranked = ", ".join(
+            f"{classes[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        )
+        print(f"{path}: {ranked}")
+    return 0
+
+
+# ---- summary / models ----------------------------------------------------------------------------------------
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--input {text!r} must be CxHxW with positive whole numbers, e.g. 1x32x32 or 3x224x224.")
+    return shape  # type: ignore[return-value]
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from cnnlab import models
+    from cnnlab.inspect import render_summary, summarize
+
+    if Path(args.model).exists():
+        from cnnlab.data import Preprocessing
+        from cnnlab.train import load_checkpoint, model_from_checkpoint
+
+        payload = load_checkpoint(args.model)
+        model = model_from_checkpoint(payload)
+        default_shape = Preprocessing.from_dict(payload["preprocessing"]).input_size
+    else:
+        info = models.get_model_info(args.model)
+        shape = _parse_shape(args.input) if args.input else info.input_size
+        model = models.create(args.model, num_classes=args.num_classes, in_chans=shape[0], device="meta")
+        default_shape = info.input_size
+    shape = _parse_shape(args.input) if args.input else default_shape
+    render_summary(summarize(model, shape), Console(width=max(Console().width, 132)))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnlab import models
+
+    names = models.list_models(args.pattern)
+    if not names:
+        raise ConfigError(f"No model matches {args.pattern!r}; `cnnlab models` lists them all.")
+    table = Table(title="cnnlab models", title_justify="left")
+    for column in ("name", "paper", "year", "input", "params", "description"):
+        table.add_column(column, justify="right" if column in ("year", "params") else "left")
+    for name in names:
+        info = models.get_model_info(name)
+        model = models.create(name, device="meta")  # shapes only: free even for large models
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        table.add_row(
+            name, info.paper, str(info.year), "×".join(map(str, info.input_size)), f"{params:,}", info.description
+        )
+    Console(width=max(Console().width, 160)).print(table)
+    return 0
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "predict": _cmd_predict,
+    "summary": _cmd_summary,
+    "models": _cmd_models,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cnnlab`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["train", *([] if argv is None else argv)])  # `cnnlab` alone = the main job
+    debug = getattr(args, "debug", False)
+    try:
+        return COMMANDS[args.command](args)
+    except CnnlabError as error:
+        if debug:
+            raise
+        kind = type(error).__name__
+        print(textwrap.fill(f"error ({kind}): {error}", width=110, break_on_hyphens=False), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

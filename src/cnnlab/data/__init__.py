@@ -1,0 +1,27 @@
+"""Datasets, preprocessing and loaders. Data knows no models."""
+
+from cnnlab.data.datasets import (
+    ImageDataset,
+    ImageSet,
+    default_data_root,
+    get_dataset_info,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
+from cnnlab.data.loader import DeviceTensorLoader, Loader
+from cnnlab.data.preprocessing import Preprocessing, channel_stats
+
+__all__ = [
+    "DeviceTensorLoader",
+    "ImageDataset",
+    "ImageSet",
+    "Loader",
+    "Preprocessing",
+    "channel_stats",
+    "default_data_root",
+    "get_dataset_info",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]

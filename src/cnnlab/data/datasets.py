@@ -1,0 +1,148 @@
+"""The dataset registry. Each dataset loads as uint8 tensors in memory, with its own train/test split.
+
+Data knows no models: fitting images to a model's input size is done by :class:`Preprocessing`, which the
+caller builds from the dataset's native size and the model's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnlab.errors import DataError, UnknownNameError
+
+
+@dataclass
+class ImageSet:
+    """One split: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise DataError(f"Images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {self.images.shape}.")
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}.")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class ImageDataset:
+    """A dataset with a train and a test split.
+
+    Attributes:
+        name: registry name.
+        train: training split.
+        test: test split.
+        classes: class names, index = label.
+        fit_mode: how to bring images to a larger model input: "resize" or "pad" (centre with a zero border).
+        source: where the data came from (a path, or the package that ships it).
+    """
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    classes: list[str]
+    fit_mode: str = "resize"
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def validate(self) -> None:
+        """Clear errors for datasets no model can learn from."""
+        if self.num_classes < 2:
+            raise DataError(f"Dataset {self.name!r} has {self.num_classes} class(es); classification needs at least 2.")
+        for split_name, split in (("train", self.train), ("test", self.test)):
+            if len(split) == 0:
+                raise DataError(f"Dataset {self.name!r} has an empty {split_name} split.")
+            low, high = int(split.labels.min()), int(split.labels.max())
+            if low < 0 or high >= self.num_classes:
+                raise DataError(
+                    f"Dataset {self.name!r} {split_name} labels span [{low}, {high}] but there are "
+                    f"{self.num_classes} classes: labels must be in [0, {self.num_classes - 1}]."
+                )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    loader: Callable[[Path], ImageDataset] = field(repr=False)
+    description: str
+
+
+_DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, description: str) -> Callable:
+    """Decorator registering ``loader(root: Path) -> ImageDataset`` under ``name`` (twice is an error)."""
+
+    def decorator(loader: Callable[[Path], ImageDataset]) -> Callable[[Path], ImageDataset]:
+        if name in _DATASETS:
+            raise DataError(f"Dataset name {name!r} is already registered.")
+        _DATASETS[name] = DatasetInfo(name, loader, description)
+        return loader
+
+    return decorator
+
+
+def list_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    if name not in _DATASETS:
+        raise UnknownNameError("dataset", name, _DATASETS)
+    return _DATASETS[name]
+
+
+def default_data_root() -> Path:
+    """``$CNNLAB_DATA`` if set, else ``~/.cache/cnnlab``."""
+    return Path(os.environ.get("CNNLAB_DATA") or Path.home() / ".cache" / "cnnlab")
+
+
+def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
+    """Load a registered dataset (see :func:`list_datasets`) from ``root`` (default :func:`default_data_root`)."""
+    info = get_dataset_info(name)
+    dataset = info.loader(Path(root) if root is not None else default_data_root())
+    dataset.validate()
+    return dataset
+
+
+@register_dataset("digits", "1,797 real 8×8 handwritten digits bundled with scikit-learn (UCI optdigits test set)")
+def _load_digits(root: Path) -> ImageDataset:
+    """scikit-learn's digits: 8×8 grey, values 0–16, light strokes on dark. Split 80/20, stratified, seed 0.
+
+    The split is fixed (``random_state=0``) so every run, machine and version tests on the same 360 images.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).mul(255 / 16).round().to(torch.uint8).unsqueeze(1)  # (1797, 1, 8, 8)
+    labels = torch.from_numpy(bunch.target).long()
+    train_idx, test_idx = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=0.2, random_state=0, stratify=labels.numpy()
+    )
+    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    return ImageDataset(
+        name="digits",
+        train=ImageSet(images[train_idx], labels[train_idx]),
+        test=ImageSet(images[test_idx], labels[test_idx]),
+        classes=[str(d) for d in range(10)],
+        fit_mode="resize",
+        source="scikit-learn (sklearn.datasets.load_digits), bundled with the package",
+    )

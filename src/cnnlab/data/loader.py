@@ -1,0 +1,95 @@
+"""Loaders: one interface for the trainer, whatever holds the data.
+
+The trainer asks ``loader.batches(epoch, start_batch)`` and gets normalised float images and int64 labels
+on the training device. The order of an epoch is a pure function of (seed, epoch), so a run resumed in the
+middle of an epoch sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+
+from cnnlab.data.augment import Augmentation
+from cnnlab.data.preprocessing import Preprocessing
+from cnnlab.errors import ConfigError
+
+
+class Loader(Protocol):
+    batch_size: int
+    num_samples: int
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        ...
+
+    def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images (B, C, H, W) float, labels (B,) int64) on the device, from batch ``start_batch`` on."""
+        ...
+
+
+class DeviceTensorLoader:
+    """A dataset held whole on the device as uint8, batched and normalised there (no per-sample Python).
+
+    Args:
+        images: uint8 (N, C, H, W), already fitted to the model's input size.
+        labels: int64 (N,).
+        preprocessing: normalisation (mean/std) applied per batch on the device.
+        batch_size: images per batch.
+        shuffle: new seeded order every epoch.
+        seed: base seed of the order; epoch e uses seed·1,000,003 + e.
+        drop_last: skip the last partial batch (training usually does; evaluation never should).
+        device: where the data lives and batches are produced.
+        augment: batched augmentation applied to [0, 1] images before normalisation; its randomness comes
+            from a generator seeded by (seed, epoch, batch), so a resumed run draws the same distortions.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        preprocessing: Preprocessing,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+        augment: Augmentation | None = None,
+    ):
+        if batch_size < 1:
+            raise ConfigError(f"Batch size must be a positive integer, got {batch_size}.")
+        self.images = images.to(device)  # uint8 (N, C, H, W): one copy to the device, a quarter of float32's size
+        self.labels = labels.to(device)
+        self.preprocessing, self.batch_size = preprocessing, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.num_samples = images.shape[0]
+        self.augment = augment
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """Sample indices of an epoch, on the data's device."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples, device=self.images.device)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_samples, generator=generator).to(self.images.device)
+
+    def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order(epoch)
+        for b in range(start_batch, len(self)):
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.images[index]  # uint8 (B, C, H, W)
+            if self.augment is None:
+                yield self.preprocessing.normalize(images), self.labels[index]
+                continue
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + b)
+            augmented = self.augment(images.float() / 255, generator)  # (B, C, H, W) in [0, 1]
+            yield self.preprocessing.standardize(augmented), self.labels[index]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches(0)

@@ -1,0 +1,107 @@
+"""Preprocessing that travels with a checkpoint, so `eval` and `predict` never guess it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from cnnlab.errors import ImageDecodeError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw uint8 images become model inputs.
+
+    Attributes:
+        in_chans: 1 (grey) or 3 (RGB); images of other modes are converted to this.
+        resize: (H, W) the images are resized to (bilinear, antialiased).
+        pad: zero border added on each side after resizing, in pixels (LeNet pads 28×28 MNIST to 32×32).
+        mean: per-channel mean of the training images in [0, 1], subtracted...
+        std: ...and divided by, per channel.
+    """
+
+    in_chans: int
+    resize: tuple[int, int]
+    pad: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the model receives."""
+        return (self.in_chans, self.resize[0] + 2 * self.pad, self.resize[1] + 2 * self.pad)
+
+    def fit(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize and pad a uint8 batch (N, C, h, w) -> (N, C, H, W), still uint8."""
+        if tuple(images.shape[-2:]) != tuple(self.resize):
+            images = TF.resize(images, list(self.resize), antialias=True)
+        if self.pad:
+            images = F.pad(images, [self.pad] * 4)
+        return images
+
+    def normalize(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> float, scaled to [0, 1] then standardised per channel, on the images' device."""
+        return self.standardize(images.to(dtype) / 255)
+
+    def standardize(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images in [0, 1] (N, C, H, W) -> (x − mean) / std per channel."""
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        return (images - mean) / std
+
+    def load_image(self, path: str | Path) -> torch.Tensor:
+        """Decode an image file of any mode into a fitted uint8 tensor (C, H, W).
+
+        Raises:
+            ImageDecodeError: naming the file, if it is missing or cannot be decoded.
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        try:
+            with Image.open(path) as image:
+                image.load()
+                mode = "L" if self.in_chans == 1 else "RGB"
+                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                    # Transparent pixels become white, as in a browser; converting straight away would make them black.
+                    rgba = image.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(background, rgba)
+                elif image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    image = image.point(lambda v: v / 256).convert("L") if image.mode != "F" else image.convert("L")
+                converted = image.convert(mode)
+                tensor = TF.pil_to_tensor(converted)  # (C, h, w) uint8
+        except FileNotFoundError:
+            raise ImageDecodeError(f"Image file {str(path)!r} does not exist.") from None
+        except IsADirectoryError:
+            raise ImageDecodeError(f"{str(path)!r} is a directory, not an image file.") from None
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise ImageDecodeError(
+                f"Cannot decode image file {str(path)!r}: {error}. Give a PNG or JPEG (or another format Pillow reads)."
+            ) from None
+        return self.fit(tensor.unsqueeze(0))[0]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(
+            in_chans=int(d["in_chans"]),
+            resize=tuple(d["resize"]),
+            pad=int(d["pad"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+        )
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
+    scaled = images.to(torch.float64) / 255
+    mean = scaled.mean(dim=(0, 2, 3))
+    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)

@@ -1,0 +1,170 @@
+"""Per-layer model summary: output shape, parameters, MACs/FLOPs and receptive field.
+
+FLOPs come from ``torch.utils.flop_counter`` (it counts convolutions and matrix products: 2 FLOPs per
+multiply-add), run on ``meta`` tensors so even large models cost nothing. MACs = FLOPs / 2. Receptive fields
+use the convolution arithmetic of :mod:`cnnlab.layers.arithmetic` along the executed order of the layers,
+which is exact for chain networks (LeNet, AlexNet, VGG).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.layers.arithmetic import ReceptiveField
+from cnnlab.models import check_input_shape
+from cnnlab.models._probe import _window
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...] | None  # without the batch dimension
+    trainable: int
+    fixed: int
+    macs: int
+    receptive_field: ReceptiveField | None  # None once the spatial layout is gone (after flatten)
+
+
+@dataclass
+class ModelSummary:
+    model_name: str
+    input_shape: tuple[int, int, int]
+    rows: list[LayerRow]
+    paper_params: int | None
+
+    @property
+    def trainable(self) -> int:
+        return sum(r.trainable for r in self.rows)
+
+    @property
+    def fixed(self) -> int:
+        return sum(r.fixed for r in self.rows)
+
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+def _flops_by_module(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    meta = {
+        n: torch.empty_like(t, device="meta")
+        for n, t in itertools.chain(model.named_parameters(), model.named_buffers())
+    }
+    with FlopCounterMode(display=False) as counter:
+        torch.func.functional_call(model, meta, (torch.empty(1, *input_shape, device="meta"),))
+    prefix = type(model).__name__ + "."
+    return {
+        name[len(prefix) :]: int(sum(ops.values()))
+        for name, ops in counter.get_flop_counts().items()
+        if name.startswith(prefix)
+    }
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
+    """Summarise ``model`` for one input of shape (C, H, W), layer by layer (leaf modules, executed order).
+
+    Raises:
+        InputSizeError: if the model cannot take that input (naming the layer and the size that would work).
+    """
+    traces = check_input_shape(model, input_shape)
+    flops = _flops_by_module(model, input_shape)
+    rows: list[LayerRow] = []
+    field: ReceptiveField | None = ReceptiveField()
+    counted: set[str] = set()
+    for trace in traces:
+        module = trace.module
+        first_call = trace.name not in counted  # a module called twice has its parameters counted once
+        counted.add(trace.name)
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad) if first_call else 0
+        fixed = sum(p.numel() for p in module.parameters() if not p.requires_grad) if first_call else 0
+        window = _window(module)
+        if field is not None:
+            if trace.output_shape is None or len(trace.output_shape) != 4:
+                field = None  # flattened: every unit sees the whole input
+            elif window is not None:
+                field = field.after(*window)
+        rows.append(
+            LayerRow(
+                name=trace.name,
+                kind=type(module).__name__,
+                output_shape=trace.output_shape[1:] if trace.output_shape else None,
+                trainable=trainable,
+                fixed=fixed,
+                macs=flops.get(trace.name, 0) // 2 if first_call else 0,
+                receptive_field=field,
+            )
+        )
+    from cnnlab.models._registry import _MODELS
+
+    name = getattr(model, "model_name", type(model).__name__)
+    info = _MODELS.get(name)
+    return ModelSummary(name, tuple(input_shape), rows, info.param_count if info else None)
+
+
+def render_summary(summary: ModelSummary, console: object | None = None) -> None:
+    """Print ``summary`` as a table with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    shape = "×".join(map(str, summary.input_shape))
+    table = Table(title=f"{summary.model_name} — input {shape}", title_justify="left")
+    for header, justify in [
+        ("layer", "left"),
+        ("type", "left"),
+        ("output", "right"),
+        ("params (trainable)", "right"),
+        ("params (fixed)", "right"),
+        ("MACs", "right"),
+        ("FLOPs", "right"),
+        ("RF size", "right"),
+        ("RF jump", "right"),
+        ("RF start", "right"),
+    ]:
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for r in summary.rows:
+        rf = r.receptive_field
+        table.add_row(
+            r.name,
+            r.kind,
+            "×".join(map(str, r.output_shape)) if r.output_shape else "-",
+            f"{r.trainable:,}",
+            f"{r.fixed:,}" if r.fixed else "",
+            f"{r.macs:,}" if r.macs else "",
+            f"{2 * r.macs:,}" if r.macs else "",
+            str(rf.size) if rf else "all",
+            str(rf.jump) if rf else "",
+            f"{rf.start:g}" if rf else "",
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        "",
+        f"{summary.trainable:,}",
+        f"{summary.fixed:,}" if summary.fixed else "",
+        f"{summary.macs:,}",
+        f"{summary.flops:,}",
+    )
+    console.print(table)  # type: ignore[attr-defined]
+    lines = [
+        "MACs = multiply-adds per image (from torch.utils.flop_counter: convolutions and matrix products); "
+        "FLOPs = 2 × MACs.",
+        "RF = receptive field in input pixels: size, jump (stride product), start (centre of the first unit's "
+        "field, pixel i has centre i); 'all' after flattening.",
+    ]
+    if summary.paper_params is not None:
+        verdict = "matches" if summary.paper_params == summary.trainable else "DIFFERS from"
+        lines.append(f"Trainable parameters {summary.trainable:,} {verdict} the paper's {summary.paper_params:,}.")
+    for line in lines:
+        console.print(line)  # type: ignore[attr-defined]

@@ -1,0 +1,53 @@
+"""The one model contract every cnnlab model follows.
+
+Visualisation, attacks, transfer learning and detection backbones are written once against this contract:
+
+- ``features``: an ``nn.Sequential`` whose named children are the model's *stages* (``model.stage_names``);
+- ``forward_features(x)``: image batch -> the last stage's output;
+- ``forward_head(x, pre_logits=False)``: features -> logits (or the penultimate vector with ``pre_logits``);
+- ``reset_classifier(num_classes)``: a new, freshly initialised classifier for ``num_classes`` classes;
+- ``num_features``: width of the ``pre_logits`` vector; ``num_classes``, ``in_chans``.
+
+``forward(x)`` is always ``forward_head(forward_features(x))`` and returns logits, in training and in eval
+mode alike (models with auxiliary outputs return them through a separate method, never by changing type).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ClassifierModel(nn.Module):
+    """Base class: subclasses set ``self.features`` (named stages) and implement the head methods."""
+
+    features: nn.Sequential
+    num_classes: int
+    num_features: int
+    in_chans: int
+
+    @property
+    def stage_names(self) -> list[str]:
+        """Names of the stages in ``features``, input to output."""
+        return [name for name, _ in self.features.named_children()]
+
+    def get_stage(self, name: str) -> nn.Module:
+        """The stage called ``name`` (raises :class:`~cnnlab.errors.UnknownNameError` listing the valid ones)."""
+        from cnnlab.errors import UnknownNameError
+
+        stages = dict(self.features.named_children())
+        if name not in stages:
+            raise UnknownNameError("stage", name, stages)
+        return stages[name]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

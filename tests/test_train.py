@@ -1,0 +1,129 @@
+"""The training engine: reproducibility, exact resume, non-finite losses, interruption."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+from cnnlab.errors import NonFiniteLossError, TrainingInterrupted
+from cnnlab.train import ClassificationObjective, TrainConfig, Trainer, build_run, load_checkpoint, resolve
+
+
+def _config(tmp_path, **overrides):
+    return resolve(TrainConfig(**{"epochs": 2, "out": str(tmp_path), **overrides}))
+
+
+def _train(config, run_dir, objective=None):
+    trainer = Trainer(build_run(config, run_dir=run_dir), objective=objective)
+    trainer.fit()
+    return trainer
+
+
+def _assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_same_seed_is_bit_identical_on_cpu(tmp_path):
+    config = _config(tmp_path)
+    a = _train(config, tmp_path / "a")
+    b = _train(config, tmp_path / "b")
+    _assert_same_weights(a.model, b.model)
+    assert a.history[-1]["test_loss"] == b.history[-1]["test_loss"]
+    c = _train(_config(tmp_path, seed=1), tmp_path / "c")
+    assert not torch.equal(a.model.features.c1.conv.weight, c.model.features.c1.conv.weight)
+
+
+def test_training_learns(tmp_path):
+    trainer = _train(_config(tmp_path, epochs=3), tmp_path / "run")
+    assert trainer.history[-1]["test_error"] < 0.5  # chance is 0.9; 3 epochs of LeNet-5 on digits reach < 0.1
+    assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"]
+
+
+def test_resume_at_an_epoch_boundary_is_bit_identical(tmp_path):
+    config = _config(tmp_path)
+    straight = _train(config, tmp_path / "straight")
+
+    def stop_after_first_epoch(trainer, row):
+        if trainer.epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = Trainer(build_run(config, run_dir=tmp_path / "resumed"), callbacks=(stop_after_first_epoch,))
+    with pytest.raises(TrainingInterrupted, match="end of epoch 1"):
+        first.fit()
+    payload = load_checkpoint(tmp_path / "resumed")
+    assert (payload["train_state"]["epoch"], payload["train_state"]["batch"]) == (1, 0)
+    resumed = Trainer(build_run(config, run_dir=tmp_path / "resumed"))
+    resumed.load_state_dict(payload)
+    resumed.fit()
+    _assert_same_weights(straight.model, resumed.model)
+    assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in straight.history]
+
+
+class _SignalAtCall(ClassificationObjective):
+    """Sends a real SIGINT to this process during the n-th training step."""
+
+    def __init__(self, n, signum=signal.SIGINT):
+        super().__init__()
+        self.n, self.calls, self.signum = n, 0, signum
+
+    def __call__(self, model, images, labels):
+        if model.training:
+            self.calls += 1
+            if self.calls == self.n:
+                os.kill(os.getpid(), self.signum)
+        return super().__call__(model, images, labels)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_epoch_saves_and_resumes_bit_identically(tmp_path, signum):
+    config = _config(tmp_path)
+    straight = _train(config, tmp_path / "straight")
+    interrupted = Trainer(build_run(config, run_dir=tmp_path / "cut"), objective=_SignalAtCall(52, signum))
+    with pytest.raises(TrainingInterrupted, match=f"Stopped by {signal.Signals(signum).name}.*--resume"):
+        interrupted.fit()
+    payload = load_checkpoint(tmp_path / "cut")
+    assert payload["train_state"]["epoch"] == 1 and payload["train_state"]["batch"] == 52 - 45  # 45 batches/epoch
+    resumed = Trainer(build_run(config, run_dir=tmp_path / "cut"))
+    resumed.load_state_dict(payload)
+    resumed.fit()
+    _assert_same_weights(straight.model, resumed.model)
+    assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
+
+
+class _NaNAtCall(ClassificationObjective):
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def __call__(self, model, images, labels):
+        loss, logits = super().__call__(model, images, labels)
+        if model.training:
+            self.calls += 1
+            if self.calls >= self.n:
+                loss = loss * float("nan")
+        return loss, logits
+
+
+def test_nan_in_first_epoch_stops_and_names_the_step(tmp_path):
+    trainer = Trainer(build_run(_config(tmp_path), run_dir=tmp_path / "r"), objective=_NaNAtCall(5))
+    with pytest.raises(NonFiniteLossError, match="nan at step 5 .*No checkpoint was written"):
+        trainer.fit()
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_nan_later_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(build_run(_config(tmp_path), run_dir=tmp_path / "r"), objective=_NaNAtCall(50))
+    with pytest.raises(NonFiniteLossError, match="step 50 .*end of epoch 1, is kept"):
+        trainer.fit()
+    payload = load_checkpoint(tmp_path / "r")
+    assert payload["train_state"]["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in payload["model_state"].values())
+
+
+def test_mse_loss_trains(tmp_path):
+    trainer = _train(_config(tmp_path, loss="mse", model="lenet5-modern", epochs=2, lr=0.5), tmp_path / "m")
+    assert trainer.history[-1]["test_error"] < 0.5
