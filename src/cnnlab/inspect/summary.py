@@ -119,19 +119,10 @@ def render_summary(summary: ModelSummary, console: object | None = None) -> None
     console = console or Console()
     shape = "×".join(map(str, summary.input_shape))
     table = Table(title=f"{summary.model_name} — input {shape}", title_justify="left")
-    for header, justify in [
-        ("layer", "left"),
-        ("type", "left"),
-        ("output", "right"),
-        ("params (trainable)", "right"),
-        ("params (fixed)", "right"),
-        ("MACs", "right"),
-        ("FLOPs", "right"),
-        ("RF size", "right"),
-        ("RF jump", "right"),
-        ("RF start", "right"),
-    ]:
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    table.add_column("layer", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    for header in ("output", "trainable", "fixed", "MACs", "FLOPs", "RF size", "RF jump", "RF start"):
+        table.add_column(header, justify="right", no_wrap=True)
     for r in summary.rows:
         rf = r.receptive_field
         table.add_row(
@@ -158,6 +149,7 @@ def render_summary(summary: ModelSummary, console: object | None = None) -> None
     )
     console.print(table)  # type: ignore[attr-defined]
     lines = [
+        "trainable / fixed = parameters updated by training / held constant (e.g. LeNet-5's RBF class codes).",
         "MACs = multiply-adds per image (from torch.utils.flop_counter: convolutions and matrix products); "
         "FLOPs = 2 × MACs.",
         "RF = receptive field in input pixels: size, jump (stride product), start (centre of the first unit's "
