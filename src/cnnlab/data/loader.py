@@ -44,6 +44,10 @@ class DeviceTensorLoader:
         device: where the data lives and batches are produced.
         augment: batched augmentation applied to [0, 1] images before normalisation; its randomness comes
             from a generator seeded by (seed, epoch, batch), so a resumed run draws the same distortions.
+        rank: this process's index among ``world_size`` data-parallel processes.
+        world_size: number of data-parallel processes. ``batch_size`` stays the *global* batch: every process
+            walks the same seeded order and takes its own contiguous 1/world_size slice of each global batch,
+            so averaging gradients over processes (DDP) equals one process training on the global batch.
     """
 
     def __init__(
@@ -58,15 +62,23 @@ class DeviceTensorLoader:
         drop_last: bool = False,
         device: torch.device | str = "cpu",
         augment: Augmentation | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ConfigError(f"Batch size must be a positive integer, got {batch_size}.")
+        if batch_size % world_size:
+            raise ConfigError(
+                f"Batch size {batch_size} (global) is not divisible by the {world_size} processes; "
+                f"use a multiple of {world_size}."
+            )
         self.images = images.to(device)  # uint8 (N, C, H, W): one copy to the device, a quarter of float32's size
         self.labels = labels.to(device)
         self.preprocessing, self.batch_size = preprocessing, batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.num_samples = images.shape[0]
         self.augment = augment
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
@@ -83,11 +95,14 @@ class DeviceTensorLoader:
         order = self.order(epoch)
         for b in range(start_batch, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.world_size > 1:  # this rank's contiguous slice of the global batch
+                share = -(-len(index) // self.world_size)
+                index = index[self.rank * share : (self.rank + 1) * share]
             images = self.images[index]  # uint8 (B, C, H, W)
             if self.augment is None:
                 yield self.preprocessing.normalize(images), self.labels[index]
                 continue
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + b)
+            generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 100_003 + b) * 64 + self.rank)
             augmented = self.augment(images.float() / 255, generator)  # (B, C, H, W) in [0, 1]
             yield self.preprocessing.standardize(augmented), self.labels[index]
 

@@ -66,6 +66,15 @@ def plan_preprocessing(dataset: ImageDataset, info: ModelInfo, model: Classifier
     return Preprocessing(in_chans=c, resize=resize, pad=pad, mean=mean, std=std)
 
 
+def distributed_rank_and_size() -> tuple[int, int]:
+    """(rank, world size) of this process if torch.distributed is initialised (e.g. under torchrun), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 @dataclass
 class TrainingRun:
     """Everything a :class:`~cnnlab.train.trainer.Trainer` needs, built from one resolved config."""
@@ -100,6 +109,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     def fitted(split):  # uint8, fitted once, before it goes to the device
         return preprocessing.fit(split.images), split.labels
 
+    rank, world_size = distributed_rank_and_size()
     train_loader = DeviceTensorLoader(
         *fitted(dataset.train),
         preprocessing,
@@ -108,6 +118,8 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
         seed=config.seed,
         device=device,
         augment=get_augmentation(config.augment),
+        rank=rank,
+        world_size=world_size,
     )
     test_loader = DeviceTensorLoader(*fitted(dataset.test), preprocessing, max(config.batch_size, 256), device=device)
     path = run_dir or config.out or default_run_dir(config.model, config.data)
