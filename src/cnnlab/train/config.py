@@ -53,12 +53,22 @@ RECIPES: dict[str, dict] = {
     # The RBF output's squared distances give large gradients: η two orders below the softmax variant's.
     "lenet5": {"epochs": 30, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0, "augment": "lenet-distortions"},
     "lenet5-modern": {"epochs": 30, "batch_size": 32, "lr": 0.05, "weight_decay": 5e-4, "augment": "lenet-distortions"},
+    # The paper's ±2.4/F init leaves small activations; a softmax head needs a larger η than the RBF one to move them.
+    "lenet5:head=softmax": {"lr": 0.1},
 }
+
+# Squared error on softmax outputs has gradients about p·(1 − p) times those of cross-entropy, so when the
+# learning rate comes from the recipe it is multiplied by this for `--loss mse` (measured on LeNet-5 / digits).
+MSE_LR_FACTOR = 10.0
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fill ``None`` fields from the recipe of ``config.model`` and validate every value."""
     recipe = {**RECIPES["*"], **RECIPES.get(config.model, {})}
+    for key, value in sorted(config.model_options.items()):
+        recipe.update(RECIPES.get(f"{config.model}:{key}={value}", {}))
+    if config.loss == "mse":
+        recipe["lr"] = recipe["lr"] * MSE_LR_FACTOR
     resolved = replace(config, **{k: v for k, v in recipe.items() if getattr(config, k) is None})
     validate(resolved)
     return resolved
