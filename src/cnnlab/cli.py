@@ -79,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--epochs", type=int, help="passes over the training set (default: the model's recipe, 30)")
     t.add_argument("--batch-size", type=int, help="images per step (default: 32)")
-    t.add_argument("--lr", type=float, help="learning rate η per step (default: the recipe: lenet5 0.003, with head=softmax 0.1, others 0.05; ×10 with --loss mse)")
+    t.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate η per step (default: the recipe: lenet5 0.003, head=softmax 0.1, others 0.05; ×10 for mse)",
+    )
     t.add_argument("--momentum", type=float, help="μ in Δw ← μΔw − wd·η·w − η·∂E/∂w (default: 0.9)")
     t.add_argument("--weight-decay", type=float, help="wd in the same update (default: lenet5 0, others 5e-4)")
     t.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule, stepped per batch (default: cosine)")
