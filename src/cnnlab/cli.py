@@ -40,6 +40,19 @@ examples:
   cnnlab models
   cnnlab models 'lenet*'
 """,
+    "data": """
+examples:
+  cnnlab data list
+  cnnlab data info mnist --data-root ../shared/datasets
+  cnnlab data get cifar10                      # downloads where the network allows (checksums verified)
+  cnnlab data preview digits --augment lenet-distortions --out digits.png
+  cnnlab data preview folder:~/photos --augment alexnet-2012
+""",
+    "bench": """
+examples:
+  cnnlab bench data            # input pipeline: cnnlab vs the usual torchvision way, side by side
+  cnnlab bench data --quick    # seconds; checks that it runs
+""",
 }
 
 
@@ -105,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root", help="where datasets live")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     e.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
+    e.add_argument(
+        "--tta",
+        choices=("flip", "10crop", "multiscale"),
+        help="test-time augmentation: average softmax over the image and its mirror, the ten crops (corners, "
+        "centre, mirrored), or three scales",
+    )
 
     p = command("predict", "Top-k classes with probabilities for image files (PNG, JPEG, any mode).")
     p.add_argument("checkpoint", help="checkpoint file or run directory")
@@ -124,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = command("models", "List registered models with paper, year, default input size and parameter count.")
     m.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'lenet*'")
+
+    d = command("data", "Datasets: list them, show what is in one, download one, preview its augmentation.")
+    d.add_argument("action", choices=("list", "info", "get", "preview"), help="what to do")
+    d.add_argument("name", nargs="?", help="dataset name, or folder:PATH for your own images")
+    d.add_argument("--data-root", help="where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+    d.add_argument("--augment", help="preview: augmentation preset(s), e.g. pad-crop-flip or crop+flip+pca")
+    d.add_argument("--out", help="preview: PNG path (default: <name>-<augment>.png)")
+    d.add_argument("--count", type=int, default=8, help="preview: images per row (default: 8)")
+    d.add_argument("--val-split", type=float, default=0.2, help="folder:PATH without train/ and val/: test fraction")
+
+    b = command("bench", "Benchmarks, measured side by side against the plain PyTorch/torchvision way.")
+    b.add_argument("kind", choices=("data",), help="what to measure")
+    b.add_argument("--quick", action="store_true", help="a few seconds: checks that it runs, not its speed")
+    b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     return parser
 
 
@@ -272,6 +305,7 @@ def _checkpoint_model(path: str, device_name: str):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cnnlab.data import DeviceTensorLoader, load_dataset
+    from cnnlab.data.streaming import StreamingLoader
     from cnnlab.train import ClassificationObjective, evaluate
 
     payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
@@ -287,12 +321,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"Dataset {data_name!r} has {dataset.num_classes} classes but the checkpoint's model predicts "
             f"{model.num_classes}; fine-tune it for the new classes first."
         )
-    loader = DeviceTensorLoader(
-        preprocessing.fit(dataset.test.images), dataset.test.labels, preprocessing, args.batch_size, device=device
-    )
-    result = evaluate(model, loader, ClassificationObjective("cross_entropy"))
-    k = min(5, model.num_classes)
-    print(f"{payload['model']['name']} on {data_name} test split ({result['samples']:,} images)")
+    if dataset.streaming:
+        loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, args.batch_size, device=device)
+    else:
+        images = preprocessing.fit(dataset.test.images)
+        loader = DeviceTensorLoader(images, dataset.test.labels, preprocessing, args.batch_size, device=device)
+    if args.tta:
+        from cnnlab.data.tta import evaluate_tta
+
+        result = evaluate_tta(model, loader, preprocessing, args.tta)
+    else:
+        result = evaluate(model, loader, ClassificationObjective("cross_entropy"))
+    k = min(5, payload["model"]["num_classes"])
+    tta = f", test-time augmentation {args.tta}" if args.tta else ""
+    print(f"{payload['model']['name']} on {data_name} test split ({result['samples']:,} images{tta})")
     print(f"top-1 error {result['top1_error']:.2%}  (accuracy {1 - result['top1_error']:.2%})")
     print(f"top-{k} error {result['top5_error']:.2%}")
     print(f"cross-entropy {result['loss']:.4f}")
@@ -380,7 +422,62 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from cnnlab.data import channel_stats, get_dataset_info, list_datasets, load_dataset
+
+    if args.action == "list":
+        for name in list_datasets():
+            info = get_dataset_info(name)
+            print(f"{name:14} {info.description}  [--augment default: {info.augment}]")
+        print(f"{'folder:PATH':14} your own images, one sub-folder per class (PATH/train and PATH/val if present)")
+        return 0
+    if not args.name:
+        raise ConfigError(f"`cnnlab data {args.action}` needs a dataset name; `cnnlab data list` shows them.")
+    info = get_dataset_info(args.name)
+    dataset = load_dataset(args.name, args.data_root, fetch=args.action == "get", val_split=args.val_split)
+    if args.action == "preview":
+        from cnnlab.data.preview import preview_grid
+
+        spec = args.augment or info.augment
+        out = args.out or f"{args.name.replace(':', '_').replace('/', '_')}-{spec.replace('+', '_')}.png"
+        print(f"wrote {preview_grid(dataset, spec, out, count=args.count)} (row 1: as stored; rows 2-4: {spec})")
+        return 0
+    c, h, w = dataset.image_shape
+    print(f"{dataset.name}: {info.description}")
+    print(f"  files:    {dataset.source}")
+    print(f"  train:    {len(dataset.train):,} images   test: {len(dataset.test):,} images")
+    more = " ..." if dataset.num_classes > 12 else ""
+    print(f"  classes:  {dataset.num_classes}: {', '.join(dataset.classes[:12])}{more}")
+    if dataset.streaming:
+        print(f"  images:   {c} channels, sizes vary (photos; resized and cropped to the model's input)")
+    else:
+        mean, std = channel_stats(dataset.train.images)
+        print(f"  images:   {c}×{h}×{w} uint8")
+        mean_text, std_text = ", ".join(f"{m:.4f}" for m in mean), ", ".join(f"{s:.4f}" for s in std)
+        print(f"  mean/std: {mean_text} / {std_text} (train, [0, 1] scale)")
+    print(f"  augment:  {info.augment} (the default --augment)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from cnnlab.train import resolve_device
+
+    device = resolve_device(args.device)
+    if args.kind == "data":
+        from cnnlab.bench.data import run
+
+        print(f"input pipeline, images/s on {device} (shuffled, augmented, normalised batches of 512 on the device)")
+        print(f"{'data':12} {'images':>8} {'cnnlab':>10} {'usual way':>10} {'ratio':>7}")
+        for row in run(quick=args.quick, device=str(device)):
+            ours, usual = row.cnnlab_images_per_s, row.usual_images_per_s
+            print(f"{row.shape:12} {row.images:8,} {ours:10,.0f} {usual:10,.0f} {row.ratio:6.1f}×")
+        print("usual way: PIL images + torchvision.transforms.v2 per sample + DataLoader(num_workers=2)")
+    return 0
+
+
 COMMANDS = {
+    "data": _cmd_data,
+    "bench": _cmd_bench,
     "train": _cmd_train,
     "eval": _cmd_eval,
     "predict": _cmd_predict,
@@ -409,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("error: interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Datasets, preprocessing and loaders. Data knows no models."""
 
+from cnnlab.data import sources  # noqa: F401  (registers the datasets)
 from cnnlab.data.datasets import (
+    FileImageSet,
     ImageDataset,
     ImageSet,
     default_data_root,
@@ -14,6 +16,7 @@ from cnnlab.data.preprocessing import Preprocessing, channel_stats
 
 __all__ = [
     "DeviceTensorLoader",
+    "FileImageSet",
     "ImageDataset",
     "ImageSet",
     "Loader",

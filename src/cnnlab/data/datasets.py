@@ -34,6 +34,21 @@ class ImageSet:
 
 
 @dataclass
+class FileImageSet:
+    """One split of a photo collection: image file paths and int64 labels, decoded by the streaming loader."""
+
+    paths: list[str]
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.labels.shape != (len(self.paths),):
+            raise DataError(f"{len(self.paths)} files but labels of shape {tuple(self.labels.shape)}.")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
 class ImageDataset:
     """A dataset with a train and a test split.
 
@@ -47,15 +62,23 @@ class ImageDataset:
     """
 
     name: str
-    train: ImageSet
-    test: ImageSet
+    train: ImageSet | FileImageSet
+    test: ImageSet | FileImageSet
     classes: list[str]
     fit_mode: str = "resize"
     source: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def streaming(self) -> bool:
+        """True for photo collections decoded from files on the fly (sizes vary; always 3 channels)."""
+        return isinstance(self.train, FileImageSet)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | tuple[int, None, None]:
+        """(C, H, W) of the stored images; (3, None, None) for streamed photos of varying size."""
+        if isinstance(self.train, FileImageSet):
+            return (3, None, None)
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
     @property
@@ -79,34 +102,47 @@ class ImageDataset:
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A registered dataset: its loader, a one-line description and the augmentation its papers used."""
+
     name: str
-    loader: Callable[[Path], ImageDataset] = field(repr=False)
+    loader: Callable[..., ImageDataset] = field(repr=False)
     description: str
+    augment: str = "none"
 
 
 _DATASETS: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, description: str) -> Callable:
-    """Decorator registering ``loader(root: Path) -> ImageDataset`` under ``name`` (twice is an error)."""
+def register_dataset(name: str, description: str, augment: str = "none") -> Callable:
+    """Decorator registering ``loader(root: Path, fetch: bool) -> ImageDataset`` under ``name`` (twice: error).
 
-    def decorator(loader: Callable[[Path], ImageDataset]) -> Callable[[Path], ImageDataset]:
+    ``augment`` is the default ``--augment`` preset for the dataset: what its papers used.
+    """
+
+    def decorator(loader: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
         if name in _DATASETS:
             raise DataError(f"Dataset name {name!r} is already registered.")
-        _DATASETS[name] = DatasetInfo(name, loader, description)
+        _DATASETS[name] = DatasetInfo(name, loader, description, augment)
         return loader
 
     return decorator
 
 
 def list_datasets() -> list[str]:
+    """Registered dataset names (``folder:PATH`` is accepted too, for your own images)."""
     return sorted(_DATASETS)
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
+    if name.startswith("folder:"):
+        return DatasetInfo(name, _load_folder_spec, "your own images, one sub-folder per class", "crop-flip")
     if name not in _DATASETS:
-        raise UnknownNameError("dataset", name, _DATASETS)
+        raise UnknownNameError("dataset", name, [*_DATASETS, "folder:PATH"])
     return _DATASETS[name]
+
+
+def _load_folder_spec(root: Path, fetch: bool = False, **kwargs: object) -> ImageDataset:
+    raise AssertionError("handled in load_dataset")  # pragma: no cover
 
 
 def default_data_root() -> Path:
@@ -114,16 +150,38 @@ def default_data_root() -> Path:
     return Path(os.environ.get("CNNLAB_DATA") or Path.home() / ".cache" / "cnnlab")
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
-    """Load a registered dataset (see :func:`list_datasets`) from ``root`` (default :func:`default_data_root`)."""
-    info = get_dataset_info(name)
-    dataset = info.loader(Path(root) if root is not None else default_data_root())
+def load_dataset(
+    name: str, root: str | Path | None = None, *, fetch: bool = False, val_split: float = 0.2, seed: int = 0
+) -> ImageDataset:
+    """Load a dataset by name from ``root`` (default :func:`default_data_root`).
+
+    Args:
+        name: a registered name (see :func:`list_datasets`) or ``folder:PATH``.
+        root: the data root; datasets live in torchvision's layout below it (e.g. ``<root>/MNIST/raw``).
+        fetch: download missing files first (``cnnlab data get``); otherwise missing files are an error that
+            says which files to place where.
+        val_split: for ``folder:PATH`` without train/ and val/ sub-folders: the fraction held out for testing.
+        seed: seed of that split.
+    """
+    from cnnlab.data import sources
+
+    root_path = Path(root).expanduser() if root is not None else default_data_root()
+    if name.startswith("folder:"):
+        if fetch:
+            raise DataError(f"{name} is your own folder: there is nothing to download.")
+        dataset = sources.load_folder(name, root_path, val_split=val_split, seed=seed)
+    else:
+        dataset = get_dataset_info(name).loader(root_path, fetch=fetch)
     dataset.validate()
     return dataset
 
 
-@register_dataset("digits", "1,797 real 8×8 handwritten digits bundled with scikit-learn (UCI optdigits test set)")
-def _load_digits(root: Path) -> ImageDataset:
+@register_dataset(
+    "digits",
+    "1,797 real 8×8 handwritten digits bundled with scikit-learn (UCI optdigits test set)",
+    augment="lenet-distortions",
+)
+def _load_digits(root: Path, fetch: bool = False) -> ImageDataset:
     """scikit-learn's digits: 8×8 grey, values 0–16, light strokes on dark. Split 80/20, stratified, seed 0.
 
     The split is fixed (``random_state=0``) so every run, machine and version tests on the same 360 images.

@@ -30,6 +30,21 @@ class Loader(Protocol):
         ...
 
 
+def apply_augmentation(augment: Augmentation, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Run pixel-moving steps (crop, flip) on uint8, the rest on [0, 1] floats; returns uint8 or float."""
+    steps = getattr(augment, "steps", None)
+    prefix = augment.uint8_prefix if steps is not None else (1 if getattr(augment, "uint8_ok", False) else 0)
+    if steps is None:
+        return augment(images, generator) if prefix else augment(images.float() / 255, generator)
+    for step in steps[:prefix]:
+        images = step(images, generator)  # uint8: a quarter of the bytes of float32
+    if prefix < len(steps):
+        images = images.float() / 255
+        for step in steps[prefix:]:
+            images = step(images, generator)
+    return images
+
+
 class DeviceTensorLoader:
     """A dataset held whole on the device as uint8, batched and normalised there (no per-sample Python).
 
@@ -99,12 +114,18 @@ class DeviceTensorLoader:
                 share = -(-len(index) // self.world_size)
                 index = index[self.rank * share : (self.rank + 1) * share]
             images = self.images[index]  # uint8 (B, C, H, W)
-            if self.augment is None:
-                yield self.preprocessing.normalize(images), self.labels[index]
-                continue
-            generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 100_003 + b) * 64 + self.rank)
-            augmented = self.augment(images.float() / 255, generator)  # (B, C, H, W) in [0, 1]
-            yield self.preprocessing.standardize(augmented), self.labels[index]
+            if self.augment is not None:
+                generator = torch.Generator().manual_seed(
+                    ((self.seed * 1_000_003 + epoch) * 100_003 + b) * 64 + self.rank
+                )
+                images = apply_augmentation(self.augment, images, generator)
+            yield self.preprocessing.normalize(self.preprocessing.center_crop(images)), self.labels[index]
+
+    def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images at the stored size, labels) in order, unaugmented and uncropped (test-time views)."""
+        for b in range(-(-self.num_samples // self.batch_size)):
+            index = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield self.images[index], self.labels[index]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.batches(0)

@@ -22,6 +22,9 @@ class Preprocessing:
         pad: zero border added on each side after resizing, in pixels (LeNet pads 28×28 MNIST to 32×32).
         mean: per-channel mean of the training images in [0, 1], subtracted...
         std: ...and divided by, per channel.
+        keep_aspect: photos: resize the shorter side to max(resize), then centre-crop to ``resize`` (no squashing).
+        crop: the model's input (H, W), centre-cropped from the stored size at test time (AlexNet: 224 of 256);
+            training augmentations crop at random instead. None: the stored size is the input size.
     """
 
     in_chans: int
@@ -29,23 +32,45 @@ class Preprocessing:
     pad: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    keep_aspect: bool = False
+    crop: tuple[int, int] | None = None
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(H, W) of images after :meth:`fit`, before the final crop."""
+        return (self.resize[0] + 2 * self.pad, self.resize[1] + 2 * self.pad)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of what the model receives."""
-        return (self.in_chans, self.resize[0] + 2 * self.pad, self.resize[1] + 2 * self.pad)
+        return (self.in_chans, *(self.crop or self.stored_size))
 
     def fit(self, images: torch.Tensor) -> torch.Tensor:
-        """Resize and pad a uint8 batch (N, C, h, w) -> (N, C, H, W), still uint8."""
+        """Resize and pad a uint8 batch (N, C, h, w) -> (N, C, H, W) at the stored size, still uint8."""
         if tuple(images.shape[-2:]) != tuple(self.resize):
-            images = TF.resize(images, list(self.resize), antialias=True)
+            if self.keep_aspect:
+                images = TF.resize(images, max(self.resize), antialias=True)  # shorter side
+                images = TF.center_crop(images, list(self.resize))
+            else:
+                images = TF.resize(images, list(self.resize), antialias=True)
         if self.pad:
             images = F.pad(images, [self.pad] * 4)
         return images
 
+    def center_crop(self, images: torch.Tensor) -> torch.Tensor:
+        """Centre-crop (…, H, W) to the model's input size when the images are larger."""
+        if self.crop is not None and tuple(images.shape[-2:]) != tuple(self.crop):
+            images = TF.center_crop(images, list(self.crop))
+        return images
+
     def normalize(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> float, scaled to [0, 1] then standardised per channel, on the images' device."""
-        return self.standardize(images.to(dtype) / 255)
+        """uint8 (N, C, H, W) -> (x/255 − mean)/std per channel, on the images' device; float input is taken as
+        already in [0, 1]."""
+        if images.is_floating_point():
+            return self.standardize(images)
+        mean = torch.tensor(self.mean, device=images.device, dtype=dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=dtype).view(1, -1, 1, 1)
+        return torch.addcmul(-mean / std, images.to(dtype), 1 / (255 * std))  # one fused pass: x·a + b
 
     def standardize(self, images: torch.Tensor) -> torch.Tensor:
         """Float images in [0, 1] (N, C, H, W) -> (x − mean) / std per channel."""
@@ -54,7 +79,16 @@ class Preprocessing:
         return (images - mean) / std
 
     def load_image(self, path: str | Path) -> torch.Tensor:
-        """Decode an image file of any mode into a fitted uint8 tensor (C, H, W).
+        """Decode an image file of any mode into the model's input: uint8 (C, H, W), fitted and centre-cropped.
+
+        Raises:
+            ImageDecodeError: naming the file, if it is missing or cannot be decoded.
+        """
+        return self.center_crop(self.fit(self.decode_file(path).unsqueeze(0)))[0]
+
+    def decode_file(self, path: str | Path) -> torch.Tensor:
+        """Decode an image file of any mode (grey, RGB, RGBA, palette, 16-bit, CMYK) to uint8 (C, h, w) with
+        ``in_chans`` channels, at its own size.
 
         Raises:
             ImageDecodeError: naming the file, if it is missing or cannot be decoded.
@@ -83,7 +117,7 @@ class Preprocessing:
             raise ImageDecodeError(
                 f"Cannot decode image file {str(path)!r}: {error}. Give a PNG or JPEG (or another format Pillow reads)."
             ) from None
-        return self.fit(tensor.unsqueeze(0))[0]
+        return tensor
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -96,6 +130,8 @@ class Preprocessing:
             pad=int(d["pad"]),
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
+            keep_aspect=bool(d.get("keep_aspect", False)),
+            crop=tuple(d["crop"]) if d.get("crop") else None,
         )
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from cnnlab import models
-from cnnlab.data import DeviceTensorLoader, ImageDataset, Preprocessing, channel_stats, load_dataset
-from cnnlab.data.augment import get_augmentation
+from cnnlab.data import DeviceTensorLoader, ImageDataset, Preprocessing, channel_stats, get_dataset_info, load_dataset
+from cnnlab.data.augment import (
+    AugmentContext,
+    PCALighting,
+    build_augmentation,
+    pca_lighting_from,
+    validate_augmentation,
+)
+from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import CheckpointError, ConfigError, DeviceError, InputSizeError
 from cnnlab.models import ClassifierModel, ModelInfo
 from cnnlab.train.config import TrainConfig
@@ -43,11 +50,19 @@ def resolve_device(name: str) -> torch.device:
 def plan_preprocessing(dataset: ImageDataset, info: ModelInfo, model: ClassifierModel) -> Preprocessing:
     """Decide how the dataset's images are brought to the model's input, and measure mean/std after that.
 
-    A fixed-size model (LeNet-5: 32×32) gets exactly its size: smaller images are centred with a zero border
-    when the dataset asks for padding (MNIST in the LeNet paper) and the margins are even, else resized. A
-    model that takes any size keeps the dataset's size when it fits, else gets its default size.
+    In-memory images: a fixed-size model (LeNet-5: 32×32) gets exactly its size: smaller images are centred
+    with a zero border when the dataset asks for padding (MNIST in the LeNet paper) and the margins are even,
+    else resized. A model that takes any size keeps the dataset's size when it fits, else gets its default.
+    Photos (streamed): the shorter side is resized to 256/224 of the model's input side and centre-cropped
+    square (stored), then cropped to the input: at random in training, in the centre at test (AlexNet's recipe).
     """
     c, h, w = dataset.image_shape
+    if dataset.streaming:
+        target = tuple(info.input_size[1:])
+        side = round(max(target) * 256 / 224)
+        draft = Preprocessing(c, (side, side), 0, (0.0,) * c, (1.0,) * c, keep_aspect=True, crop=target)
+        mean, std = channel_stats(_sample_photos(dataset, draft))
+        return Preprocessing(c, (side, side), 0, mean, std, keep_aspect=True, crop=target)
     if info.fixed_input_size:
         target = info.input_size[1:]
     else:
@@ -64,6 +79,14 @@ def plan_preprocessing(dataset: ImageDataset, info: ModelInfo, model: Classifier
     draft = Preprocessing(in_chans=c, resize=resize, pad=pad, mean=(0.0,) * c, std=(1.0,) * c)
     mean, std = channel_stats(draft.fit(dataset.train.images))
     return Preprocessing(in_chans=c, resize=resize, pad=pad, mean=mean, std=std)
+
+
+def _sample_photos(dataset: ImageDataset, draft: Preprocessing, count: int = 256) -> torch.Tensor:
+    """A seeded sample of decoded training photos at the stored size (for mean/std and PCA statistics)."""
+    files = dataset.train
+    pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:count].tolist()
+    loader = StreamingLoader([files.paths[i] for i in pick], files.labels[pick], draft, 32, num_workers=0)
+    return torch.cat([loader.files[i][0].unsqueeze(0) for i in range(len(pick)) if loader.files[i][1] >= 0])
 
 
 def distributed_rank_and_size() -> tuple[int, int]:
@@ -84,19 +107,24 @@ class TrainingRun:
     model: ClassifierModel
     dataset: ImageDataset
     preprocessing: Preprocessing
-    train_loader: DeviceTensorLoader
-    test_loader: DeviceTensorLoader
+    train_loader: DeviceTensorLoader | StreamingLoader
+    test_loader: DeviceTensorLoader | StreamingLoader
     run_dir: RunDir
 
 
 def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> TrainingRun:
     """Load the data, build the model (seeded), plan preprocessing and create the loaders and run directory.
 
-    ``config`` must be resolved (:func:`cnnlab.train.config.resolve`). Every check that can fail runs here,
-    before anything is written or trained.
+    ``config`` must be resolved (:func:`cnnlab.train.config.resolve`); an ``augment`` of None takes the
+    dataset's preset (what its papers used), and the returned run's config records the preset used. Every
+    check that can fail runs here, before anything is written or trained.
     """
     device = resolve_device(config.device)
-    dataset = load_dataset(config.data, config.data_root)
+    val_split, strict = getattr(config, "val_split", 0.2), getattr(config, "strict", False)
+    dataset = load_dataset(config.data, config.data_root, val_split=val_split, seed=config.seed)
+    if config.augment in (None, "auto"):
+        config = replace(config, augment=get_dataset_info(config.data).augment)
+    validate_augmentation(config.augment)
     info = models.get_model_info(config.model)
     torch.manual_seed(config.seed)  # model initialisation and dropout
     model = models.create(
@@ -105,25 +133,57 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     preprocessing = plan_preprocessing(dataset, info, model)
     models.check_input_shape(model, preprocessing.input_size)
     model.to(device)
-
-    def fitted(split):  # uint8, fitted once, before it goes to the device
-        return preprocessing.fit(split.images), split.labels
-
     rank, world_size = distributed_rank_and_size()
-    train_loader = DeviceTensorLoader(
-        *fitted(dataset.train),
-        preprocessing,
-        config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        device=device,
-        augment=get_augmentation(config.augment),
-        rank=rank,
-        world_size=world_size,
-    )
-    test_loader = DeviceTensorLoader(*fitted(dataset.test), preprocessing, max(config.batch_size, 256), device=device)
+    eval_batch = max(config.batch_size, 256)
+
+    if dataset.streaming:
+
+        def pca_source() -> PCALighting:
+            return pca_lighting_from(_sample_photos(dataset, preprocessing, 512))
+
+        common = {"device": device, "strict": strict, "num_workers": getattr(config, "num_workers", 2)}
+        augment = build_augmentation(config.augment, _context(preprocessing, pca_source))
+        train_loader = StreamingLoader(
+            dataset.train.paths,
+            dataset.train.labels,
+            preprocessing,
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            augment=augment,
+            rank=rank,
+            world_size=world_size,
+            **common,
+        )
+        test_loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, eval_batch, **common)
+    else:
+        train_images = preprocessing.fit(dataset.train.images)  # uint8, fitted once, before it goes to the device
+
+        def pca_source() -> PCALighting:
+            return pca_lighting_from(train_images)
+
+        augment = build_augmentation(config.augment, _context(preprocessing, pca_source))
+        train_loader = DeviceTensorLoader(
+            train_images,
+            dataset.train.labels,
+            preprocessing,
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            device=device,
+            augment=augment,
+            rank=rank,
+            world_size=world_size,
+        )
+        test_loader = DeviceTensorLoader(
+            preprocessing.fit(dataset.test.images), dataset.test.labels, preprocessing, eval_batch, device=device
+        )
     path = run_dir or config.out or default_run_dir(config.model, config.data)
     return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, RunDir(path))
+
+
+def _context(preprocessing: Preprocessing, pca) -> AugmentContext:
+    return AugmentContext(preprocessing.stored_size, preprocessing.input_size[1:], preprocessing.in_chans, pca)
 
 
 def model_from_checkpoint(payload: dict, device: torch.device | str = "cpu") -> ClassifierModel:
