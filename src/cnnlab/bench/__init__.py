@@ -1,0 +1,1 @@
+"""Benchmarks: each measures cnnlab side by side with the plain PyTorch/torchvision way, in one run."""
