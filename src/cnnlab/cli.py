@@ -48,6 +48,17 @@ examples:
   cnnlab data preview digits --augment lenet-distortions --out digits.png
   cnnlab data preview folder:~/photos --augment alexnet-2012
 """,
+    "attack": """
+examples:
+  cnnlab attack runs/mnist-lenet --eps 0,0.05,0.1,0.2,0.25,0.3
+  cnnlab attack runs/mnist-lenet --method pgd --eps 0.1,0.3 --steps 20
+  cnnlab attack runs/mnist-lenet --method fgsm --eps 0.2 --target 3      # drive every prediction to class 3
+  cnnlab attack runs/mnist-lenet --method lbfgs --target 3 --limit 20    # Szegedy's smallest perturbation
+""",
+    "fool": """
+examples:
+  cnnlab fool runs/mnist-lenet --class 7
+""",
     "bench": """
 examples:
   cnnlab bench data            # input pipeline: cnnlab vs the usual torchvision way, side by side
@@ -143,6 +154,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = command("models", "List registered models with paper, year, default input size and parameter count.")
     m.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'lenet*'")
+
+    a = command("attack", "Adversarial examples against a checkpoint: accuracy, confidence and perturbation per ε.")
+    a.add_argument("checkpoint", help="checkpoint file or run directory")
+    a.add_argument("--data", help="dataset (default: the checkpoint's); its test split is attacked")
+    a.add_argument("--data-root", help="where datasets live")
+    a.add_argument("--method", choices=("fgsm", "pgd", "lbfgs"), default="fgsm", help="attack (default: fgsm)")
+    a.add_argument("--eps", default="0,0.05,0.1,0.15,0.2,0.25,0.3", help="comma-separated ε in pixel units [0, 1]")
+    a.add_argument("--target", type=int, help="targeted attack: drive predictions to this class index")
+    a.add_argument("--norm", choices=("linf", "l2"), default="linf", help="pgd: the ε-ball's norm (default: linf)")
+    a.add_argument("--steps", type=int, default=10, help="pgd: iterations (default: 10)")
+    a.add_argument("--limit", type=int, help="attack only the first N test images (lbfgs is slow: default 100)")
+    a.add_argument("--batch-size", type=int, default=500, help="images per batch (default: 500)")
+    a.add_argument("--out", help="folder for robustness.png and examples.png (default: RUN_DIR/attack-METHOD)")
+    a.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+
+    f = command("fool", "Fooling images: noise the network calls a chosen class with high confidence.")
+    f.add_argument("checkpoint", help="checkpoint file or run directory")
+    f.add_argument("--class", dest="target_class", type=int, required=True, help="class index to fool into")
+    f.add_argument("--count", type=int, default=8, help="how many images (default: 8)")
+    f.add_argument("--steps", type=int, default=200, help="gradient-ascent steps at most (default: 200)")
+    f.add_argument("--out", help="PNG path (default: RUN_DIR/fooling-class-K.png)")
+    f.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
 
     d = command("data", "Datasets: list them, show what is in one, download one, preview its augmentation.")
     d.add_argument("action", choices=("list", "info", "get", "preview"), help="what to do")
@@ -303,18 +336,17 @@ def _checkpoint_model(path: str, device_name: str):
     return payload, model_from_checkpoint(payload, device), Preprocessing.from_dict(payload["preprocessing"]), device
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _test_loader(payload: dict, model, preprocessing, data_name: str | None, data_root, batch_size: int, device):
+    """The test split of ``data_name`` (default: the checkpoint's), fitted with the checkpoint's preprocessing."""
     from cnnlab.data import DeviceTensorLoader, load_dataset
     from cnnlab.data.streaming import StreamingLoader
-    from cnnlab.train import ClassificationObjective, evaluate
 
-    payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
-    data_name = args.data or payload["data"]
-    dataset = load_dataset(data_name, args.data_root)
+    data_name = data_name or payload["data"]
+    dataset = load_dataset(data_name, data_root)
     if dataset.image_shape[0] != preprocessing.in_chans:
         raise DataError(
             f"Dataset {data_name!r} has {dataset.image_shape[0]}-channel images but the checkpoint's model takes "
-            f"{preprocessing.in_chans}; evaluate on a dataset of the same kind."
+            f"{preprocessing.in_chans}; use a dataset of the same kind."
         )
     if dataset.num_classes != model.num_classes:
         raise DataError(
@@ -322,10 +354,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"{model.num_classes}; fine-tune it for the new classes first."
         )
     if dataset.streaming:
-        loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, args.batch_size, device=device)
+        loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, batch_size, device=device)
     else:
         images = preprocessing.fit(dataset.test.images)
-        loader = DeviceTensorLoader(images, dataset.test.labels, preprocessing, args.batch_size, device=device)
+        loader = DeviceTensorLoader(images, dataset.test.labels, preprocessing, batch_size, device=device)
+    return data_name, dataset, loader
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from cnnlab.train import ClassificationObjective, evaluate
+
+    payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
+    data_name, _, loader = _test_loader(
+        payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
+    )
     if args.tta:
         from cnnlab.data.tta import evaluate_tta
 
@@ -338,6 +380,99 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"top-1 error {result['top1_error']:.2%}  (accuracy {1 - result['top1_error']:.2%})")
     print(f"top-{k} error {result['top5_error']:.2%}")
     print(f"cross-entropy {result['loss']:.4f}")
+    return 0
+
+
+def _parse_eps(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--eps {text!r} must be comma-separated numbers, e.g. 0,0.1,0.25.") from None
+    if not values:
+        raise ConfigError("--eps needs at least one value.")
+    return values
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from cnnlab.adversarial import PixelModel, attack_table, check_epsilon, plot_examples, plot_robustness
+    from cnnlab.adversarial.evaluate import attack_batch
+
+    eps_values = [check_epsilon(e, args.norm) for e in _parse_eps(args.eps)]
+    payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
+    data_name, _, loader = _test_loader(
+        payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
+    )
+    if args.target is not None and not 0 <= args.target < model.num_classes:
+        raise ConfigError(f"--target {args.target} is out of range: the model has classes 0..{model.num_classes - 1}.")
+    pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
+    limit = args.limit if args.limit is not None else (100 if args.method == "lbfgs" else None)
+
+    def batches():
+        for images, labels in loader.raw_batches():  # uint8 at the stored size
+            yield preprocessing.center_crop(images).float() / 255, labels
+
+    options = {"steps": args.steps, "norm": args.norm, "num_classes": model.num_classes}
+    eps_run = [0.0] if args.method == "lbfgs" else eps_values
+    rows = attack_table(pixel_model, batches(), eps_run, args.method, target=args.target, limit=limit, **options)
+    what = f"{args.method}{' targeted at class ' + str(args.target) if args.target is not None else ''}"
+    print(f"{payload['model']['name']} on {data_name} test split ({rows[0].samples:,} images), {what}")
+    header = f"{'eps':>6} {'accuracy':>9} {'confidence':>11} {'mean L∞':>8} {'mean L2':>8}"
+    print(header + ("  target hit" if args.target is not None else ""))
+    for r in rows:
+        line = f"{r.eps:6.3f} {r.accuracy:9.2%} {r.confidence:11.2%} {r.linf:8.4f} {r.l2:8.4f}"
+        print(line + (f"  {r.target_rate:10.2%}" if r.target_rate is not None else ""))
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    out = Path(args.out) if args.out else run_dir / f"attack-{args.method}"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.method != "lbfgs":
+        plot_robustness({payload["model"]["name"]: rows}, out / "robustness.png", f"{what} on {data_name}")
+    pixels, labels = next(batches())
+    pixels, labels = pixels[:6], labels[:6]
+    show_eps = max(eps_values)
+    goal = None if args.target is None else torch_full(labels, args.target)
+    adversarial = attack_batch(pixel_model, pixels, labels, args.method, show_eps, target=goal, **options)
+    plot_examples(pixel_model, pixels, adversarial, payload["classes"], out / "examples.png", show_eps)
+    print(
+        f"figures: {out / 'robustness.png' if args.method != 'lbfgs' else ''} {out / 'examples.png'}".replace("  ", " ")
+    )
+    return 0
+
+
+def torch_full(like, value: int):
+    import torch
+
+    return torch.full_like(like, value)
+
+
+def _cmd_fool(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from cnnlab.adversarial import PixelModel, fooling_images
+
+    payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
+    if not 0 <= args.target_class < model.num_classes:
+        raise ConfigError(
+            f"--class {args.target_class} is out of range: the model has classes 0..{model.num_classes - 1}."
+        )
+    pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
+    images, confidence = fooling_images(
+        pixel_model,
+        args.target_class,
+        preprocessing.input_size,
+        count=args.count,
+        steps=args.steps,
+        generator=torch.Generator().manual_seed(0),
+        device=device,
+    )
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    out = Path(args.out) if args.out else run_dir / f"fooling-class-{args.target_class}.png"
+    scale = max(1, 96 // images.shape[-1])
+    save_image(torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest"), out, nrow=args.count)
+    name = payload["classes"][args.target_class]
+    confidences = ", ".join(f"{c:.1%}" for c in confidence.tolist())
+    print(f"{args.count} noise images the network calls {name!r}: confidence {confidences}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -476,6 +611,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "attack": _cmd_attack,
+    "fool": _cmd_fool,
     "data": _cmd_data,
     "bench": _cmd_bench,
     "train": _cmd_train,

@@ -1,0 +1,31 @@
+"""Fooling networks: adversarial examples, adversarial training, robustness curves.
+
+Attacks work on any model of the registry through :class:`PixelModel` (pixels in [0, 1] in, logits out).
+"""
+
+from cnnlab.adversarial.attacks import (
+    PixelModel,
+    check_epsilon,
+    fgsm,
+    fooling_images,
+    input_gradient,
+    lbfgs_attack,
+    pgd,
+)
+from cnnlab.adversarial.evaluate import AttackRow, attack_table, plot_examples, plot_robustness
+from cnnlab.adversarial.objective import AdversarialObjective
+
+__all__ = [
+    "AdversarialObjective",
+    "AttackRow",
+    "PixelModel",
+    "attack_table",
+    "check_epsilon",
+    "fgsm",
+    "fooling_images",
+    "input_gradient",
+    "lbfgs_attack",
+    "pgd",
+    "plot_examples",
+    "plot_robustness",
+]

@@ -1,0 +1,127 @@
+"""Adversarial examples: each attack's defining property, Goodfellow's objective, the CLI, bad input."""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.adversarial import AdversarialObjective, PixelModel, fgsm, fooling_images, lbfgs_attack, pgd
+from cnnlab.errors import ConfigError, InputSizeError
+
+
+def _linear(seed=0, classes=4, pixels=16):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(pixels, classes))
+    with torch.no_grad():
+        model[1].weight.mul_(10)  # logits that pixel changes can move far: every class is reachable in the box
+    return model
+
+
+def _pixels(n=8, seed=1):
+    return torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed)) * 0.6 + 0.2  # away from 0 and 1
+
+
+def test_fgsm_is_exactly_eps_times_the_gradient_sign():
+    model, x = _linear(), _pixels()
+    y = torch.arange(8) % 4
+    xr = x.clone().requires_grad_(True)
+    F.cross_entropy(model(xr), y).backward()
+    adversarial = fgsm(model, x, y, 0.1)
+    torch.testing.assert_close(adversarial - x, 0.1 * xr.grad.sign())  # clipping does not bind in [0.2, 0.8]
+    clipped = fgsm(model, x, y, 0.5)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    assert torch.equal(fgsm(model, x, y, 0.0), x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_stays_in_the_ball_and_the_pixel_range(norm):
+    model, x = _linear(), torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(8) % 4
+    eps = 0.1 if norm == "linf" else 0.5
+    adversarial = pgd(model, x, y, eps, steps=20, norm=norm, generator=torch.Generator().manual_seed(0))
+    delta = (adversarial - x).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert torch.all(size <= eps + 1e-6)
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    with torch.no_grad():
+        assert F.cross_entropy(model(adversarial), y) > F.cross_entropy(model(x), y)
+
+
+def test_targeted_attacks_reach_their_target_on_a_linear_model():
+    model, x = _linear(), _pixels()
+    y = torch.zeros(8, dtype=torch.long)
+    target = torch.full((8,), 2)
+    adversarial = pgd(model, x, y, 0.5, steps=50, target=target, random_start=False)
+    assert torch.equal(model(adversarial).argmax(1), target)
+    found, success = lbfgs_attack(model, x, target, max_iter=30)
+    assert success.all() and torch.equal(model(found).argmax(1), target)
+    assert found.min() >= 0 and found.max() <= 1
+    # Szegedy's search looks for the smallest perturbation: it is no larger than the PGD one reaching the target
+    assert (found - x).flatten(1).norm(dim=1).mean() <= (adversarial - x).flatten(1).norm(dim=1).mean()
+
+
+def test_fooling_images_are_confident_noise():
+    model = _linear()
+    images, confidence = fooling_images(model, 3, (1, 4, 4), count=4, steps=300, step_size=0.05)
+    assert images.shape == (4, 1, 4, 4) and images.min() >= 0 and images.max() <= 1
+    assert torch.all(confidence > 0.9)
+
+
+def test_adversarial_training_loss_equals_the_formula():
+    torch.manual_seed(0)
+    model = _linear(classes=3)
+    mean, std = (0.5,), (0.25,)
+    pixels, labels = _pixels(6), torch.tensor([0, 1, 2, 0, 1, 2])
+    normalised = (pixels - 0.5) / 0.25
+    objective = AdversarialObjective(mean, std, eps=0.25, alpha=0.5)
+    loss, logits = objective(model, normalised, labels)
+    pixel_model = PixelModel(model, mean, std)
+    x_adv = fgsm(pixel_model, pixels, labels, 0.25)
+    expected = 0.5 * F.cross_entropy(pixel_model(pixels), labels) + 0.5 * F.cross_entropy(pixel_model(x_adv), labels)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(logits, pixel_model(pixels))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda m, x, y: fgsm(m, x, y, -0.1), ConfigError, "ε must be a number ≥ 0"),
+        (lambda m, x, y: fgsm(m, x, y, 1.5), ConfigError, "beyond the pixel range"),
+        (lambda m, x, y: fgsm(m, x * 4 - 2, y, 0.1), ConfigError, r"pixels in \[0, 1\]"),
+        (lambda m, x, y: fgsm(m, x[0], y, 0.1), InputSizeError, r"batch \(B, C, H, W\)"),
+        (lambda m, x, y: fgsm(m, x, y, 0.1, target=torch.full_like(y, 9)), ConfigError, "out of range"),
+        (lambda m, x, y: pgd(m, x, y, 0.1, norm="l1"), ConfigError, "norm must be"),
+    ],
+)
+def test_bad_inputs(call, error, message):
+    with pytest.raises(error, match=message):
+        call(_linear(), _pixels(), torch.zeros(8, dtype=torch.long))
+
+
+def test_a_model_without_input_gradients_is_reported():
+    class Detached(nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 3) + x.detach().mean()
+
+    with pytest.raises(ConfigError, match="no gradient"):
+        fgsm(Detached(), _pixels(), torch.zeros(8, dtype=torch.long), 0.1)
+
+
+def test_attack_table_at_zero_equals_eval(cli, trained_run, tmp_path):
+    _, evaluation, _ = cli("eval", trained_run, "--device", "cpu")
+    code, out, err = cli("attack", trained_run, "--eps", "0,0.1", "--device", "cpu", "--out", tmp_path)
+    assert code == 0, err
+    accuracy = re.search(r"accuracy ([\d.]+)%", evaluation).group(1)
+    row = next(line for line in out.splitlines() if line.strip().startswith("0.000"))
+    assert row.split()[1] == f"{accuracy}%"
+    assert (tmp_path / "robustness.png").exists() and (tmp_path / "examples.png").exists()
+    code, _, err = cli("attack", trained_run, "--eps", "-1", "--device", "cpu")
+    assert code == 2 and "ε must be" in err
+    code, _, err = cli("attack", trained_run, "--target", "12", "--device", "cpu")
+    assert code == 2 and "out of range" in err
+    code, out, _ = cli(
+        "fool", trained_run, "--class", "4", "--count", "2", "--device", "cpu", "--out", tmp_path / "f.png"
+    )
+    assert code == 0 and (tmp_path / "f.png").exists() and "'4'" in out
