@@ -54,6 +54,7 @@ examples:
   cnnlab attack runs/mnist-lenet --method pgd --eps 0.1,0.3 --steps 20
   cnnlab attack runs/mnist-lenet --method fgsm --eps 0.2 --target 3      # drive every prediction to class 3
   cnnlab attack runs/mnist-lenet --method lbfgs --target 3 --limit 20    # Szegedy's smallest perturbation
+  cnnlab attack runs/mnist-normal runs/mnist-adversarial --out robustness/   # both curves on one plot
 """,
     "fool": """
 examples:
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'lenet*'")
 
     a = command("attack", "Adversarial examples against a checkpoint: accuracy, confidence and perturbation per ε.")
-    a.add_argument("checkpoint", help="checkpoint file or run directory")
+    a.add_argument("checkpoint", nargs="+", help="checkpoint file(s) or run director(ies); several: one curve each")
     a.add_argument("--data", help="dataset (default: the checkpoint's); its test split is attacked")
     a.add_argument("--data-root", help="where datasets live")
     a.add_argument("--method", choices=("fgsm", "pgd", "lbfgs"), default="fgsm", help="attack (default: fgsm)")
@@ -398,43 +399,50 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from cnnlab.adversarial.evaluate import attack_batch
 
     eps_values = [check_epsilon(e, args.norm) for e in _parse_eps(args.eps)]
-    payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
-    data_name, _, loader = _test_loader(
-        payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
-    )
-    if args.target is not None and not 0 <= args.target < model.num_classes:
-        raise ConfigError(f"--target {args.target} is out of range: the model has classes 0..{model.num_classes - 1}.")
-    pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
-    limit = args.limit if args.limit is not None else (100 if args.method == "lbfgs" else None)
+    curves = {}
+    for index, checkpoint in enumerate(args.checkpoint):
+        payload, model, preprocessing, device = _checkpoint_model(checkpoint, args.device)
+        data_name, _, loader = _test_loader(
+            payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
+        )
+        if args.target is not None and not 0 <= args.target < model.num_classes:
+            raise ConfigError(
+                f"--target {args.target} is out of range: the model has classes 0..{model.num_classes - 1}."
+            )
+        pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
+        limit = args.limit if args.limit is not None else (100 if args.method == "lbfgs" else None)
 
-    def batches():
-        for images, labels in loader.raw_batches():  # uint8 at the stored size
-            yield preprocessing.center_crop(images).float() / 255, labels
+        def batches(loader=loader, preprocessing=preprocessing):
+            for images, labels in loader.raw_batches():  # uint8 at the stored size
+                yield preprocessing.center_crop(images).float() / 255, labels
 
-    options = {"steps": args.steps, "norm": args.norm, "num_classes": model.num_classes}
-    eps_run = [0.0] if args.method == "lbfgs" else eps_values
-    rows = attack_table(pixel_model, batches(), eps_run, args.method, target=args.target, limit=limit, **options)
-    what = f"{args.method}{' targeted at class ' + str(args.target) if args.target is not None else ''}"
-    print(f"{payload['model']['name']} on {data_name} test split ({rows[0].samples:,} images), {what}")
-    header = f"{'eps':>6} {'accuracy':>9} {'confidence':>11} {'mean L∞':>8} {'mean L2':>8}"
-    print(header + ("  target hit" if args.target is not None else ""))
-    for r in rows:
-        line = f"{r.eps:6.3f} {r.accuracy:9.2%} {r.confidence:11.2%} {r.linf:8.4f} {r.l2:8.4f}"
-        print(line + (f"  {r.target_rate:10.2%}" if r.target_rate is not None else ""))
-    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
-    out = Path(args.out) if args.out else run_dir / f"attack-{args.method}"
-    out.mkdir(parents=True, exist_ok=True)
+        options = {"steps": args.steps, "norm": args.norm, "num_classes": model.num_classes}
+        eps_run = [0.0] if args.method == "lbfgs" else eps_values
+        rows = attack_table(pixel_model, batches(), eps_run, args.method, target=args.target, limit=limit, **options)
+        what = f"{args.method}{' targeted at class ' + str(args.target) if args.target is not None else ''}"
+        print(
+            f"{checkpoint}: {payload['model']['name']} on {data_name} test split ({rows[0].samples:,} images), {what}"
+        )
+        header = f"{'eps':>6} {'accuracy':>9} {'confidence':>11} {'mean L∞':>8} {'mean L2':>8}"
+        print(header + ("  target hit" if args.target is not None else ""))
+        for r in rows:
+            line = f"{r.eps:6.3f} {r.accuracy:9.2%} {r.confidence:11.2%} {r.linf:8.4f} {r.l2:8.4f}"
+            print(line + (f"  {r.target_rate:10.2%}" if r.target_rate is not None else ""))
+        curves[Path(checkpoint).name if Path(checkpoint).is_dir() else str(checkpoint)] = rows
+        run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        out = Path(args.out) if args.out else run_dir / f"attack-{args.method}"
+        out.mkdir(parents=True, exist_ok=True)
+        pixels, labels = next(batches())
+        pixels, labels = pixels[:6], labels[:6]
+        show_eps = max(eps_values)
+        goal = None if args.target is None else torch_full(labels, args.target)
+        adversarial = attack_batch(pixel_model, pixels, labels, args.method, show_eps, target=goal, **options)
+        suffix = f"-{index + 1}" if len(args.checkpoint) > 1 else ""
+        plot_examples(pixel_model, pixels, adversarial, payload["classes"], out / f"examples{suffix}.png", show_eps)
+        print(f"figure: {out / f'examples{suffix}.png'}")
     if args.method != "lbfgs":
-        plot_robustness({payload["model"]["name"]: rows}, out / "robustness.png", f"{what} on {data_name}")
-    pixels, labels = next(batches())
-    pixels, labels = pixels[:6], labels[:6]
-    show_eps = max(eps_values)
-    goal = None if args.target is None else torch_full(labels, args.target)
-    adversarial = attack_batch(pixel_model, pixels, labels, args.method, show_eps, target=goal, **options)
-    plot_examples(pixel_model, pixels, adversarial, payload["classes"], out / "examples.png", show_eps)
-    print(
-        f"figures: {out / 'robustness.png' if args.method != 'lbfgs' else ''} {out / 'examples.png'}".replace("  ", " ")
-    )
+        plot_robustness(curves, out / "robustness.png", f"{args.method} on {data_name}")
+        print(f"figure: {out / 'robustness.png'}")
     return 0
 
 
