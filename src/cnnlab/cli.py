@@ -60,6 +60,21 @@ examples:
 examples:
   cnnlab fool runs/mnist-lenet --class 7
 """,
+    "finetune": """
+examples:
+  cnnlab finetune runs/mnist-lenet --data fashion-mnist --freeze c3 --epochs 5
+  cnnlab finetune runs/mnist-lenet --data fashion-mnist --train-from c5 --lr-head 0.05 --lr-body 0.005
+  cnnlab finetune runs/mnist-lenet --data fashion-mnist --labels-per-class 100 --freeze c5 --unfreeze-at 3
+  cnnlab finetune resnet18:torchvision --data folder:~/photos --freeze layer3     # needs the network once
+""",
+    "features": """
+examples:
+  cnnlab features runs/mnist-lenet --data fashion-mnist --layer c5 --out fm-c5.npz
+""",
+    "linear-probe": """
+examples:
+  cnnlab linear-probe fm-c5.npz --classifier svm
+""",
     "bench": """
 examples:
   cnnlab bench data            # input pipeline: cnnlab vs the usual torchvision way, side by side
@@ -177,6 +192,40 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=200, help="gradient-ascent steps at most (default: 200)")
     f.add_argument("--out", help="PNG path (default: RUN_DIR/fooling-class-K.png)")
     f.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+
+    ft = command("finetune", "Reuse a trained network on a new dataset: new head, frozen stages, own learning rates.")
+    ft.add_argument("source", help="a cnnlab checkpoint / run directory, or MODEL:torchvision for ImageNet weights")
+    ft.add_argument("--data", required=True, help="the new dataset")
+    ft.add_argument("--data-root", help="where datasets live")
+    group = ft.add_mutually_exclusive_group()
+    group.add_argument("--freeze", metavar="STAGE", help="freeze the stages up to and including STAGE")
+    group.add_argument("--train-from", metavar="STAGE", help="train STAGE and everything after it; freeze the rest")
+    ft.add_argument("--train-bn", action="store_true", help="let frozen stages' batch-norm statistics adapt")
+    ft.add_argument("--lr-head", type=float, help="learning rate of the new head (default: the recipe's η)")
+    ft.add_argument("--lr-body", type=float, help="learning rate of the trainable stages (default: η/10)")
+    ft.add_argument("--unfreeze-at", type=int, metavar="EPOCH", help="unfreeze every stage after this epoch")
+    ft.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
+    ft.add_argument("--batch-size", type=int, help="images per step (default: the recipe's)")
+    ft.add_argument("--labels-per-class", type=int, help="train on only N labelled images per class (seeded)")
+    ft.add_argument("--augment", help="augmentation preset (default: the dataset's)")
+    ft.add_argument("--seed", type=int, help="seed (default: 0)")
+    ft.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    ft.add_argument("--out", help="run directory (default: runs/<model>-<data>-finetune-<time>)")
+
+    fe = command("features", "Off-the-shelf features: pooled activations of one stage for every image, to a .npz.")
+    fe.add_argument("source", help="checkpoint file or run directory")
+    fe.add_argument("--data", required=True, help="dataset to describe")
+    fe.add_argument("--data-root", help="where datasets live")
+    fe.add_argument("--layer", required=True, help="stage name (see `cnnlab summary`), or pre-logits")
+    fe.add_argument("--out", required=True, help="the .npz to write")
+    fe.add_argument("--labels-per-class", type=int, help="keep only N training images per class (seeded)")
+    fe.add_argument("--batch-size", type=int, default=1000, help="images per batch (default: 1000)")
+    fe.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+
+    lp = command("linear-probe", "Fit a linear classifier (scikit-learn) on a features file; print the test error.")
+    lp.add_argument("features", help="a .npz written by `cnnlab features`")
+    lp.add_argument("--classifier", choices=("svm", "logreg"), default="svm", help="linear SVM or logistic regression")
+    lp.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength C (default: 1)")
 
     d = command("data", "Datasets: list them, show what is in one, download one, preview its augmentation.")
     d.add_argument("action", choices=("list", "info", "get", "preview"), help="what to do")
@@ -565,6 +614,90 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subset_per_class(labels, per_class: int | None, seed: int):
+    """Indices of the first ``per_class`` images of each class in a seeded shuffle (all when None)."""
+    import torch
+
+    if per_class is None:
+        return None
+    if per_class < 1:
+        raise ConfigError(f"--labels-per-class must be at least 1, got {per_class}.")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    keep, counts = [], {}
+    for i in order.tolist():
+        c = int(labels[i])
+        if counts.get(c, 0) < per_class:
+            counts[c] = counts.get(c, 0) + 1
+            keep.append(i)
+    return torch.tensor(sorted(keep))
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    import time
+
+    from cnnlab.data import DeviceTensorLoader, Preprocessing, load_dataset
+    from cnnlab.train import load_checkpoint, model_from_checkpoint, resolve_device
+    from cnnlab.transfer import adapt_input_channels, extract_features, feature_layers, save_features
+
+    payload = load_checkpoint(args.source)
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(payload, device)
+    if args.layer not in feature_layers(model):
+        from cnnlab.errors import UnknownNameError
+
+        raise UnknownNameError("layer", args.layer, feature_layers(model))
+    source_pre = Preprocessing.from_dict(payload["preprocessing"])
+    dataset = load_dataset(args.data, args.data_root)
+    if dataset.streaming:
+        raise ConfigError("`cnnlab features` streams in-memory datasets; for photo folders use `cnnlab finetune`.")
+    note = adapt_input_channels(model, dataset.image_shape[0])
+    if note:
+        print(note)
+    c = dataset.image_shape[0]
+    pre = (
+        Preprocessing(
+            c,
+            source_pre.resize,
+            source_pre.pad,
+            source_pre.mean[:1] * c,
+            source_pre.std[:1] * c,
+            source_pre.keep_aspect,
+            source_pre.crop,
+        )
+        if c != source_pre.in_chans
+        else source_pre
+    )
+    start = time.perf_counter()
+    splits = []
+    for split in (dataset.train, dataset.test):
+        images, labels = split.images, split.labels
+        keep = _subset_per_class(labels, args.labels_per_class, 0) if split is dataset.train else None
+        if keep is not None:
+            images, labels = images[keep], labels[keep]
+        loader = DeviceTensorLoader(pre.fit(images), labels, pre, args.batch_size, device=device)
+        splits.append(extract_features(model, loader, args.layer))
+    seconds = time.perf_counter() - start
+    meta = {"source": str(args.source), "layer": args.layer, "data": args.data, "classes": dataset.classes}
+    path = save_features(args.out, splits[0], splits[1], meta)
+    n = len(splits[0][1]) + len(splits[1][1])
+    print(f"{n:,} images -> {splits[0][0].shape[1]}-d features of {args.layer!r} in {seconds:.1f} s; wrote {path}")
+    return 0
+
+
+def _cmd_linear_probe(args: argparse.Namespace) -> int:
+    from cnnlab.transfer import linear_probe, load_features
+
+    features = load_features(args.features)
+    result = linear_probe(features, args.classifier, args.c)
+    meta = features.get("meta", {})
+    print(
+        f"{args.classifier} on {result['train_samples']:,} × {result['dim']}-d features "
+        f"({meta.get('layer', '?')} of {meta.get('source', '?')}, data {meta.get('data', '?')}): "
+        f"test error {result['test_error']:.2%} (train {result['train_error']:.2%}), fit {result['fit_seconds']:.1f} s"
+    )
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from cnnlab.data import channel_stats, get_dataset_info, list_datasets, load_dataset
 
@@ -619,6 +752,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "features": _cmd_features,
+    "linear-probe": _cmd_linear_probe,
     "attack": _cmd_attack,
     "fool": _cmd_fool,
     "data": _cmd_data,
