@@ -60,6 +60,17 @@ examples:
 examples:
   cnnlab fool runs/mnist-lenet --class 7
 """,
+    "viz": """examples:
+  cnnlab viz filters runs/lenet5-digits
+  cnnlab viz activations runs/lenet5-digits digit.png --layer c1 --layer c3
+  cnnlab viz deconv runs/lenet5-digits --layer c3
+  cnnlab viz top-patches runs/lenet5-digits --layer c3 --channel 5
+  cnnlab viz occlusion runs/lenet5-digits --size 8 --stride 2
+""",
+    "report": """
+examples:
+  cnnlab report runs/lenet5-digits     # writes runs/lenet5-digits/report.html
+""",
     "finetune": """
 examples:
   cnnlab finetune runs/mnist-lenet --data fashion-mnist --freeze c3 --epochs 5
@@ -79,6 +90,15 @@ examples:
 examples:
   cnnlab bench data            # input pipeline: cnnlab vs the usual torchvision way, side by side
   cnnlab bench data --quick    # seconds; checks that it runs
+  cnnlab bench models resnet18 vgg11 --batch-size 16 --input-size 64   # ours vs torchvision, training images/s
+  cnnlab bench adversarial     # FGSM over 10,000 images; adversarial vs normal epoch
+  cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
+""",
+    "export": """
+examples:
+  cnnlab export runs/lenet5-digits --out lenet5.onnx --check
+  cnnlab export runs/lenet5-digits --out lenet5.safetensors
+  cnnlab export resnet20 --out resnet20.onnx --input 3x32x32
 """,
 }
 
@@ -193,6 +213,33 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="PNG path (default: RUN_DIR/fooling-class-K.png)")
     f.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
 
+    from cnnlab.inspect.views import add_view_arguments, view_list
+
+    v = command(
+        "viz", "Draw one view of a trained model as PNGs: filters, activations, deconv, top patches, occlusion..."
+    )
+    v.epilog = "views:\n" + view_list() + "\n" + EXAMPLES["viz"]
+    v.add_argument("kind", metavar="KIND", help="which view (listed below)")
+    v.add_argument("checkpoint", help="checkpoint file or run directory")
+    v.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="image files (default: the first --count test images of its dataset)"
+    )
+    v.add_argument(
+        "--layer", action="append", metavar="NAME", help="module (features.c1.conv) or stage (c1); repeatable"
+    )
+    v.add_argument("--channel", type=int, metavar="N", help="channel of the layer (default: the strongest / all)")
+    v.add_argument("--out", default="viz", metavar="DIR", help="where the PNGs go (default: viz)")
+    v.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    add_view_arguments(v)
+
+    r = command("report", "Write RUN_DIR/report.html: config, summary, curves, confusion, filters, activations, ...")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `cnnlab train`")
+    r.add_argument("--device", default="cpu", help="cpu | cuda | ... (default: cpu)")
+    r.add_argument("--data-root", help="where datasets live")
+    r.add_argument("--images", type=int, default=3, help="test images with activations and occlusion (default: 3)")
+    r.add_argument("--units", type=int, default=8, help="units shown with top patches (default: 8)")
+    r.add_argument("--mistakes", type=int, default=16, help="confident mistakes shown (default: 16)")
+
     ft = command("finetune", "Reuse a trained network on a new dataset: new head, frozen stages, own learning rates.")
     ft.add_argument("source", help="a cnnlab checkpoint / run directory, or MODEL:torchvision for ImageNet weights")
     ft.add_argument("--data", required=True, help="the new dataset")
@@ -237,9 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--val-split", type=float, default=0.2, help="folder:PATH without train/ and val/: test fraction")
 
     b = command("bench", "Benchmarks, measured side by side against the plain PyTorch/torchvision way.")
-    b.add_argument("kind", choices=("data",), help="what to measure")
+    b.add_argument(
+        "kind", choices=("data", "models", "adversarial", "transfer"), help="what to measure (see docs/benchmarks.md)"
+    )
+    b.add_argument("names", nargs="*", metavar="MODEL", help="models: which (default: lenet5-modern resnet20 vgg11)")
     b.add_argument("--quick", action="store_true", help="a few seconds: checks that it runs, not its speed")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    b.add_argument("--batch-size", type=int, default=32, help="models: images per step (default: 32)")
+    b.add_argument("--input-size", type=int, help="models: square input side (default: the model's)")
+    b.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="models: precision")
+    b.add_argument("--channels-last", action="store_true", help="models: NHWC memory format for both")
+
+    ex = command("export", "Export a checkpoint's model (or a registered model) to ONNX or safetensors.")
+    ex.add_argument("model", help="checkpoint file / run directory, or a registered model name (random weights)")
+    ex.add_argument("--out", required=True, help="file to write (.onnx or .safetensors)")
+    ex.add_argument("--format", choices=("onnx", "safetensors"), help="default: from the --out suffix")
+    ex.add_argument("--input", metavar="CxHxW", help="input shape (default: the checkpoint's or the model's)")
+    ex.add_argument("--check", action="store_true", help="onnx: run it with onnxruntime and compare with PyTorch")
     return parser
 
 
@@ -614,22 +675,91 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _subset_per_class(labels, per_class: int | None, seed: int):
-    """Indices of the first ``per_class`` images of each class in a seeded shuffle (all when None)."""
-    import torch
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from rich.console import Console
 
-    if per_class is None:
-        return None
-    if per_class < 1:
-        raise ConfigError(f"--labels-per-class must be at least 1, got {per_class}.")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    keep, counts = [], {}
-    for i in order.tolist():
-        c = int(labels[i])
-        if counts.get(c, 0) < per_class:
-            counts[c] = counts.get(c, 0) + 1
-            keep.append(i)
-    return torch.tensor(sorted(keep))
+    from cnnlab.inspect import plot_curves
+    from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, model_from_checkpoint, resolve
+    from cnnlab.train.progress import RichReporter
+    from cnnlab.train.rundir import default_run_dir
+    from cnnlab.transfer import adapt_input_channels, freeze, frozen_stages, head_and_body_parameters, unfreeze
+
+    console = Console(stderr=True)
+    if args.source.endswith(":torchvision"):
+        from cnnlab import models
+
+        name = args.source.split(":", 1)[0]
+        source_model = models.create(name, weights="torchvision")
+        source = {"name": name, "options": {}, "weights": "torchvision"}
+    else:
+        payload = load_checkpoint(args.source)
+        source_model = model_from_checkpoint(payload)
+        source = {
+            "name": payload["model"]["name"],
+            "options": payload["model"].get("options", {}),
+            "weights": str(args.source),
+        }
+    explicit = {
+        k: getattr(args, k)
+        for k in ("epochs", "batch_size", "augment", "seed", "device", "data_root")
+        if getattr(args, k) is not None
+    }
+    out = args.out or str(default_run_dir(source["name"], args.data + "-finetune"))
+    config = resolve(
+        TrainConfig(
+            model=source["name"],
+            data=args.data,
+            model_options=dict(source["options"]),
+            out=out,
+            labels_per_class=args.labels_per_class,
+            **explicit,
+        )
+    )
+    run = build_run(config)  # new data, preprocessing and loaders; its fresh model is replaced by the source's
+    note = adapt_input_channels(source_model, run.dataset.image_shape[0])
+    if note:
+        console.print(note)
+    source_model.reset_classifier(run.dataset.num_classes)
+    run.model = source_model.to(run.device)
+    stages = frozen_stages(run.model, args.freeze, args.train_from)
+    freeze(run.model, stages, train_bn=args.train_bn)
+    lr_head = args.lr_head if args.lr_head is not None else config.lr
+    lr_body = args.lr_body if args.lr_body is not None else lr_head / 10
+    head, body = head_and_body_parameters(run.model)
+    groups = [{"params": head, "lr": lr_head}, {"params": body, "lr": lr_body}]
+
+    def gradual_unfreeze(trainer: Trainer, row: dict) -> None:
+        if args.unfreeze_at is not None and trainer.epoch == args.unfreeze_at and stages:
+            unfreeze(trainer.model, stages)
+            console.print(f"epoch {trainer.epoch}: unfroze {', '.join(stages)}")
+
+    def curves(trainer: Trainer, row: dict) -> None:
+        if trainer.epoch == trainer.config.epochs:
+            plot_curves(trainer.history, run.run_dir.curves, f"{source['name']} fine-tuned on {args.data}")
+
+    trainer = Trainer(run, reporter=RichReporter(console), callbacks=(gradual_unfreeze, curves), param_groups=groups)
+    trainer.static_record["transfer"] = {
+        "source": source,
+        "frozen_stages": stages,
+        "train_bn": args.train_bn,
+        "lr_head": lr_head,
+        "lr_body": lr_body,
+        "unfreeze_at": args.unfreeze_at,
+        "labels_per_class": args.labels_per_class,
+    }
+    _write_run_config(run, trainer)
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    console.print(
+        f"Fine-tuning {source['name']} from {source['weights']} on {args.data} "
+        f"({run.train_loader.num_samples:,} training images); frozen: {', '.join(stages) or 'none'}; "
+        f"{trainable:,} trainable parameters; η head {lr_head:g}, body {lr_body:g}"
+    )
+    history = trainer.fit()
+    final = history[-1]
+    accuracy = 1 - final["test_error"]
+    print(f"final test error {final['test_error']:.2%} (accuracy {accuracy:.2%}) after {final['epoch']} epochs")
+    print(f"run directory: {run.run_dir.path}")
+    return 0
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -637,6 +767,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
     from cnnlab.data import DeviceTensorLoader, Preprocessing, load_dataset
     from cnnlab.train import load_checkpoint, model_from_checkpoint, resolve_device
+    from cnnlab.train.setup import subset_per_class
     from cnnlab.transfer import adapt_input_channels, extract_features, feature_layers, save_features
 
     payload = load_checkpoint(args.source)
@@ -669,12 +800,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     splits = []
-    for split in (dataset.train, dataset.test):
-        images, labels = split.images, split.labels
-        keep = _subset_per_class(labels, args.labels_per_class, 0) if split is dataset.train else None
-        if keep is not None:
-            images, labels = images[keep], labels[keep]
-        loader = DeviceTensorLoader(pre.fit(images), labels, pre, args.batch_size, device=device)
+    train = (
+        dataset.train if args.labels_per_class is None else subset_per_class(dataset.train, args.labels_per_class, 0)
+    )
+    for split in (train, dataset.test):
+        loader = DeviceTensorLoader(pre.fit(split.images), split.labels, pre, args.batch_size, device=device)
         splits.append(extract_features(model, loader, args.layer))
     seconds = time.perf_counter() - start
     meta = {"source": str(args.source), "layer": args.layer, "data": args.data, "classes": dataset.classes}
@@ -695,6 +825,66 @@ def _cmd_linear_probe(args: argparse.Namespace) -> int:
         f"({meta.get('layer', '?')} of {meta.get('source', '?')}, data {meta.get('data', '?')}): "
         f"test error {result['test_error']:.2%} (train {result['train_error']:.2%}), fit {result['fit_seconds']:.1f} s"
     )
+    return 0
+
+
+def _cmd_viz(args: argparse.Namespace) -> int:
+    from cnnlab.inspect.views import options_from_args, run_view
+
+    result = run_view(
+        args.kind,
+        args.checkpoint,
+        args.images,
+        layer=args.layer,
+        channel=args.channel,
+        out_dir=args.out,
+        device=args.device,
+        **options_from_args(args),
+    )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in result.paths:
+        print(path)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cnnlab.inspect import write_report
+
+    path = write_report(
+        args.run_dir,
+        device=args.device,
+        data_root=args.data_root,
+        images=args.images,
+        units=args.units,
+        mistakes=args.mistakes,
+    )
+    print(path)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cnnlab import models
+    from cnnlab.export import check_onnx, export_model
+
+    if Path(args.model).exists():
+        from cnnlab.data import Preprocessing
+        from cnnlab.train import load_checkpoint, model_from_checkpoint
+
+        payload = load_checkpoint(args.model)
+        model = model_from_checkpoint(payload)
+        shape = Preprocessing.from_dict(payload["preprocessing"]).input_size
+    else:
+        model = models.create(args.model)
+        shape = models.get_model_info(args.model).input_size
+    shape = _parse_shape(args.input) if args.input else shape
+    fmt = args.format or ("safetensors" if str(args.out).endswith(".safetensors") else "onnx")
+    path = export_model(model, args.out, fmt, shape)
+    print(f"wrote {path} ({fmt}, input {'×'.join(map(str, shape))})")
+    if args.check:
+        if fmt != "onnx":
+            raise ConfigError("--check runs the exported ONNX file; it does not apply to safetensors.")
+        print(f"onnxruntime vs PyTorch: largest absolute difference {check_onnx(model, path):.2e}")
     return 0
 
 
@@ -739,6 +929,54 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnlab.train import resolve_device
 
     device = resolve_device(args.device)
+    if args.kind == "models":
+        from cnnlab.bench.models import bench_models
+
+        names = args.names or ["lenet5-modern", "resnet20", "vgg11"]
+        rows = bench_models(
+            names,
+            args.batch_size,
+            args.input_size,
+            str(device),
+            dtype=args.dtype,
+            channels_last=args.channels_last,
+            quick=args.quick,
+        )
+        print(f"training images/s on {device}, {args.dtype}, ours vs torchvision's model of the same name")
+        print(f"{'model':16} {'cnnlab':>10} {'torchvision':>12} {'ratio':>7}")
+        for row in rows:
+            tv = row.get("torchvision_images_per_s")
+            ratio = f"{row['ratio']:6.2f}×" if row.get("ratio") else "   n/a"
+            tv_text = f"{tv:12,.0f}" if tv else f"{'(none)':>12}"
+            print(f"{row['model']:16} {row['ours_images_per_s']:10,.0f} {tv_text} {ratio}")
+        return 0
+    if args.kind == "adversarial":
+        from cnnlab.bench import adversarial
+
+        attack, epoch = adversarial.run(quick=args.quick, device=str(device))
+        print(
+            f"FGSM (ε = 0.25) over {attack['images']:,} images, {attack['model']} on {device}: "
+            f"cnnlab {attack['cnnlab_s']:.2f} s, usual loop {attack['usual_s']:.2f} s"
+        )
+        print(
+            f"one epoch of {epoch['images']:,} images: normal {epoch['normal_s']:.2f} s, adversarial (FGSM, α = 0.5) "
+            f"{epoch['adversarial_s']:.2f} s: {epoch['adversarial_s'] / epoch['normal_s']:.2f}×"
+        )
+        return 0
+    if args.kind == "transfer":
+        from cnnlab.bench import transfer
+
+        features, probes = transfer.run(quick=args.quick, device=str(device))
+        print(
+            f"LeNet-5 c5 features of {features['images']:,} images on {device}: cnnlab {features['cnnlab_s']:.2f} s, "
+            f"usual DataLoader way {features['usual_s']:.2f} s ({features['usual_s'] / features['cnnlab_s']:.1f}×; "
+            f"same features: {features['same_features']})"
+        )
+        for p in probes:
+            print(
+                f"linear probe ({p['classifier']}) on {p['samples']:,} × {p['dim']}-d vectors: fit {p['fit_s']:.1f} s"
+            )
+        return 0
     if args.kind == "data":
         from cnnlab.bench.data import run
 
@@ -752,6 +990,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "viz": _cmd_viz,
+    "report": _cmd_report,
+    "export": _cmd_export,
+    "finetune": _cmd_finetune,
     "features": _cmd_features,
     "linear-probe": _cmd_linear_probe,
     "attack": _cmd_attack,

@@ -55,6 +55,14 @@ class DeviceError(CnnlabError):
     """A device that was asked for but is not available."""
 
 
+class UnsupportedModelError(CnnlabError, ValueError):
+    """A model a view cannot handle faithfully (e.g. in-place or functional ReLU for deconvnet/guided backprop)."""
+
+
+class MissingDependencyError(CnnlabError, ImportError):
+    """An optional package a feature needs is not installed."""
+
+
 class NonFiniteLossError(CnnlabError):
     """Training stopped because the loss became NaN or infinite."""
 

@@ -2,8 +2,7 @@
 
 FLOPs come from ``torch.utils.flop_counter`` (it counts convolutions and matrix products: 2 FLOPs per
 multiply-add), run on ``meta`` tensors so even large models cost nothing. MACs = FLOPs / 2. Receptive fields
-use the convolution arithmetic of :mod:`cnnlab.layers.arithmetic` along the executed order of the layers,
-which is exact for chain networks (LeNet, AlexNet, VGG).
+use the convolution arithmetic of :mod:`cnnlab.layers.arithmetic` along the traced graph (branches merged).
 """
 
 from __future__ import annotations
@@ -36,7 +35,8 @@ class ModelSummary:
     model_name: str
     input_shape: tuple[int, int, int]
     rows: list[LayerRow]
-    paper_params: int | None
+    paper_params: int | None  # the registry's expected trainable count at default options
+    paper_statement: str = ""  # the figure as the paper states it ("60 million"), if it states one
 
     @property
     def trainable(self) -> int:
@@ -60,8 +60,14 @@ def _flops_by_module(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
         n: torch.empty_like(t, device="meta")
         for n, t in itertools.chain(model.named_parameters(), model.named_buffers())
     }
-    with FlopCounterMode(display=False) as counter:
-        torch.func.functional_call(model, meta, (torch.empty(1, *input_shape, device="meta"),))
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # batch norm in training mode refuses a batch of one at 1×1; the FLOPs are the same
+    try:
+        with FlopCounterMode(display=False) as counter:
+            torch.func.functional_call(model, meta, (torch.empty(1, *input_shape, device="meta"),))
+    finally:
+        for module, training in modes:
+            module.training = training
     prefix = type(model).__name__ + "."
     return {
         name[len(prefix) :]: int(sum(ops.values()))
@@ -70,14 +76,24 @@ def _flops_by_module(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
     }
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
+def summarize(model: nn.Module, input_shape: tuple[int, int, int], graph_fields: bool = True) -> ModelSummary:
     """Summarise ``model`` for one input of shape (C, H, W), layer by layer (leaf modules, executed order).
+
+    Receptive fields follow the traced graph (:mod:`cnnlab.inspect.fields`), so residual and inception branches
+    merge correctly; ``graph_fields=False`` (or a model torch.fx cannot trace) uses the chain arithmetic, exact
+    for chain networks only.
 
     Raises:
         InputSizeError: if the model cannot take that input (naming the layer and the size that would work).
     """
     traces = check_input_shape(model, input_shape)
     flops = _flops_by_module(model, input_shape)
+    graph = None
+    if graph_fields:
+        from cnnlab.inspect.fields import receptive_fields
+
+        field_map = receptive_fields(model, input_shape)
+        graph = field_map.fields if field_map.exact else None
     rows: list[LayerRow] = []
     field: ReceptiveField | None = ReceptiveField()
     counted: set[str] = set()
@@ -88,7 +104,9 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSumma
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad) if first_call else 0
         fixed = sum(p.numel() for p in module.parameters() if not p.requires_grad) if first_call else 0
         window = _window(module)
-        if field is not None:
+        if graph is not None:
+            field = graph.get(trace.name)
+        elif field is not None:
             if trace.output_shape is None or len(trace.output_shape) != 4:
                 field = None  # flattened: every unit sees the whole input
             elif window is not None:
@@ -108,7 +126,13 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSumma
 
     name = getattr(model, "model_name", type(model).__name__)
     info = _MODELS.get(name)
-    return ModelSummary(name, tuple(input_shape), rows, info.param_count if info else None)
+    return ModelSummary(
+        name,
+        tuple(input_shape),
+        rows,
+        info.param_count if info else None,
+        getattr(info, "paper_params", "") if info else "",
+    )
 
 
 def render_summary(summary: ModelSummary, console: object | None = None) -> None:
@@ -156,7 +180,17 @@ def render_summary(summary: ModelSummary, console: object | None = None) -> None
         "field, pixel i has centre i); 'all' after flattening.",
     ]
     if summary.paper_params is not None:
-        verdict = "matches" if summary.paper_params == summary.trainable else "DIFFERS from"
-        lines.append(f"Trainable parameters {summary.trainable:,} {verdict} the paper's {summary.paper_params:,}.")
+        verdict = "matches" if summary.paper_params == summary.trainable else "differs from"
+        stated = f"; the paper states {summary.paper_statement}" if summary.paper_statement else ""
+        import re
+
+        leading = re.match(r"[\d,]+", summary.paper_statement or "")
+        if leading and leading.group().replace(",", "") == str(summary.paper_params):
+            lines.append(f"Trainable parameters {summary.trainable:,} {verdict} the paper's {summary.paper_params:,}.")
+        else:
+            lines.append(
+                f"Trainable parameters {summary.trainable:,} {verdict} the expected {summary.paper_params:,}{stated} "
+                "(see docs/models.md)."
+            )
     for line in lines:
         console.print(line)  # type: ignore[attr-defined]

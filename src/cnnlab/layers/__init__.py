@@ -3,16 +3,35 @@
 from cnnlab.layers.activations import ScaledTanh
 from cnnlab.layers.arithmetic import ReceptiveField, conv_output_size, same_padding
 from cnnlab.layers.connection_table import ConnectionTableConv2d
+from cnnlab.layers.conv_block import ConvReLU
+from cnnlab.layers.dropconnect import DropConnectLinear
+from cnnlab.layers.global_pool import GlobalAvgPool2d
+from cnnlab.layers.inception import Inception
+from cnnlab.layers.maxout import Maxout
+from cnnlab.layers.mlpconv import MLPConv
+from cnnlab.layers.normalization import LocalResponseNorm
 from cnnlab.layers.pooling import TrainableSubsampling
 from cnnlab.layers.rbf import EuclideanRBF, glyph_codes
+from cnnlab.layers.residual import BasicBlock, Bottleneck, ZeroPadShortcut, projection_shortcut
 
 __all__ = [
+    "BasicBlock",
+    "Bottleneck",
     "ConnectionTableConv2d",
+    "ConvReLU",
+    "DropConnectLinear",
     "EuclideanRBF",
+    "GlobalAvgPool2d",
+    "Inception",
+    "LocalResponseNorm",
+    "MLPConv",
+    "Maxout",
     "ReceptiveField",
     "ScaledTanh",
     "TrainableSubsampling",
+    "ZeroPadShortcut",
     "conv_output_size",
     "glyph_codes",
+    "projection_shortcut",
     "same_padding",
 ]

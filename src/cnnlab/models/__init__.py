@@ -4,22 +4,39 @@
 >>> models.list_models("lenet*")
 ['lenet5', 'lenet5-modern']
 >>> net = models.create("lenet5", num_classes=10)
+
+Every family lives in its own module and registers its models on import: LeNet-5 (1998), AlexNet (2012),
+ZFNet, Network In Network, maxout networks, OverFeat (2013), VGG, GoogLeNet (2014), ResNet (2015).
 """
 
-from cnnlab.models import lenet  # noqa: F401  (registers its models)
+from cnnlab.models import (  # noqa: F401  (each registers its models)
+    alexnet,
+    googlenet,
+    lenet,
+    maxout,
+    nin,
+    overfeat,
+    resnet,
+    vgg,
+    zfnet,
+)
 from cnnlab.models._contract import ClassifierModel
 from cnnlab.models._probe import LayerTrace, check_input_shape, smallest_input_size, trace
 from cnnlab.models._registry import ModelInfo, create, get_model_info, list_models, register_model
+from cnnlab.models._weights import PretrainedWeights, load_torchvision_state_dict, torchvision_models
 
 __all__ = [
     "ClassifierModel",
     "LayerTrace",
     "ModelInfo",
+    "PretrainedWeights",
     "check_input_shape",
     "create",
     "get_model_info",
     "list_models",
+    "load_torchvision_state_dict",
     "register_model",
     "smallest_input_size",
+    "torchvision_models",
     "trace",
 ]

@@ -63,6 +63,9 @@ def _window(module: nn.Module) -> tuple[int, int, int, int] | None:
 def trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -> list[LayerTrace]:
     """Run ``model`` on a meta tensor of shape (batch_size, *input_shape) and record every leaf module executed.
 
+    The model runs in eval mode (each module's own mode is restored afterwards): shapes do not depend on it, and
+    in training mode batch norm refuses a batch of one at 1×1, which is not a question of input size.
+
     Raises:
         _ProbeFailure: (internal) if a layer fails; :func:`check_input_shape` turns it into an InputSizeError.
     """
@@ -90,6 +93,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -
     for name, module in leaf_modules(model):
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
         handles.append(module.register_forward_hook(post_hook))
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
     try:
         with torch.no_grad():
             torch.func.functional_call(model, meta_state, (torch.empty(batch_size, *input_shape, device="meta"),))
@@ -106,6 +111,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -
     finally:
         for handle in handles:
             handle.remove()
+        for module, training in modes:
+            module.training = training
     return records
 
 

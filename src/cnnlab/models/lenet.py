@@ -139,8 +139,10 @@ class LeNet5Modern(ClassifierModel):
     year=1998,
     input_size=(1, 32, 32),
     param_count=sum(PAPER_PARAMS.values()),
+    paper_params="60,000 (section II.B, layer by layer)",
     fixed_input_size=True,
     description="LeNet-5 as published: scaled tanh, trainable subsampling, C3 connection table, RBF output",
+    notes="As in the paper; the RBF output's 840 fixed ±1 code entries are buffers, not trainable.",
 )
 def lenet5(*, num_classes: int = 10, in_chans: int = 1, head: str = "rbf") -> LeNet5:
     return LeNet5(num_classes=num_classes, in_chans=in_chans, head=head)
@@ -152,8 +154,10 @@ def lenet5(*, num_classes: int = 10, in_chans: int = 1, head: str = "rbf") -> Le
     year=1998,
     input_size=(1, 32, 32),
     param_count=61_706,
+    paper_params="— (not the paper's model)",
     fixed_input_size=True,
     description="LeNet-5 as trained today: ReLU, max pooling, dense C3, softmax",
+    notes="Deliberately not the paper's: ReLU, max pooling, a dense C3, a linear + softmax output.",
 )
 def lenet5_modern(*, num_classes: int = 10, in_chans: int = 1) -> LeNet5Modern:
     return LeNet5Modern(num_classes=num_classes, in_chans=in_chans)

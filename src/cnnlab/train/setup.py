@@ -89,6 +89,27 @@ def _sample_photos(dataset: ImageDataset, draft: Preprocessing, count: int = 256
     return torch.cat([loader.files[i][0].unsqueeze(0) for i in range(len(pick)) if loader.files[i][1] >= 0])
 
 
+def subset_per_class(split, per_class: int, seed: int):
+    """The first ``per_class`` images of each class in a seeded shuffle of ``split`` (kept in dataset order)."""
+    from cnnlab.data import FileImageSet, ImageSet
+
+    if per_class < 1:
+        raise ConfigError(f"--labels-per-class must be at least 1, got {per_class}.")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).tolist()
+    taken: dict[int, int] = {}
+    keep = []
+    for i in order:
+        label = int(split.labels[i])
+        if taken.get(label, 0) < per_class:
+            taken[label] = taken.get(label, 0) + 1
+            keep.append(i)
+    keep.sort()
+    index = torch.tensor(keep)
+    if isinstance(split, FileImageSet):
+        return FileImageSet([split.paths[i] for i in keep], split.labels[index])
+    return ImageSet(split.images[index], split.labels[index])
+
+
 def distributed_rank_and_size() -> tuple[int, int]:
     """(rank, world size) of this process if torch.distributed is initialised (e.g. under torchrun), else (0, 1)."""
     import torch.distributed as dist
@@ -122,6 +143,9 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     device = resolve_device(config.device)
     val_split, strict = getattr(config, "val_split", 0.2), getattr(config, "strict", False)
     dataset = load_dataset(config.data, config.data_root, val_split=val_split, seed=config.seed)
+    per_class = getattr(config, "labels_per_class", None)
+    if per_class is not None:
+        dataset = replace(dataset, train=subset_per_class(dataset.train, per_class, config.seed))
     if config.augment in (None, "auto"):
         config = replace(config, augment=get_dataset_info(config.data).augment)
     validate_augmentation(config.augment)

@@ -1,0 +1,268 @@
+"""`bench_viz`: timings of the two expensive views, occlusion and top patches.
+
+- occlusion: ResNet-50 (cnnlab's zoo if registered, else torchvision's, random weights: the cost does not
+  depend on them) on one 224×224 image, a 32×32 square at stride 8 = 25×25 = 625 occluded copies, in float32
+  and bfloat16; target < 30 s on 2 CPU cores. LeNet-5 on 32×32 with the default square for comparison.
+- top patches: LeNet-5 (faithful and modern) over MNIST's 60,000 training images (real MNIST from
+  ``$CNNLAB_MNIST`` or ../shared/datasets/MNIST/raw beside the checkout if present, else synthetic uint8
+  images of the same shape: the cost does not depend on the pixels), at the first stage and at the default
+  layer; target < 10 s on 2 CPU cores.
+
+``quick=True`` shrinks every workload (64×64 ResNet-50 input, 6,000 images) so CI can run it in seconds; its
+numbers are not comparable with the targets.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.data import Preprocessing
+
+MNIST_DIRS = (
+    Path(os.environ.get("CNNLAB_MNIST", "/nonexistent")),
+    Path(__file__).resolve().parents[4] / "shared" / "datasets" / "MNIST" / "raw",  # beside the checkout
+)
+
+
+@dataclass
+class VizBenchRow:
+    """One measurement.
+
+    Attributes:
+        view: "occlusion" or "top-patches".
+        model: model name; ``workload``: what was computed, in words.
+        items: occluded copies or images processed; ``seconds``: wall time of the view (best of ``repeats``).
+        target_seconds: the goal for this workload on 2 CPU cores (None for comparison rows).
+        device, threads, torch: where and with what it ran; ``note``: data source and caveats.
+    """
+
+    view: str
+    model: str
+    workload: str
+    items: int
+    seconds: float
+    target_seconds: float | None
+    device: str
+    threads: int
+    torch: str
+    note: str = ""
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "items_per_s": self.items_per_s}
+
+
+def read_mnist_images(root: Path | None = None, split: str = "train") -> torch.Tensor | None:
+    """MNIST images as uint8 (N, 1, 28, 28) from the raw ``*-images-idx3-ubyte.gz`` file, or None if absent."""
+    name = ("train" if split == "train" else "t10k") + "-images-idx3-ubyte.gz"
+    for folder in (root,) if root is not None else MNIST_DIRS:
+        path = Path(folder) / name
+        if path.is_file():
+            with gzip.open(path) as handle:
+                data = handle.read()
+            n, h, w = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
+            return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).view(n, 1, h, w)
+    return None
+
+
+def _resnet50(device: torch.device) -> tuple[torch.nn.Module, str]:
+    from cnnlab import models
+
+    if "resnet50" in models.list_models():
+        return models.create("resnet50", num_classes=1000).to(device).eval(), "resnet50 (cnnlab)"
+    import torchvision
+
+    return torchvision.models.resnet50(weights=None).to(device).eval(), "resnet50 (torchvision)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_of(repeats: int, run, device: torch.device) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        run()
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_occlusion(
+    model: torch.nn.Module,
+    name: str,
+    side: int,
+    size: int,
+    stride: int,
+    *,
+    precision: str = "float32",
+    batch_size: int = 32,
+    repeats: int = 1,
+    target: float | None = None,
+    device: torch.device,
+) -> VizBenchRow:
+    """Time :func:`cnnlab.inspect.occlusion` on one random ``side``×``side`` image (after a one-batch warm-up)."""
+    from cnnlab.inspect.occlusion import occlusion, positions
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(model_in_chans(model), side, side, generator=generator).to(device)
+    with torch.no_grad():  # warm-up: allocator, oneDNN primitives, autocast caches
+        occlusion(model, x, size=side, stride=side, batch_size=batch_size, precision=precision)
+    count = len(positions(side, size, stride)) ** 2
+    seconds = _best_of(
+        repeats,
+        lambda: occlusion(model, x, size=size, stride=stride, batch_size=batch_size, precision=precision),
+        device,
+    )
+    return VizBenchRow(
+        "occlusion",
+        name,
+        f"{side}×{side}, square {size} stride {stride}, {precision}, batch {batch_size}",
+        count,
+        seconds,
+        target,
+        str(device),
+        torch.get_num_threads(),
+        torch.__version__,
+    )
+
+
+def model_in_chans(model: torch.nn.Module) -> int:
+    if hasattr(model, "in_chans"):
+        return int(model.in_chans)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    return first.in_channels
+
+
+def bench_top_patches(
+    name: str,
+    images: torch.Tensor,
+    layer: str,
+    *,
+    batch_size: int = 1024,
+    repeats: int = 1,
+    target: float | None = None,
+    note: str = "",
+    device: torch.device,
+) -> VizBenchRow:
+    """Time :func:`cnnlab.inspect.top_patches` (fitting the 28×28 images to 32×32 included) for every channel."""
+    from cnnlab import models
+    from cnnlab.inspect.patches import top_patches
+
+    torch.manual_seed(0)
+    model = models.create(name).to(device).eval()
+    pre = Preprocessing(in_chans=1, resize=(28, 28), pad=2, mean=(0.1307,), std=(0.3081,))  # LeNet's MNIST plan
+
+    def run() -> None:
+        top_patches(model, pre.fit(images), pre, layer, batch_size=batch_size, device=device)
+
+    top_patches(model, pre.fit(images[:batch_size]), pre, layer, batch_size=batch_size, device=device)  # warm-up
+    return VizBenchRow(
+        "top-patches",
+        name,
+        f"{len(images):,} images 28×28 -> 32×32, layer {layer}, top 9 per channel, batch {batch_size}",
+        len(images),
+        _best_of(repeats, run, device),
+        target,
+        str(device),
+        torch.get_num_threads(),
+        torch.__version__,
+        note,
+    )
+
+
+def bench_viz(
+    quick: bool = False,
+    device: str | torch.device = "cpu",
+    *,
+    repeats: int = 1,
+    precisions: tuple[str, ...] = ("float32", "bfloat16"),
+) -> list[VizBenchRow]:
+    """Occlusion and top-patches timings (see the module docstring); ``quick`` for CI-sized workloads.
+
+    Threads are whatever ``torch.get_num_threads()`` says; set them (and keep the machine idle) before
+    recording numbers.
+    """
+    device = torch.device(device)
+    rows = []
+    resnet, resnet_name = _resnet50(device)
+    side, size, stride = (64, 16, 8) if quick else (224, 32, 8)
+    for precision in precisions:
+        rows.append(
+            bench_occlusion(
+                resnet,
+                resnet_name,
+                side,
+                size,
+                stride,
+                precision=precision,
+                repeats=repeats,
+                target=None if quick else 30.0,
+                device=device,
+            )
+        )
+    from cnnlab import models
+
+    lenet = models.create("lenet5").to(device).eval()
+    rows.append(bench_occlusion(lenet, "lenet5", 32, 5, 1, repeats=repeats, device=device))
+
+    images = read_mnist_images()
+    note = "real MNIST"
+    if images is None:
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (60_000, 1, 28, 28), dtype=torch.uint8, generator=generator)
+        note = "synthetic uint8 images (MNIST not found)"
+    if quick:
+        images = images[:6_000]
+    for name in ("lenet5", "lenet5-modern"):
+        for layer in ("c1", "s4"):
+            rows.append(
+                bench_top_patches(
+                    name,
+                    images,
+                    layer,
+                    repeats=repeats,
+                    target=None if quick else 10.0,
+                    note=note,
+                    device=device,
+                )
+            )
+    return rows
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[VizBenchRow]:
+    """The benchmark of `cnnlab bench viz` (same as :func:`bench_viz`)."""
+    return bench_viz(quick=quick, device=device)
+
+
+def format_rows(rows: list[VizBenchRow]) -> str:
+    """A plain-text table of the rows."""
+    lines = [f"{'view':<12} {'model':<24} {'seconds':>8} {'target':>7} {'items/s':>10}  workload"]
+    for r in rows:
+        target = f"{r.target_seconds:g}" if r.target_seconds else "-"
+        lines.append(
+            f"{r.view:<12} {r.model:<24} {r.seconds:>8.2f} {target:>7} {r.items_per_s:>10,.0f}  {r.workload}"
+            + (f" ({r.note})" if r.note else "")
+        )
+    first = rows[0] if rows else None
+    if first:
+        lines.append(f"device {first.device}, {first.threads} threads, torch {first.torch}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m cnnlab.bench.viz [--quick]
+    import sys
+
+    print(format_rows(bench_viz(quick="--quick" in sys.argv)))

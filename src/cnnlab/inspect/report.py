@@ -1,0 +1,369 @@
+"""``write_report(run_dir)``: one self-contained HTML page about a training run.
+
+The page holds the config, the model summary (shapes, parameters, MACs, receptive fields), the training
+curves, the confusion matrix, the filters, activations and occlusion maps of a few test images, the top
+patches of a few units and the most confident mistakes. Every picture is embedded as a base64 PNG data URI
+and the page has no scripts and no links to fetch, so it opens offline, from e-mail, anywhere.
+
+A section whose inputs are missing (no metrics.csv, dataset not available, Captum not installed...) is
+replaced by a visible note saying which section and why; the rest of the report is still written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
+from cnnlab.inspect.grid import png_bytes
+
+REPORT_NAME = "report.html"
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+img.pixels { image-rendering: pixelated; }
+figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
+.skip { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; }
+.note { font-size: 0.85em; color: #555; }
+.meta { color: #555; font-size: 0.9em; }
+"""
+
+
+class _Skip(Exception):
+    """A section that cannot be made; the message says why."""
+
+
+def _img(picture: object, alt: str) -> str:
+    data = base64.b64encode(png_bytes(picture)).decode("ascii")
+    pixels = "" if hasattr(picture, "savefig") else ' class="pixels"'  # exact pixel pictures stay sharp when scaled
+    return f'<img{pixels} src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _png_file(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _figure(picture: object, caption: str) -> str:
+    return f"<figure>{_img(picture, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _table(headers: list[str], rows: list[list[object]], left: int = 1) -> str:
+    def cell(tag: str, i: int, value: object) -> str:
+        cls = ' class="l"' if i < left else ""
+        return f"<{tag}{cls}>{html.escape(str(value))}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class _Report:
+    """The run, its model and data, loaded once and shared by the sections."""
+
+    def __init__(self, run_dir: Path, device: str | torch.device, data_root: str | None):
+        from cnnlab.inspect.views import ViewContext
+
+        self.run_dir = run_dir
+        self.ctx = ViewContext(run_dir, device, run_dir)
+        self.data_root = data_root
+        self._data: tuple | None = None
+        self.predictions = None  # test-split predictions: made by the confusion section, reused for mistakes
+
+    def test_split(self):
+        """(dataset, fitted uint8 test images, labels); raises _Skip if the dataset cannot be loaded."""
+        if self._data is None:
+            try:
+                dataset = self.ctx.dataset(None, self.data_root)
+                self.ctx.check_classes(dataset)
+            except CnnlabError as error:
+                raise _Skip(f"the dataset {self.ctx.payload.get('data')!r} is not available here ({error})") from None
+            self._data = (dataset, self.ctx.preprocessing.fit(dataset.test.images), dataset.test.labels)
+        return self._data
+
+
+# ---- sections -------------------------------------------------------------------------------------------------
+def _section_config(r: _Report) -> str:
+    path = r.run_dir / "config.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        source = "config.json"
+    else:
+        record = {k: r.ctx.payload.get(k) for k in ("config", "model", "preprocessing", "versions", "git")}
+        source = "the checkpoint (no config.json in the run directory)"
+    config = record.get("config") or {}
+    rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]
+    out = [f'<p class="note">From {html.escape(source)}.</p>', _table(["setting", "value"], rows, left=2)]
+    extra = []
+    for key in ("model", "preprocessing", "data", "versions", "git", "device"):
+        if record.get(key) is not None:
+            value = record[key]
+            extra.append([key, json.dumps(value) if not isinstance(value, str) else value])
+    if extra:
+        out.append(_table(["record", "value"], extra, left=2))
+    return "".join(out)
+
+
+def _section_summary(r: _Report) -> str:
+    from cnnlab.inspect.fields import receptive_fields
+    from cnnlab.inspect.summary import summarize
+
+    summary = summarize(r.ctx.model, r.ctx.preprocessing.input_size)
+    graph = receptive_fields(r.ctx.model, r.ctx.preprocessing.input_size)  # branches merged, not chained
+    rows = []
+    for row in summary.rows:
+        rf = graph.fields.get(row.name, row.receptive_field) if graph.exact else row.receptive_field
+        rows.append(
+            [
+                row.name,
+                row.kind,
+                "×".join(map(str, row.output_shape)) if row.output_shape else "-",
+                f"{row.trainable:,}",
+                f"{row.fixed:,}" if row.fixed else "",
+                f"{row.macs:,}" if row.macs else "",
+                str(rf.size) if rf else "all",
+                str(rf.jump) if rf else "",
+                f"{rf.start:g}" if rf else "",
+            ]
+        )
+    rows.append(["total", "", "", f"{summary.trainable:,}", f"{summary.fixed:,}", f"{summary.macs:,}", "", "", ""])
+    headers = ["layer", "type", "output", "params", "fixed", "MACs", "RF size", "RF jump", "RF start"]
+    shape = "×".join(map(str, summary.input_shape))
+    how = (
+        "along the model's traced graph (parallel branches merged)"
+        if graph.exact
+        else "by chain arithmetic along the layers in the order they run (torch.fx could not trace the model)"
+    )
+    return (
+        f'<p class="note">Input {shape}. MACs: multiply-adds per image; RF: receptive field in input pixels '
+        f"(size, jump = stride product, start = centre of the first unit's field), computed {how}.</p>"
+        + _table(headers, rows, left=2)
+    )
+
+
+def _section_curves(r: _Report) -> str:
+    from cnnlab.inspect.curves import plot_curves
+    from cnnlab.train.rundir import read_metrics
+
+    metrics = r.run_dir / "metrics.csv"
+    if metrics.is_file():
+        rows, source = read_metrics(metrics), "metrics.csv"
+    else:
+        rows, source = list(r.ctx.payload.get("history", [])), "the checkpoint's history (no metrics.csv)"
+    if not rows:
+        raise _Skip("the run has no metrics.csv and its checkpoint holds no training history")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_curves(rows, Path(tmp) / "curves.png", f"{r.ctx.model_name} on {r.ctx.payload.get('data', '?')}")
+        image = _png_file(path, "training curves")
+    last = rows[-1]
+    text = (
+        f"After {int(last['epoch'])} epochs: test error {last['test_error']:.2%}, train error "
+        f"{last['train_error']:.2%} (from {source})."
+    )
+    return f"<figure>{image}<figcaption>{html.escape(text)}</figcaption></figure>"
+
+
+def _section_confusion(r: _Report) -> str:
+    from cnnlab.inspect.mistakes import confusion_matrix, predict, render_confusion
+
+    dataset, images, labels = r.test_split()
+    predictions = predict(r.ctx.model, images, labels, r.ctx.preprocessing)
+    r.predictions = predictions
+    matrix = confusion_matrix(predictions, len(r.ctx.classes))
+    caption = f"{dataset.name} test split, {len(labels):,} images: {predictions.error:.2%} error."
+    return _figure(render_confusion(matrix, r.ctx.classes), caption)
+
+
+def _section_filters(r: _Report) -> str:
+    from cnnlab.inspect.filters import filters, kernel_layers, render_filters
+
+    layers = kernel_layers(r.ctx.model)
+    if not layers:
+        raise _Skip("the model has no convolution layers")
+    out = []
+    for i, layer in enumerate(layers[:4]):
+        view = filters(r.ctx.model, layer)
+        o, c, kh, kw = view.kernels.shape
+        if view.mode == "norms":
+            caption = f"{layer}: {o}×{c} kernels of {kh}×{kw}; L2 norm of each (output map, input map) kernel."
+        else:
+            caption = (
+                f"{layer}: {o} kernels of {c}×{kh}×{kw}, each pixel one weight, min–max scaled per kernel "
+                "(black = min, white = max)."
+            )
+        out.append(_figure(render_filters(view, max_side=400 if i == 0 else 600), caption))
+    if len(layers) > 4:
+        out.append(f'<p class="note">{len(layers) - 4} deeper convolution layers not shown.</p>')
+    return "".join(out)
+
+
+def _inputs(r: _Report, count: int):
+    dataset, images, labels = r.test_split()
+    count = min(count, len(labels))
+    pixels = images[:count]
+    x = r.ctx.preprocessing.normalize(pixels.to(r.ctx.device))
+    return dataset, [(i, pixels[i], x[i], int(labels[i])) for i in range(count)]
+
+
+def _section_activations(r: _Report, count: int) -> str:
+    from cnnlab.inspect.activations import activations, render_activations
+
+    dataset, items = _inputs(r, count)
+    out = []
+    for i, pixels, x, label in items:
+        maps = activations(r.ctx.model, x)
+        caption = f"{dataset.name} test image {i} (class {r.ctx.classes[label]}): every stage's output."
+        out.append(_figure(render_activations(maps, pixels.float() / 255, max_channels=32), caption))
+    return "".join(out)
+
+
+def _section_occlusion(r: _Report, count: int, size: int | None, stride: int | None) -> str:
+    from cnnlab.inspect._errors import MissingDependencyError
+    from cnnlab.inspect.occlusion import occlusion, render_occlusion
+
+    dataset, items = _inputs(r, count)
+    out = []
+    try:
+        for i, pixels, x, label in items:
+            result = occlusion(r.ctx.model, x, label, size=size, stride=stride, baseline=r.ctx.grey_baseline())
+            caption = (
+                f"{dataset.name} test image {i} (class {r.ctx.classes[label]}): a grey {result.size}×{result.size} "
+                f"square at stride {result.stride}."
+            )
+            out.append(_figure(render_occlusion(result, pixels.float() / 255, r.ctx.classes, label), caption))
+    except MissingDependencyError as error:
+        raise _Skip(str(error)) from None
+    return "".join(out)
+
+
+def _section_patches(r: _Report, units: int) -> str:
+    from cnnlab.inspect.hooks import default_spatial_layer
+    from cnnlab.inspect.patches import render_top_patches, top_patches
+
+    dataset, _, _ = r.test_split()
+    layer = default_spatial_layer(r.ctx.model, r.ctx.preprocessing.input_size)
+    images = r.ctx.preprocessing.fit(dataset.train.images)
+    result = top_patches(r.ctx.model, images, r.ctx.preprocessing, layer)
+    caption = (
+        f"Layer {layer}: for each of the first {min(units, len(result.channels))} of {len(result.channels)} channels, "
+        f"the 9 {dataset.name} training images (of {result.images_seen:,}) that activate it most, cropped to the "
+        f"unit's {result.receptive_field.size}×{result.receptive_field.size} receptive field."
+    )
+    return _figure(render_top_patches(result, max_units=units), caption)
+
+
+def _section_mistakes(r: _Report, count: int) -> str:
+    from cnnlab.inspect.mistakes import confident_mistakes, predict, render_mistakes
+
+    dataset, images, labels = r.test_split()
+    predictions = r.predictions or predict(r.ctx.model, images, labels, r.ctx.preprocessing)
+    worst = confident_mistakes(predictions, count)
+    if len(worst) == 0:
+        return f'<p class="note">No mistakes on the {len(labels):,} test images.</p>'
+    caption = f"The {len(worst)} wrong predictions with the highest probability, {dataset.name} test split."
+    return _figure(render_mistakes(images, predictions, worst, r.ctx.classes), caption)
+
+
+# ---- the page -------------------------------------------------------------------------------------------------
+def write_report(
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    data_root: str | None = None,
+    images: int = 3,
+    units: int = 8,
+    mistakes: int = 16,
+    occlusion_size: int | None = None,
+    occlusion_stride: int | None = None,
+) -> Path:
+    """Write ``RUN_DIR/report.html`` and return its path.
+
+    Args:
+        run_dir: a run directory written by ``cnnlab train`` (a checkpoint file's folder also works).
+        device: where to compute (``cpu``, ``auto``, ``cuda``...).
+        data_root: where datasets live (default: ``$CNNLAB_DATA``, else ``~/.cache/cnnlab``).
+        images: test images shown with activations and occlusion maps.
+        units: units (channels) shown with their top patches.
+        mistakes: confident mistakes shown.
+        occlusion_size: occluder side in pixels (default: 1/7 of the image side); ``occlusion_stride``: its step.
+
+    Raises:
+        CheckpointError: the run directory has no readable checkpoint. ConfigError: a count below 1.
+        Sections that lack their data are skipped with a note in the page, not raised.
+    """
+    for label, value in (("images", images), ("units", units), ("mistakes", mistakes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"The report's {label} must be a positive whole number, got {value!r}.")
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        run_dir = run_dir.parent
+    if not run_dir.is_dir():
+        raise CheckpointError(
+            f"Run directory {str(run_dir)!r} does not exist; give a folder written by `cnnlab train`."
+        )
+    started = time.perf_counter()
+    r = _Report(run_dir, device, data_root)
+    torch.manual_seed(0)  # nothing here is random today; fixed anyway so a report never varies between runs
+    sections: list[tuple[str, Callable[[], str]]] = [
+        ("Configuration", lambda: _section_config(r)),
+        ("Model summary", lambda: _section_summary(r)),
+        ("Training curves", lambda: _section_curves(r)),
+        ("Confusion matrix", lambda: _section_confusion(r)),
+        ("Filters", lambda: _section_filters(r)),
+        ("Activations", lambda: _section_activations(r, images)),
+        ("Occlusion", lambda: _section_occlusion(r, images, occlusion_size, occlusion_stride)),
+        ("Top patches", lambda: _section_patches(r, units)),
+        ("Most confident mistakes", lambda: _section_mistakes(r, mistakes)),
+    ]
+    body, skipped = [], []
+    for title, make in sections:
+        anchor = title.lower().replace(" ", "-")
+        try:
+            content = make()
+        except (_Skip, CnnlabError) as reason:
+            skipped.append(title)
+            content = f'<p class="skip"><strong>{html.escape(title)} skipped:</strong> {html.escape(str(reason))}</p>'
+        body.append(f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{content}</section>')
+    payload = r.ctx.payload
+    history = payload.get("history") or []
+    result = (
+        f"test error {history[-1]['test_error']:.2%} after {int(history[-1]['epoch'])} epochs"
+        if history
+        else "no epochs"
+    )
+    from cnnlab import __version__
+
+    header = (
+        f"<h1>{html.escape(r.ctx.model_name)} on {html.escape(str(payload.get('data', '?')))}</h1>"
+        f'<p class="meta">Run {html.escape(str(run_dir.resolve()))}: {html.escape(result)}. Report by cnnlab '
+        f"{html.escape(__version__)} on {html.escape(time.strftime('%Y-%m-%d %H:%M'))}, "
+        f"in {time.perf_counter() - started:.1f} s.</p>"
+    )
+    if skipped:
+        header += f'<p class="skip">Skipped sections: {html.escape(", ".join(skipped))} (reasons below).</p>'
+    toc = " · ".join(f'<a href="#{t.lower().replace(" ", "-")}">{html.escape(t)}</a>' for t, _ in sections)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(r.ctx.model_name)} report</title><style>{_STYLE}</style></head>"
+        f"<body>{header}<nav>{toc}</nav>{''.join(body)}</body></html>\n"
+    )
+    target = run_dir / REPORT_NAME
+    tmp = target.with_name(f".{REPORT_NAME}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    return target

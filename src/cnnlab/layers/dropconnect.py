@@ -1,0 +1,114 @@
+"""DropConnect (Wan, Zeiler, Zhang, LeCun & Fergus 2013, "Regularization of neural networks using DropConnect")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.errors import ConfigError
+
+
+class DropConnectLinear(nn.Module):
+    """A fully connected layer whose *weights* are dropped at random in training: r = a((M ∗ W) v).
+
+    Training (the paper's equation 4): every weight and every bias is kept with probability ``p`` (M_ij ~
+    Bernoulli(p)), with a fresh mask for each example (``per_example=True``, as in the paper) or one mask per
+    batch (``per_example=False``: far less memory, a common shortcut). Unlike dropout, which zeroes whole
+    units, each output unit sees its own random subset of the inputs. This is not drop-path either.
+
+    Inference (section 3.1), chosen by ``inference``:
+
+    - ``"gaussian"``, the paper's Algorithm 2: each unit's pre-activation over masks is approximated by moment
+      matching with u ~ N(p·W v, p(1 − p)·(W ∗ W)(v ∗ v)) (the bias counted as a weight with input 1); the
+      output is the average of a(u) over ``num_samples`` draws. Random, unless a ``generator`` is set.
+    - ``"mean"``, mean-field ("mean inference"): r = a(p·(W v + b)), deterministic; what dropout does.
+
+    The activation is part of the layer because the Gaussian inference averages *after* it. Pass it as a
+    module (e.g. ``nn.ReLU()``) so hooks see it; None means the identity.
+
+    Args:
+        in_features: input width.
+        out_features: output width.
+        p: probability of *keeping* a connection (the paper's p; 0.5 in its experiments).
+        activation: the non-linearity a; None for the identity.
+        inference: ``"gaussian"`` or ``"mean"``.
+        num_samples: Z, the Gaussian samples per unit at inference.
+        per_example: one mask per example (paper) or per batch.
+        bias: learn a bias (masked like the weights).
+
+    Shape: (B, in_features) -> (B, out_features).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        p: float = 0.5,
+        activation: nn.Module | None = None,
+        inference: str = "gaussian",
+        num_samples: int = 1000,
+        per_example: bool = True,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if not 0.0 < p <= 1.0:
+            raise ConfigError(f"DropConnect keep probability p must be in (0, 1], got {p}.")
+        if inference not in ("gaussian", "mean"):
+            raise ConfigError(f"DropConnect inference must be 'gaussian' (the paper's) or 'mean', got {inference!r}.")
+        if num_samples < 1:
+            raise ConfigError(f"DropConnect needs at least one inference sample, got num_samples={num_samples}.")
+        self.in_features, self.out_features = in_features, out_features
+        self.p, self.inference, self.num_samples, self.per_example = p, inference, num_samples, per_example
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.activation = activation if activation is not None else nn.Identity()
+        self.generator: torch.Generator | None = None  # set to make masks and inference samples reproducible
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch's ``nn.Linear`` initialisation."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _bernoulli(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        keep = torch.full(shape, self.p, device=like.device, dtype=like.dtype)
+        return torch.bernoulli(keep, generator=self.generator)
+
+    def masked_preactivation(self, x: torch.Tensor) -> torch.Tensor:
+        """(M ∗ W) v (+ m_b ∗ b) for fresh random masks: the training-time pre-activation."""
+        if self.per_example:
+            mask = self._bernoulli((x.shape[0], *self.weight.shape), self.weight)  # (B, out, in)
+            u = torch.einsum("boi,oi,bi->bo", mask, self.weight, x)  # each example through its own (M ∗ W)
+            if self.bias is not None:
+                u = u + self._bernoulli((x.shape[0], self.out_features), self.bias) * self.bias
+            return u
+        weight = self.weight * self._bernoulli(tuple(self.weight.shape), self.weight)
+        bias = None if self.bias is None else self.bias * self._bernoulli(tuple(self.bias.shape), self.bias)
+        return F.linear(x, weight, bias)
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of the pre-activation over masks: (p·(W v + b), p(1 − p)·((W ∗ W)(v ∗ v) + b²))."""
+        mean = self.p * F.linear(x, self.weight, self.bias)
+        var = F.linear(x * x, self.weight * self.weight, None if self.bias is None else self.bias * self.bias)
+        return mean, self.p * (1 - self.p) * var
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.activation(self.masked_preactivation(x))
+        mean, var = self.moments(x)
+        if self.inference == "mean" or self.p == 1.0:
+            return self.activation(mean)
+        # Algorithm 2: u ~ N(mean, var), Z draws per unit; average a(u). (Z, B, out) -> (B, out)
+        noise = torch.randn((self.num_samples, *mean.shape), device=x.device, dtype=x.dtype, generator=self.generator)
+        return self.activation(mean + var.sqrt() * noise).mean(0)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_features}, {self.out_features}, p={self.p}, inference={self.inference!r}, "
+            f"num_samples={self.num_samples}, per_example={self.per_example}, bias={self.bias is not None}"
+        )

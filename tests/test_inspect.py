@@ -1,0 +1,623 @@
+"""The inspection views: each view's defining property on small models with known weights, and bad input."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from cnnlab import models
+from cnnlab.data import Preprocessing
+from cnnlab.errors import CnnlabError, ConfigError, DataError, ImageDecodeError, UnknownNameError
+from cnnlab.inspect import (
+    UnsupportedModelError,
+    activations,
+    confident_mistakes,
+    confusion_matrix,
+    filters,
+    layer_geometry,
+    render_activations,
+    render_filters,
+    run_view,
+    top_patches,
+    without_inplace_relu,
+)
+from cnnlab.inspect.grid import minmax, tile_origin
+from cnnlab.inspect.hooks import crop, unit_box
+from cnnlab.inspect.mistakes import Predictions
+from cnnlab.models import ClassifierModel
+
+MNIST_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "MNIST" / "raw"
+
+
+# ---- small models with known structure -------------------------------------------------------------------------
+class FunctionalReluBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv(x))  # the hooks of deconvnet/guided backprop cannot see this ReLU
+
+
+class TinyNet(ClassifierModel):
+    """1×16×16 -> conv 4@3×3 (pad 1), ReLU, max pool 2 -> conv 6@3×3 (pad 1), ReLU, max pool 2 -> linear 3."""
+
+    def __init__(self, inplace: bool = False, functional: bool = False, in_chans: int = 1):
+        super().__init__()
+        self.num_classes, self.in_chans, self.num_features = 3, in_chans, 96
+        b2 = (
+            FunctionalReluBlock()
+            if functional
+            else nn.Sequential(OrderedDict(conv=nn.Conv2d(4, 6, 3, padding=1), act=nn.ReLU()))
+        )
+        self.features = nn.Sequential(
+            OrderedDict(
+                b1=nn.Sequential(OrderedDict(conv=nn.Conv2d(in_chans, 4, 3, padding=1), act=nn.ReLU(inplace=inplace))),
+                p1=nn.MaxPool2d(2),
+                b2=b2,
+                p2=nn.MaxPool2d(2),
+            )
+        )
+        self.head = nn.Linear(96, 3)
+
+    def forward_head(self, x, pre_logits=False):
+        x = torch.flatten(x, 1)
+        return x if pre_logits else self.head(x)
+
+
+class CornerNet(nn.Module):
+    """Looks only at the top-left 8×8 corner of the image: everything else is irrelevant by construction."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(8 * 8, 4)
+
+    def forward(self, x):
+        return self.fc(x[:, 0, :8, :8].flatten(1))
+
+
+def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.5)
+    return model.eval()
+
+
+IDENTITY = Preprocessing(in_chans=1, resize=(16, 16), pad=0, mean=(0.0,), std=(1.0,))
+
+
+# ---- receptive fields -----------------------------------------------------------------------------------------
+class ResidualNet(nn.Module):
+    """stem conv3 -> [conv3 s2 -> ReLU -> conv3] + [conv1 s2 shortcut] -> ReLU -> avg pool 2 -> two branches cat."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv_a = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.act = nn.ReLU()
+        self.conv_b = nn.Conv2d(4, 4, 3, padding=1)
+        self.shortcut = nn.Conv2d(4, 4, 1, stride=2)
+        self.out_act = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.branch3 = nn.Conv2d(4, 2, 3, padding=1)
+        self.branch5 = nn.Conv2d(4, 2, 5, padding=2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.out_act(self.conv_b(self.act(self.conv_a(x))) + self.shortcut(x))
+        x = self.pool(x)
+        return torch.cat([self.branch3(x), self.branch5(x)], dim=1)
+
+
+def test_receptive_fields_merge_branches_and_match_the_gradients_support():
+    from cnnlab.inspect.fields import receptive_fields
+
+    model = ResidualNet()
+    fields = receptive_fields(model, (1, 32, 32))
+    assert fields.exact and fields.shapes["branch5"] == (2, 8, 8)
+    assert fields.fields["out_act"].jump == 2  # the chain arithmetic would stride twice (shortcut, then conv_a)
+    assert (fields.fields["out_act"].size, fields.fields["pool"].size) == (9, 11)  # 3 + 2 + 2·2; + 1·2
+    final = fields.fields["branch5"]
+    assert final.size == 11 + 4 * 4 and fields.fields["branch3"].size == 11 + 2 * 4
+    # the oracle: with positive weights, no bias and a positive input every path is open, so the input pixels
+    # with a non-zero gradient are exactly the unit's receptive field (clipped to the image)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.abs() + 0.01) if p.ndim > 1 else p.zero_()
+    x = (torch.rand(1, 1, 32, 32) + 0.5).requires_grad_()
+    out = model(x)  # (1, 4, 8, 8); channels 2, 3: the 5×5 branch
+    for r, c in ((0, 0), (3, 4), (7, 7)):
+        (grad,) = torch.autograd.grad(out[0, 3, r, c], x, retain_graph=True)
+        rows, cols = grad[0, 0].nonzero(as_tuple=True)
+        top, left, bottom, right = unit_box(final, r, c)
+        assert (int(rows.min()), int(rows.max()) + 1) == (max(top, 0), min(bottom, 32))
+        assert (int(cols.min()), int(cols.max()) + 1) == (max(left, 0), min(right, 32))
+
+
+def test_receptive_fields_equal_the_summary_on_chains_and_fall_back_when_untraceable():
+    from cnnlab.inspect import summarize
+    from cnnlab.inspect.fields import receptive_fields
+
+    model = models.create("lenet5")
+    fields = receptive_fields(model, (1, 32, 32))
+    assert fields.exact and fields.fields["features.s4"].size == 16
+    for row in summarize(model, (1, 32, 32)).rows:
+        assert fields.fields[row.name] == row.receptive_field, row.name
+
+    class Untraceable(TinyNet):
+        def forward_features(self, x):
+            if x.shape[-1] > 1000:  # Python control flow on a size: torch.fx cannot trace it
+                x = x[..., ::2, ::2]
+            return self.features(x)
+
+    fallback = receptive_fields(Untraceable(), (1, 16, 16))
+    assert not fallback.exact and fallback.fields["features.b2"].size == 8
+
+
+# ---- filters --------------------------------------------------------------------------------------------------
+def test_filter_grid_shows_exact_min_max_scaled_kernels(tmp_path):
+    model = TinyNet()
+    with torch.no_grad():
+        model.features.b1.conv.weight.copy_(torch.arange(4 * 9, dtype=torch.float32).view(4, 1, 3, 3) ** 1.5 - 20)
+    view = filters(model)  # default: the first convolution
+    assert view.qualified == "features.b1.conv" and view.mode == "grey"
+    w = model.features.b1.conv.weight.detach()
+    expected = (w - w.amin((1, 2, 3), keepdim=True)) / (
+        w.amax((1, 2, 3), keepdim=True) - w.amin((1, 2, 3), keepdim=True)
+    )
+    torch.testing.assert_close(view.tiles, expected, rtol=0, atol=1e-6)
+    for i in range(4):  # each tile of the grid is exactly that kernel, scaled
+        top, left = tile_origin(i, view.ncols, 3, 3)
+        torch.testing.assert_close(view.grid[:, top : top + 3, left : left + 3], expected[i], rtol=0, atol=1e-6)
+    # ...and so is the PNG: every kernel tap is an `upscale`×`upscale` block of round(255·value)
+    picture = render_filters(view)
+    picture.save(tmp_path / "f.png")
+    pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / "f.png")).copy())
+    upscale = pixels.shape[0] // view.grid.shape[1]
+    for i in range(4):
+        top, left = tile_origin(i, view.ncols, 3, 3)
+        block = pixels[top * upscale : (top + 3) * upscale, left * upscale : (left + 3) * upscale]
+        want = (
+            (expected[i, 0] * 255).round().to(torch.uint8).repeat_interleave(upscale, 0).repeat_interleave(upscale, 1)
+        )
+        assert torch.equal(block, want)
+
+
+def test_rgb_filters_keep_colour_balance_and_shared_scale():
+    model = seeded(TinyNet(in_chans=3))
+    w = model.features.b1.conv.weight.detach()
+    each = filters(model, "b1", scale="each")
+    assert each.mode == "rgb" and each.tiles.shape == (4, 3, 3, 3) and each.grid.shape[0] == 3
+    torch.testing.assert_close(each.tiles, minmax(w, dims=(1, 2, 3)))  # one range per kernel, all 3 colours
+    shared = filters(model, "features.b1.conv", scale="all")
+    torch.testing.assert_close(shared.tiles, (w - w.min()) / (w.max() - w.min()))
+
+
+def test_deeper_layer_filters_are_kernel_norms_showing_the_connection_table():
+    model = models.create("lenet5")
+    view = filters(model, "c3")
+    assert view.mode == "norms" and view.tiles is None and view.norms.shape == (16, 6)
+    mask = model.features.c3.conv.connection_mask()
+    assert (view.norms[~mask] == 0).all() and (view.norms[mask] > 0).all()
+    torch.testing.assert_close(view.norms, view.kernels.flatten(2).norm(dim=2))
+    as_tiles = filters(model, "c3", mode="tiles")
+    assert as_tiles.tiles.shape == (96, 1, 5, 5) and as_tiles.ncols == 6
+
+
+def test_filters_bad_layer_names():
+    model = models.create("lenet5")
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'c1'.*Valid layers: c1, c2|Did you mean 'c1'") as err:
+        filters(model, "c11")
+    assert "features.c1.conv" in str(err.value)
+    with pytest.raises(ConfigError, match="no convolution kernels. Layers with kernels: features.c1.conv"):
+        filters(model, "f6.fc")
+    with pytest.raises(ConfigError, match="scale"):
+        filters(model, scale="sideways")
+
+
+# ---- activations ----------------------------------------------------------------------------------------------
+def test_activations_by_stage_or_qualified_name_with_shapes_in_captions():
+    model = seeded(models.create("lenet5-modern"))
+    x = torch.randn(1, 32, 32)
+    maps = activations(model, x, ["c1", "features.c1.conv", "c3", "f6.fc"])
+    assert [m.shape for m in maps] == [(6, 28, 28), (6, 28, 28), (16, 10, 10), (84,)]
+    torch.testing.assert_close(maps[0].values, F.relu(maps[1].values))  # the stage c1 = conv then ReLU
+    with torch.no_grad():
+        torch.testing.assert_close(maps[1].values, model.features.c1.conv(x.unsqueeze(0))[0])
+    fig = render_activations(maps, x.clamp(0, 1))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("c1 (features.c1): 6×28×28" in t for t in titles)
+    assert any("f6.fc: 84" in t for t in titles)
+    default = activations(model, x)
+    assert [m.layer for m in default] == ["c1", "s2", "c3", "s4", "c5"]
+
+
+# ---- deconvnet ------------------------------------------------------------------------------------------------
+def zeiler_fergus(model: TinyNet, x: torch.Tensor, channel: int, row: int, col: int) -> torch.Tensor:
+    """The deconvnet written out: unpool with recorded switches, rectify, transposed filters (stage b2's output)."""
+    f = model.features
+    a1 = F.relu(f.b1.conv(x))
+    p1, switches = F.max_pool2d(a1, 2, return_indices=True)
+    a2 = F.relu(f.b2.conv(p1))
+    signal = torch.zeros_like(a2)
+    signal[0, channel, row, col] = a2[0, channel, row, col]  # keep one activation, zero the rest
+    signal = F.relu(signal)  # b2's ReLU
+    signal = F.conv_transpose2d(signal, f.b2.conv.weight, padding=1)  # b2's conv, transposed filters
+    signal = F.max_unpool2d(signal, switches, 2, output_size=a1.shape[-2:])  # p1, with the switches
+    signal = F.relu(signal)  # b1's ReLU
+    return F.conv_transpose2d(signal, f.b1.conv.weight, padding=1)[0]  # b1's conv
+
+
+def test_deconv_equals_explicit_unpool_rectify_transpose():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import deconvnet
+
+    model = seeded(TinyNet(), 3)
+    x = torch.randn(1, 16, 16)
+    result = deconvnet(model, x, "b2")  # default: the strongest unit
+    with torch.no_grad():
+        maps = model.features.b2(model.features.p1(model.features.b1(x.unsqueeze(0))))[0]
+    assert result.activation == pytest.approx(float(maps.max()))
+    assert maps[result.channel, result.position[0], result.position[1]] == maps.max()
+    with torch.no_grad():
+        expected = zeiler_fergus(model, x.unsqueeze(0), result.channel, *result.position)
+    torch.testing.assert_close(result.projection, expected, rtol=1e-5, atol=1e-6)
+    assert result.projection.abs().sum() > 0
+    # a chosen channel and position
+    other = deconvnet(model, x, "features.b2", channel=1, position=(2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            other.projection, zeiler_fergus(model, x.unsqueeze(0), 1, 2, 5), atol=1e-6, rtol=1e-5
+        )
+    assert result.notes == []  # ReLUs and max pooling: the textbook case, nothing to caveat
+
+
+def test_deconv_of_one_unit_is_zero_outside_its_receptive_field():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import deconvnet
+
+    model = seeded(models.create("lenet5-modern"), 1)
+    x = torch.randn(1, 32, 32)
+    for layer, field in (("c1", 5), ("c3", 14)):
+        result = deconvnet(model, x, layer)
+        assert result.receptive_field.size == field
+        top, left, bottom, right = result.box
+        assert (bottom - top, right - left) == (field, field)
+        inside = torch.zeros(32, 32, dtype=torch.bool)
+        inside[max(top, 0) : bottom, max(left, 0) : right] = True
+        assert (result.projection[0][~inside] == 0).all()
+        assert (result.projection[0][inside] != 0).any()
+
+
+def test_deconv_without_relu_is_the_units_gradient_and_says_so():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import deconvnet
+
+    model = models.create("lenet5").eval()  # scaled tanh, trainable average subsampling: no ReLU, no switches
+    torch.manual_seed(0)
+    x = torch.randn(1, 32, 32)
+    result = deconvnet(model, x, "c3")
+    c, r, k = result.channel, *result.position
+    inp = x.unsqueeze(0).clone().requires_grad_()
+    unit = model.features.c3(model.features.s2(model.features.c1(inp)))[0, c, r, k]
+    (grad,) = torch.autograd.grad(unit, inp)
+    torch.testing.assert_close(result.projection, grad[0] * unit.item(), rtol=1e-5, atol=1e-7)
+    text = " ".join(result.notes)
+    assert "No ReLU" in text and "gradient" in text and "ScaledTanh" in text and "no switches" in text
+
+
+def test_deconv_bad_input():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import deconvnet
+
+    x = torch.randn(1, 16, 16)
+    model = seeded(TinyNet())
+    with pytest.raises(UnknownNameError, match="Did you mean 'b2'"):
+        deconvnet(model, x, "b3")
+    with pytest.raises(ConfigError, match=r"Channel 6 is out of range: layer 'b2' has 6 channels, numbered 0 to 5"):
+        deconvnet(model, x, "b2", channel=6)
+    with pytest.raises(ConfigError, match="not a \\(channels, height, width\\) feature map"):
+        deconvnet(model, x, "head")
+    with pytest.raises(ConfigError, match="outside"):
+        deconvnet(model, x, "b2", position=(8, 0))
+    inplace = seeded(TinyNet(inplace=True))
+    with pytest.raises(UnsupportedModelError, match=r"features\.b1\.act are nn\.ReLU\(inplace=True\)"):
+        deconvnet(inplace, x, "b2")
+    fixed, changed = without_inplace_relu(inplace)
+    assert changed == ["features.b1.act"] and inplace.features.b1.act.inplace  # the original is untouched
+    reference = TinyNet()
+    reference.load_state_dict(inplace.state_dict())
+    torch.testing.assert_close(deconvnet(fixed, x, "b2").projection, deconvnet(reference.eval(), x, "b2").projection)
+    functional = seeded(TinyNet(functional=True))
+    with pytest.raises(UnsupportedModelError, match=r"features\.b2 \(FunctionalReluBlock\.forward calls relu\)"):
+        deconvnet(functional, x, "p2")
+
+
+# ---- top patches ----------------------------------------------------------------------------------------------
+def blob_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n dark 16×16 images, image i with one 3×3 blob of brightness growing with a random rank at a random place."""
+    g = torch.Generator().manual_seed(seed)
+    brightness = torch.randperm(n, generator=g) + 20  # all different
+    images = torch.randint(0, 10, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    places = torch.randint(0, 14, (n, 2), generator=g)
+    for i in range(n):
+        r, c = places[i].tolist()
+        images[i, 0, r : r + 3, c : c + 3] = brightness[i]
+    return images, brightness
+
+
+def test_top_patches_are_the_argmax_images_of_a_unit():
+    images, brightness = blob_images(100)
+    model = TinyNet()
+    with torch.no_grad():  # channel 0 of b1: the sum of a 3×3 window (a blob detector); others: nothing
+        model.features.b1.conv.weight.zero_()
+        model.features.b1.conv.bias.zero_()
+        model.features.b1.conv.weight[0] = 1.0
+    model.eval()
+    result = top_patches(model, images, IDENTITY, "features.b1.conv", [0], k=9, batch_size=7)  # 15 batches
+    expected = brightness.argsort(descending=True)[:9]
+    assert result.indices[0].tolist() == expected.tolist()
+    assert result.images_seen == 100 and result.receptive_field.size == 3
+    for j, i in enumerate(expected.tolist()):  # the patch is the blob itself: the unit's 3×3 field
+        assert (result.patches[0, j] == brightness[i]).all()
+        top, left, bottom, right = result.boxes[0, j].tolist()
+        assert (bottom - top, right - left) == (3, 3)
+        assert torch.equal(images[i, :, top:bottom, left:right], result.patches[0, j])
+
+
+def test_top_patches_streaming_equals_brute_force():
+    images, _ = blob_images(61, seed=1)
+    model = seeded(TinyNet(), 2)
+    result = top_patches(model, images, IDENTITY, "b2", k=5, batch_size=8)
+    with torch.no_grad():
+        maps = model.features.b2(model.features.p1(model.features.b1(IDENTITY.normalize(images))))  # (N, 6, 8, 8)
+    per_image = maps.flatten(2).amax(2)  # (N, 6)
+    values, order = per_image.T.topk(5, dim=1)
+    assert result.channels == list(range(6))
+    torch.testing.assert_close(result.values, values)
+    assert torch.equal(per_image.T.gather(1, result.indices), result.values)  # each image reaches its value
+    distinct = (values[:, :-1] > values[:, 1:]).all(dim=1)  # a dead channel ties at 0: any order is right
+    assert distinct.sum() >= 4 and torch.equal(result.indices[distinct], order[distinct])
+    assert len(set(result.indices[~distinct].flatten().tolist())) == (~distinct).sum() * 5  # distinct images
+    field = layer_geometry(model, (1, 16, 16), "b2").receptive_field
+    assert field.size == 8 and field.jump == 2  # conv3 (pad 1) -> pool 2 -> conv3 (pad 1)
+    for ch in range(6):
+        for j in range(5):
+            r, c = result.positions[ch, j].tolist()
+            assert maps[result.indices[ch, j], ch, r, c] == result.values[ch, j]
+            box = unit_box(field, r, c)
+            assert torch.equal(result.patches[ch, j], crop(images[result.indices[ch, j]], box))
+
+
+def test_top_patches_bad_input():
+    images, _ = blob_images(10)
+    model = seeded(TinyNet())
+    with pytest.raises(ConfigError, match="Channel 4 is out of range: layer 'b1' has 4 channels"):
+        top_patches(model, images, IDENTITY, "b1", [4])
+    with pytest.raises(DataError, match="fit them first"):
+        top_patches(model, images[:, :, :8], IDENTITY, "b1")
+    with pytest.raises(DataError, match="uint8"):
+        top_patches(model, images.float(), IDENTITY, "b1")
+
+
+def read_idx_images(path: Path) -> torch.Tensor:
+    import gzip
+
+    with gzip.open(path) as handle:
+        data = handle.read()
+    n, h, w = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
+    return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).view(n, 1, h, w)
+
+
+def test_top_patches_on_real_mnist():
+    path = MNIST_RAW / "t10k-images-idx3-ubyte.gz"
+    if not path.is_file():
+        pytest.skip(f"real MNIST not present at {path}")
+    images = read_idx_images(path)  # the 10,000 test images; the 60,000-image timing is cnnlab.bench.viz's job
+    assert images.shape == (10_000, 1, 28, 28)
+    images = images[:5_000]  # enough to check against brute force; keeps the suite fast
+    pre = Preprocessing(in_chans=1, resize=(28, 28), pad=2, mean=(0.1307,), std=(0.3081,))
+    torch.manual_seed(0)
+    model = models.create("lenet5-modern").eval()
+    fitted = pre.fit(images)
+    result = top_patches(model, fitted, pre, "c3", [0, 5], batch_size=1000)
+    assert result.images_seen == 5_000 and result.values.shape == (2, 9) and result.patches.shape[-2:] == (14, 14)
+    with torch.no_grad():  # brute force over all of them
+        maps = model.features.c3(model.features.s2(model.features.c1(pre.normalize(fitted))))
+    values, order = maps[:, [0, 5]].flatten(2).amax(2).T.topk(9, dim=1)
+    torch.testing.assert_close(result.values, values)
+    assert torch.equal(result.indices, order)
+
+
+# ---- occlusion ------------------------------------------------------------------------------------------------
+def test_occluding_an_irrelevant_region_leaves_the_probability_unchanged():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import occlusion
+
+    model = CornerNet().eval()
+    torch.manual_seed(1)
+    x = torch.randn(1, 32, 32)
+    result = occlusion(model, x, size=6, stride=2, baseline=0.0)
+    assert result.probs.shape == (14, 14, 4)
+    with torch.no_grad():
+        clean = model(x.unsqueeze(0)).softmax(1)[0]
+    touches = (result.rows.view(-1, 1) < 8) & (result.cols.view(1, -1) < 8)  # the square overlaps the corner
+    # unchanged up to float rounding (the copies run in batches, the clean image alone)
+    torch.testing.assert_close(result.target_prob[~touches], clean[result.target].expand(int((~touches).sum())))
+    assert ((result.target_prob[touches] - clean[result.target]).abs() > 1e-4).all()
+    # Captum spreads each drop over the square's pixels: squares touching the corner reach column/row 6 + 5 = 11
+    assert result.attribution[:, 12:].abs().max() < 1e-6 and result.attribution[12:, :].abs().max() < 1e-6
+    assert (result.attribution[:8, :8].abs() > 1e-4).any()
+
+
+def test_occlusion_maps_match_occluding_by_hand():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import occlusion
+
+    model = seeded(TinyNet(), 4)
+    x = torch.randn(1, 16, 16)
+    result = occlusion(model, x, target=2, size=5, stride=3, baseline=-0.5, batch_size=7)
+    assert result.rows.tolist() == [0, 3, 6, 9, 12] and result.cols.tolist() == [0, 3, 6, 9, 12]  # last one clipped
+    with torch.no_grad():
+        for i, r in enumerate(result.rows.tolist()):
+            for j, c in enumerate(result.cols.tolist()):
+                hidden = x.clone()
+                hidden[:, r : r + 5, c : c + 5] = -0.5
+                probs = model(hidden.unsqueeze(0)).softmax(1)[0]
+                torch.testing.assert_close(result.probs[i, j], probs, rtol=1e-5, atol=1e-6)
+    assert result.top_class.shape == (5, 5) and result.target == 2
+
+
+def test_occlusion_bad_options():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import occlusion
+
+    model, x = CornerNet().eval(), torch.randn(1, 32, 32)
+    with pytest.raises(ConfigError, match="size 40 does not fit the 32×32 input"):
+        occlusion(model, x, size=40)
+    with pytest.raises(ConfigError, match="stride 9 must be between 1 and the square size 8"):
+        occlusion(model, x, size=8, stride=9)
+    with pytest.raises(ConfigError, match="Class 7 is out of range"):
+        occlusion(model, x, target=7)
+    with pytest.raises(ConfigError, match="Precision"):
+        occlusion(model, x, precision="int8")
+
+
+# ---- saliency, guided backprop --------------------------------------------------------------------------------
+def test_saliency_is_the_input_gradient_and_guided_backprop_checks_relus():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import guided_backprop, saliency
+
+    model = seeded(TinyNet(), 5)
+    x = torch.randn(1, 16, 16)
+    result = saliency(model, x, target=1)
+    inp = x.unsqueeze(0).clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(inp)[0, 1], inp)
+    torch.testing.assert_close(result.values, grad[0])
+    torch.testing.assert_close(result.heat, grad[0].abs().amax(0))
+    guided = guided_backprop(model, x)
+    assert guided.values.shape == (1, 16, 16) and guided.target == int(model(x.unsqueeze(0)).argmax())
+    with pytest.raises(UnsupportedModelError, match="inplace=True"):
+        guided_backprop(seeded(TinyNet(inplace=True)), x)
+    tanh = guided_backprop(models.create("lenet5").eval(), torch.randn(1, 32, 32))
+    assert "no nn.ReLU" in tanh.notes[0]
+
+
+# ---- confusion, mistakes --------------------------------------------------------------------------------------
+def test_confusion_matrix_and_confident_mistakes():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    probs = torch.tensor(
+        [[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.95, 0.05, 0], [0, 0, 1.0], [0.1, 0.6, 0.3]]
+    )
+    predictions = Predictions(labels, probs.argmax(1), probs)
+    matrix = confusion_matrix(predictions)
+    assert matrix.tolist() == [[1, 1, 0], [1, 1, 0], [0, 1, 1]]
+    assert confident_mistakes(predictions, 10).tolist() == [3, 1, 5]  # wrong ones, most confident first
+    assert confident_mistakes(predictions, 1).tolist() == [3]
+
+
+# ---- run_view: the CLI's entry point --------------------------------------------------------------------------
+def test_run_view_every_kind_on_a_trained_run(trained_run, tmp_path):
+    pytest.importorskip("captum")
+    kinds = {
+        "filters": {},
+        "activations": {"count": 2},
+        "deconv": {},
+        "top-patches": {"max_units": 4},
+        "occlusion": {"size": 8, "stride": 4},
+        "saliency": {},
+        "guided-backprop": {},
+        "confusion": {},
+        "errors": {"count": 4},
+        "curves": {},
+    }
+    results = {}
+    for kind, options in kinds.items():
+        results[kind] = run_view(kind, trained_run, out_dir=tmp_path / kind, device="cpu", **options)
+        assert results[kind].paths, kind
+        for path in results[kind].paths:
+            with Image.open(path) as image:
+                assert image.format == "PNG" and min(image.size) > 20, (kind, path)
+    assert any("No ReLU" in n for n in results["deconv"].notes)  # the faithful LeNet-5: the caveat reaches the user
+    assert [p.name for p in results["activations"].paths] == ["activations-test-0.png", "activations-test-1.png"]
+
+
+def test_run_view_converts_and_resizes_images_with_a_note(trained_run, tmp_path):
+    rgba = tmp_path / "seven.png"
+    Image.new("RGBA", (50, 40), (200, 10, 10, 255)).save(rgba)
+    result = run_view("activations", trained_run, [rgba], layer=["c1", "c3"], out_dir=tmp_path, device="cpu")
+    assert result.paths == [tmp_path / "activations-seven.png"]
+    assert any("converted from RGBA to grey" in n and "resized from 50×40 to 32×32" in n for n in result.notes)
+    exact = tmp_path / "exact.png"
+    Image.new("L", (32, 32), 0).save(exact)
+    assert run_view("activations", trained_run, [exact], layer="c1", out_dir=tmp_path, device="cpu").notes == []
+
+
+def test_run_view_bad_input(trained_run, tmp_path):
+    def view(kind, *images, **kw):
+        return run_view(kind, trained_run, images, out_dir=tmp_path, device="cpu", **kw)
+
+    with pytest.raises(UnknownNameError, match="Unknown view 'occlussion'. Did you mean 'occlusion'"):
+        view("occlussion")
+    with pytest.raises(ConfigError, match="no option 'sise'. Its options: count, data, data_root, size, stride"):
+        view("occlusion", sise=8)
+    with pytest.raises(ConfigError, match="must be a whole number"):
+        view("occlusion", size="8")
+    with pytest.raises(ConfigError, match="Option max_units of the top-patches view must be at least 1, got 0"):
+        view("top-patches", max_units=0)
+    with pytest.raises(ConfigError, match="one of each, all"):
+        view("filters", scale="some")
+    with pytest.raises(ConfigError, match="has no layer to choose"):
+        view("confusion", layer="c1")
+    with pytest.raises(ConfigError, match="has no channel to choose"):
+        view("filters", channel=1)
+    with pytest.raises(UnknownNameError, match="Unknown layer 'c9'.*Valid layers: c1, c3, c5"):
+        view("activations", layer="c9")
+    with pytest.raises(ConfigError, match="Channel 16 is out of range: layer 'c3' has 16 channels"):
+        view("top-patches", layer="c3", channel=16)
+    with pytest.raises(ImageDecodeError, match="does not exist"):
+        view("activations", tmp_path / "missing.png")
+    with pytest.raises(ConfigError, match="does not read image files"):
+        view("confusion", tmp_path / "missing.png")
+    assert all(issubclass(e, CnnlabError) for e in (UnsupportedModelError, ConfigError, UnknownNameError))
+
+
+def test_view_arguments_for_the_command_line():
+    import argparse
+
+    from cnnlab.inspect.views import VIEWS, add_view_arguments, options_from_args, view_list
+
+    parser = argparse.ArgumentParser()
+    add_view_arguments(parser)
+    args = parser.parse_args(["--size", "8", "--precision", "bfloat16", "--batch-size", "16"])
+    assert options_from_args(args) == {"size": 8, "precision": "bfloat16", "batch_size": 16}
+    assert options_from_args(parser.parse_args([])) == {}  # not given: each view keeps its own defaults
+    help_text = parser.format_help()
+    assert "[top-patches] dataset split to search" in help_text and "(default: train)" in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "int8"])
+    assert all(kind in view_list() for kind in VIEWS)
+
+
+def test_bench_viz_measures_both_views():
+    pytest.importorskip("captum")
+    from cnnlab.bench.viz import bench_occlusion, bench_top_patches, format_rows
+
+    device = torch.device("cpu")
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    rows = [
+        bench_occlusion(models.create("lenet5").eval(), "lenet5", 32, 8, 4, device=device),
+        bench_top_patches("lenet5-modern", images, "c1", batch_size=128, target=10.0, device=device),
+    ]
+    assert rows[0].items == 7 * 7 and rows[1].items == 300
+    assert all(r.seconds > 0 and r.threads >= 1 for r in rows)
+    text = format_rows(rows)
+    assert "occlusion" in text and "top-patches" in text and "threads" in text
