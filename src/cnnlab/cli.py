@@ -91,6 +91,7 @@ examples:
   cnnlab bench data            # input pipeline: cnnlab vs the usual torchvision way, side by side
   cnnlab bench data --quick    # seconds; checks that it runs
   cnnlab bench models resnet18 vgg11 --batch-size 16 --input-size 64   # ours vs torchvision, training images/s
+  cnnlab bench train --data-root ../shared/datasets   # engine vs a plain loop; time to 99% on MNIST
   cnnlab bench adversarial     # FGSM over 10,000 images; adversarial vs normal epoch
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
 """,
@@ -109,7 +110,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
-    from cnnlab.train.config import LOSSES, SCHEDULES
+    from cnnlab.train.config import AMP_MODES, LOSSES, OPTIMIZERS, PAPER_RECIPES, SCHEDULES
 
     parser = argparse.ArgumentParser(
         prog="cnnlab",
@@ -150,14 +151,58 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--step-epochs", type=int, help="step schedule: epochs between decays (default: 10)")
     t.add_argument("--gamma", type=float, help="step schedule: factor per decay (default: 0.1)")
     t.add_argument("--loss", choices=LOSSES, help="cross_entropy, or mse: ½Σ(softmax − one-hot)² (default: ce)")
-    t.add_argument("--augment", help="augmentation preset: none | lenet-distortions (default: the recipe's)")
+    t.add_argument(
+        "--augment", help="augmentation preset(s), e.g. none, pad-crop-flip, crop+flip+pca (default: the dataset's)"
+    )
+    t.add_argument(
+        "--adversarial", choices=("fgsm", "pgd"), help="adversarial training: α·J(x) + (1 − α)·J(x + ε·sign ∇ₓJ)"
+    )
+    t.add_argument("--adv-eps", type=float, help="ε of the training attack, pixel units in [0, 1] (default: 0.25)")
+    t.add_argument("--adv-alpha", type=float, help="α, weight of the clean loss (default: 0.5, as Goodfellow et al.)")
+    t.add_argument("--adv-steps", type=int, help="pgd: iterations of the training attack (default: 7)")
+    t.add_argument("--labels-per-class", type=int, help="train on only N labelled images per class (seeded)")
+    t.add_argument("--val-split", type=float, help="folder:PATH without train/ and val/: test fraction (default 0.2)")
+    t.add_argument("--strict", action="store_true", default=None, help="photo folders: fail on unreadable files")
+    t.add_argument("--num-workers", type=int, help="photo folders: decoding processes (default: 2)")
     t.add_argument(
         "--seed", type=int, help="seed of init, data order, augmentation (default: 0); CPU runs repeat bit for bit"
     )
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     t.add_argument("--data-root", help="where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
     t.add_argument("--out", help="run directory (default: runs/<model>-<data>-<date>-<time>)")
-    t.add_argument("--resume", metavar="CHECKPOINT", help="continue a run exactly from its checkpoint or run directory")
+    t.add_argument(
+        "--resume",
+        metavar="CHECKPOINT|RUN_DIR|auto",
+        help="continue a run exactly: a checkpoint, a run directory (its newest readable checkpoint), or auto "
+        "(the newest in --out if there is one, else start there: re-run the same command after a preemption)",
+    )
+    t.add_argument("--recipe", choices=sorted(PAPER_RECIPES), help="a paper's optimisation settings; flags still win")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help="alexnet-sgd (default, the 2012 paper's form) | torch's")
+    t.add_argument("--milestones", type=_int_list, help="multistep schedule: steps where η ×= gamma, e.g. 32000,48000")
+    t.add_argument("--warmup-epochs", type=float, help="linear warm-up of η over this many epochs (default: 0)")
+    t.add_argument("--label-smoothing", type=float, help="ε: targets (1 − ε)·one-hot + ε/K (default: 0)")
+    t.add_argument("--clip-grad-norm", type=float, help="clip the gradient's global L2 norm to this (default: off)")
+    t.add_argument("--accumulate-steps", type=int, help="split each batch into N micro-batches: same gradient")
+    t.add_argument("--ema-decay", type=float, help="evaluate and save an EMA of the weights, e.g. 0.999 (default: off)")
+    t.add_argument(
+        "--no-decay-norm-and-bias",
+        dest="decay_norm_and_bias",
+        action="store_false",
+        default=None,
+        help="no weight decay on biases and normalisation layers",
+    )
+    t.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: auto = bf16 on CUDA, off on CPU)")
+    t.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory layout (default: on CUDA)"
+    )
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    t.add_argument("--cuda-graphs", action="store_true", default=None, help="replay each step as a CUDA graph")
+    t.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false", default=None)
+    t.add_argument("--sync-bn", action="store_true", default=None, help="several GPUs: BatchNorm over the global batch")
+    t.add_argument("--log-every", type=int, help="steps between progress updates (host syncs) (default: 10)")
+    t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: at epoch ends)")
+    t.add_argument("--keep-last", type=int, help="step checkpoints kept in <run>/checkpoints (default: 2)")
+    t.add_argument("--tensorboard", action="store_true", default=None, help="TensorBoard events in <run>/tensorboard")
 
     e = command("eval", "Top-1 and top-5 error of a checkpoint on a dataset's test split.")
     e.add_argument("checkpoint", help="checkpoint file or run directory")
@@ -285,8 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = command("bench", "Benchmarks, measured side by side against the plain PyTorch/torchvision way.")
     b.add_argument(
-        "kind", choices=("data", "models", "adversarial", "transfer"), help="what to measure (see docs/benchmarks.md)"
+        "kind",
+        choices=("data", "models", "train", "adversarial", "transfer"),
+        help="what to measure (see docs/benchmarks.md)",
     )
+    b.add_argument("--data-root", help="train: where real MNIST is, for the time-to-accuracy run")
     b.add_argument("names", nargs="*", metavar="MODEL", help="models: which (default: lenet5-modern resnet20 vgg11)")
     b.add_argument("--quick", action="store_true", help="a few seconds: checks that it runs, not its speed")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
@@ -306,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- train ---------------------------------------------------------------------------------------------------
 TRAIN_FIELDS = (
+    "adversarial",
+    "adv_eps",
+    "adv_alpha",
+    "adv_steps",
+    "labels_per_class",
+    "val_split",
+    "strict",
+    "num_workers",
     "model",
     "data",
     "epochs",
@@ -322,8 +378,48 @@ TRAIN_FIELDS = (
     "device",
     "data_root",
     "out",
+    "recipe",
+    "optimizer",
+    "milestones",
+    "warmup_epochs",
+    "label_smoothing",
+    "clip_grad_norm",
+    "accumulate_steps",
+    "ema_decay",
+    "decay_norm_and_bias",
+    "amp",
+    "channels_last",
+    "compile",
+    "cuda_graphs",
+    "cudnn_benchmark",
+    "sync_bn",
+    "log_every",
+    "checkpoint_every",
+    "keep_last",
+    "tensorboard",
 )
-RESUME_MAY_CHANGE = {"epochs", "device", "data_root"}
+# How fast and where a run goes may change when it resumes; what it computes may not.
+RESUME_MAY_CHANGE = {
+    "epochs",
+    "device",
+    "data_root",
+    "amp",
+    "channels_last",
+    "compile",
+    "cuda_graphs",
+    "cudnn_benchmark",
+    "log_every",
+    "checkpoint_every",
+    "keep_last",
+    "tensorboard",
+}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
 def _parse_model_options(pairs: list[str]) -> dict:
@@ -343,35 +439,45 @@ def _parse_model_options(pairs: list[str]) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from cnnlab.inspect import plot_curves
-    from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, resolve
-    from cnnlab.train.progress import RichReporter
+    from cnnlab.train.distributed import distributed_session
 
     explicit = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) is not None}
-    console = Console(stderr=True)
-    if args.resume:
-        payload = load_checkpoint(args.resume)
-        if "train_state" not in payload:
-            raise ConfigError(f"{args.resume} holds weights only, no training state; it cannot be resumed.")
-        fixed = sorted(set(explicit) - RESUME_MAY_CHANGE) + (["model_option"] if args.model_option else [])
+    with distributed_session(explicit.get("device", "auto")) as context:  # None unless started by torchrun
+        return _train(args, explicit, context, Console(stderr=True))
+
+
+def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
+    from dataclasses import replace
+
+    from cnnlab.inspect import plot_curves
+    from cnnlab.train import TrainConfig, Trainer, build_run, find_resume_checkpoint, resolve
+    from cnnlab.train.distributed import per_process_config
+    from cnnlab.train.progress import QuietReporter, RichReporter
+
+    main = context is None or context.is_main  # rank 0 alone prints and writes files
+    say = console.print if main else (lambda *a, **k: None)
+    found = find_resume_checkpoint(args.resume, explicit.get("out"), warn=say) if args.resume else None
+    options = _parse_model_options(args.model_option)
+    if found is not None:
+        payload, run_path = found
+        saved = TrainConfig.from_dict(payload["config"])
+        # The same command line can be re-run (--resume auto): only values that differ from the run's are refused.
+        given = {k: v for k, v in explicit.items() if k not in RESUME_MAY_CHANGE and k != "out"}
+        fixed = sorted(k for k, v in given.items() if v != getattr(saved, k))
+        fixed += ["model_option"] if options and options != saved.model_options else []
         if fixed:
             flags = ", ".join("--" + f.replace("_", "-") for f in fixed)
             raise ConfigError(
-                f"--resume continues a run with its own settings; {flags} cannot change. "
-                "Only --epochs (to train longer), --device and --data-root may be given."
+                f"--resume continues a run with its own settings; {flags} cannot change. Only --epochs (to train "
+                "longer), --device, --data-root and the speed, checkpoint and logging flags may be given."
             )
-        config = TrainConfig.from_dict(payload["config"])
-        for key in RESUME_MAY_CHANGE & set(explicit):
-            setattr(config, key, explicit[key])
-        config = resolve(config)
+        config = resolve(replace(saved, **{k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE}))
         done = payload["train_state"]["epoch"]
         if config.epochs < done:
             raise ConfigError(f"--epochs {config.epochs} is fewer than the {done} epochs this run has completed.")
-        run_path = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-        run = build_run(config, run_dir=run_path)
+        run = build_run(per_process_config(config, context), run_dir=run_path)
     else:
-        options = _parse_model_options(args.model_option)
-        config = resolve(TrainConfig(**explicit, model_options=options))
+        config = per_process_config(resolve(TrainConfig(**explicit, model_options=options)), context)
         run = build_run(config)
         payload = None
 
@@ -382,35 +488,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
             plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
             last_plot[0] = time.monotonic()
 
-    trainer = Trainer(run, reporter=RichReporter(console), callbacks=(curves,))
+    reporter = RichReporter(console) if main else QuietReporter()
+    objective = None
+    if config.adversarial:
+        from cnnlab.adversarial import AdversarialObjective
+
+        objective = AdversarialObjective(
+            run.preprocessing.mean,
+            run.preprocessing.std,
+            config.adv_eps,
+            config.adv_alpha,
+            config.adversarial,
+            config.adv_steps,
+        )
+    trainer = Trainer(run, objective=objective, reporter=reporter, callbacks=(curves,))
     if payload is not None:
         trainer.load_state_dict(payload)
-        console.print(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
+        say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
         if trainer.epoch >= config.epochs:
-            console.print(
-                f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on."
-            )
+            say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
             return 0
-    _write_run_config(run, trainer)
-    console.print(
+    if main:
+        _write_run_config(run, trainer)
+    processes = f" × {context.world_size} processes" if context is not None else ""
+    say(
         f"Training {config.model} on {config.data} ({len(run.dataset.train):,} train / {len(run.dataset.test):,} test "
-        f"images, input {'×'.join(map(str, run.preprocessing.input_size))}) on {run.device} for {config.epochs} "
-        f"epochs; run directory {run.run_dir.path}"
+        f"images, input {'×'.join(map(str, run.preprocessing.input_size))}) on {run.device}{processes} "
+        f"({trainer.fast.describe()}) for {config.epochs} epochs; run directory {run.run_dir.path}"
     )
     started = time.perf_counter()
     try:
         history = trainer.fit()
     except (TrainingInterrupted, NonFiniteLossError):
-        if trainer.history:
+        if trainer.history and main:
             plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
         raise
-    final = history[-1]
-    print(
-        f"final test error {final['test_error']:.2%} (accuracy {1 - final['test_error']:.2%}), "
-        f"top-5 error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
-        f"({time.perf_counter() - started:.1f} s wall, training and evaluation)"
-    )
-    print(f"run directory: {run.run_dir.path}")
+    finally:
+        trainer.close()
+    if main:
+        final = history[-1]
+        print(
+            f"final test error {final['test_error']:.2%} (accuracy {1 - final['test_error']:.2%}), "
+            f"top-5 error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
+            f"({time.perf_counter() - started:.1f} s wall, training and evaluation)"
+        )
+        print(f"run directory: {run.run_dir.path}")
     return 0
 
 
@@ -949,6 +1071,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             ratio = f"{row['ratio']:6.2f}×" if row.get("ratio") else "   n/a"
             tv_text = f"{tv:12,.0f}" if tv else f"{'(none)':>12}"
             print(f"{row['model']:16} {row['ours_images_per_s']:10,.0f} {tv_text} {ratio}")
+        return 0
+    if args.kind == "train":
+        from cnnlab.bench import train as bench_train
+
+        print(bench_train.run(quick=args.quick, device=str(device), mnist_root=args.data_root))
         return 0
     if args.kind == "adversarial":
         from cnnlab.bench import adversarial

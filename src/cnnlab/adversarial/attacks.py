@@ -179,7 +179,7 @@ def lbfgs_attack(
             r2 = (x - x0).pow(2).flatten(1).sum(1)
             loss = (weights.to(x.device) * r2).sum() + F.cross_entropy(model(x), target, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
-        return float(loss), grad.detach().cpu().double().numpy().ravel()
+        return float(loss.detach()), grad.detach().cpu().double().numpy().ravel()
 
     for _ in range(search_steps):
         result = minimize(

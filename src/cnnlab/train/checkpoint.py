@@ -7,22 +7,28 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, ConfigError
 
 FORMAT = "cnnlab-checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.pt"  # the latest state of a run
+BEST_NAME = "best.pt"  # the end-of-epoch state with the lowest test error
+CHECKPOINTS_DIR = "checkpoints"  # step<N>.pt: the last few states
+STEP_FILE = re.compile(r"^step(\d+)\.pt$")
 
 
-def save_checkpoint(payload: dict, path: str | Path) -> Path:
+def save_checkpoint(payload: dict, path: str | Path, previous: str | Path | None = None) -> Path:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
-    A crash or a full disk leaves the previous file at ``path`` intact.
+    A crash or a full disk leaves the previous file at ``path`` intact. ``previous`` names the file an error
+    message should report as intact, when it is not ``path`` itself (a run's checkpoint.pt).
 
     Raises:
         CheckpointError: if the file cannot be written (the message says the previous one is intact).
@@ -44,9 +50,10 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
             os.close(dir_fd)
     except OSError as error:
         Path(tmp_name).unlink(missing_ok=True)
-        previous = f"The previous checkpoint at {path} is intact." if path.exists() else "No earlier checkpoint exists."
+        kept = Path(previous) if previous is not None else path
+        intact = f"The previous checkpoint at {kept} is intact." if kept.exists() else "No earlier checkpoint exists."
         raise CheckpointError(
-            f"Could not write checkpoint {path}: {error}. {previous} Free disk space and retry."
+            f"Could not write checkpoint {path}: {error}. {intact} Free disk space and retry."
         ) from None
     return path
 
@@ -103,3 +110,120 @@ def load_checkpoint(path: str | Path) -> dict:
         if key not in payload:
             raise CheckpointError(f"{path} is a damaged cnnlab checkpoint: its {key!r} record is missing.")
     return payload
+
+
+def step_number(path: str | Path) -> int:
+    """N of a checkpoints/step<N>.pt file."""
+    match = STEP_FILE.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not a step checkpoint")
+    return int(match.group(1))
+
+
+def step_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The files ``<run_dir>/checkpoints/step<N>.pt``, oldest (smallest N) first."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.match(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
+    """Resumable files of a run, newest first: the step checkpoints, then checkpoint.pt when it is not one of
+    them (a run directory written before step checkpoints existed)."""
+    run_dir = Path(run_dir)
+    candidates = step_checkpoints(run_dir)[::-1]
+    latest = run_dir / CHECKPOINT_NAME
+    if latest.is_file() and not any(os.path.samefile(latest, c) for c in candidates):
+        candidates.append(latest)
+    return candidates
+
+
+def load_latest_checkpoint(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> tuple[Path, dict] | None:
+    """The newest readable, resumable checkpoint of a run directory, as (path, payload); None if it has none.
+
+    A corrupt or truncated newest file is skipped for the previous one, with a warning through ``warn``.
+
+    Raises:
+        CheckpointError: checkpoints exist but none can be read (each failure is named).
+    """
+    failures: list[str] = []
+    for path in checkpoint_candidates(run_dir):
+        try:
+            payload = load_checkpoint(path)
+        except CheckpointError as error:
+            failures.append(str(error))
+            continue
+        if "train_state" not in payload:
+            failures.append(f"{path} holds weights only, no training state.")
+            continue
+        if failures and warn is not None:
+            state = payload["train_state"]
+            warn(
+                f"warning: {' '.join(failures)} Falling back to the previous checkpoint {path} "
+                f"(epoch {state['epoch'] + 1}, batch {state['batch']}, step {state['step']})."
+            )
+        return path, payload
+    if failures:
+        raise CheckpointError(
+            f"No checkpoint in {run_dir} can be resumed: {' '.join(failures)} "
+            "Train again without --resume, or restore the run directory from a backup."
+        )
+    return None
+
+
+def find_resume_checkpoint(
+    spec: str, out: str | Path | None = None, warn: Callable[[str], None] | None = None
+) -> tuple[dict, Path] | None:
+    """What ``cnnlab train --resume SPEC`` continues, as (payload, run directory).
+
+    ``SPEC`` is a checkpoint file (exactly that one), a run directory (its newest readable checkpoint), or
+    ``auto``: the newest readable checkpoint in ``out`` if there is one, else None (start a new run there), so
+    the same command can be re-run after every preemption. Under torch.distributed, rank 0 chooses and every
+    rank loads the file it chose (the run directory must be on a file system all processes see).
+
+    Raises:
+        ConfigError: ``auto`` without ``out``.
+        CheckpointError: the file or directory holds nothing resumable.
+    """
+    import torch.distributed as dist
+
+    if spec == "auto" and out is None:
+        raise ConfigError(
+            "--resume auto needs --out DIR: the run directory to continue if it holds a checkpoint, else to start."
+        )
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    choice: list[object] = [None]
+    if not distributed or dist.get_rank() == 0:
+        choice[0] = _choose_resume_file(spec, out, warn)
+    if distributed:
+        dist.broadcast_object_list(choice, src=0)
+    if choice[0] is None:
+        return None
+    path, run_dir = (Path(p) for p in choice[0])  # type: ignore[union-attr]
+    payload = load_checkpoint(path)
+    if "train_state" not in payload:
+        raise CheckpointError(f"{path} holds weights only, no training state; it cannot be resumed.")
+    return payload, run_dir
+
+
+def _choose_resume_file(
+    spec: str, out: str | Path | None, warn: Callable[[str], None] | None
+) -> tuple[str, str] | None:
+    if spec == "auto":
+        run_dir = Path(out)  # type: ignore[arg-type]
+        found = load_latest_checkpoint(run_dir, warn) if run_dir.is_dir() else None
+        return None if found is None else (str(found[0]), str(run_dir))
+    path = Path(spec)
+    if path.is_dir():
+        found = load_latest_checkpoint(path, warn)
+        if found is None:
+            raise CheckpointError(
+                f"{path} is a directory without checkpoints ({CHECKPOINT_NAME} or {CHECKPOINTS_DIR}/step*.pt); "
+                "give a checkpoint file or a run directory."
+            )
+        return str(found[0]), str(path)
+    resolve_checkpoint_path(path)  # a clear error if it does not exist
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINTS_DIR else path.parent
+    return str(path), str(run_dir)

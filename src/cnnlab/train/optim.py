@@ -1,10 +1,13 @@
-"""SGD with momentum and weight decay in the form of Krizhevsky et al. (2012)."""
+"""Optimisers (the 2012 paper's SGD and torch's, fused on CUDA), parameter groups, and learning-rate schedules."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import bisect
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from torch import nn
 
 
 class AlexNetSGD(torch.optim.Optimizer):
@@ -17,12 +20,13 @@ class AlexNetSGD(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups.
-        lr: η, the learning rate.
+        lr: η, the learning rate: a number, or a 0-d tensor on the parameters' device, which the update reads
+            on the device (no host sync), so the step can be captured in a CUDA graph while a schedule changes η.
         momentum: μ (the paper: 0.9).
         weight_decay: wd (the paper: 0.0005).
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+    def __init__(self, params: Iterable, lr: float | torch.Tensor, momentum: float = 0.9, weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     @torch.no_grad()
@@ -45,11 +49,140 @@ class AlexNetSGD(torch.optim.Optimizer):
                 velocities.append(state["velocity"])
             # One fused kernel per line over all tensors of the group (foreach), not one per parameter.
             torch._foreach_mul_(velocities, momentum)
-            torch._foreach_add_(velocities, grads, alpha=-lr)
-            if weight_decay:
-                torch._foreach_add_(velocities, params, alpha=-weight_decay * lr)
+            if isinstance(lr, torch.Tensor):  # Δw += −η·(∂E/∂w + wd·w) with η read on the device
+                update = torch._foreach_add(grads, params, alpha=weight_decay) if weight_decay else grads
+                torch._foreach_add_(velocities, torch._foreach_mul(update, -lr))
+            else:
+                torch._foreach_add_(velocities, grads, alpha=-lr)
+                if weight_decay:
+                    torch._foreach_add_(velocities, params, alpha=-weight_decay * lr)
             torch._foreach_add_(params, velocities)
         return loss
+
+
+# Layers whose parameters are scales and shifts of normalised activations: decaying them towards 0 fights the
+# normalisation instead of regularising the model (Goyal et al. 2017, section 5.2; common practice since).
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def _is_norm_layer(module: nn.Module) -> bool:
+    return isinstance(module, NORM_LAYERS) or "Norm" in type(module).__name__
+
+
+def _no_decay_ids(model: nn.Module) -> set[int]:
+    """ids of the biases and of every parameter of a normalisation layer."""
+    ids = set()
+    for module in model.modules():
+        norm = _is_norm_layer(module)
+        for name, p in module.named_parameters(recurse=False):
+            if norm or name.endswith("bias"):
+                ids.add(id(p))
+    return ids
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True, groups: list[dict] | None = None
+) -> list[dict]:
+    """Optimiser groups over ``model``'s parameters.
+
+    Without ``groups``: the trainable parameters, in one group. With ``groups`` (e.g. a fine-tuned head and
+    body at their own learning rates): those, each keeping its keys, ``weight_decay`` filled in where missing.
+    With ``decay_norm_and_bias`` False, every group is split in two and the biases (every parameter whose name
+    ends in ``bias``) and all parameters of normalisation layers (BatchNorm, GroupNorm, LayerNorm,
+    InstanceNorm, and any layer with ``Norm`` in its class name) go to the half without weight decay.
+    """
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    groups = [{"weight_decay": weight_decay, **g, "params": list(g["params"])} for g in groups]
+    if decay_norm_and_bias:
+        return groups
+    exempt = _no_decay_ids(model)
+    split = []
+    for group in groups:
+        decay = [p for p in group["params"] if id(p) not in exempt]
+        no_decay = [p for p in group["params"] if id(p) in exempt]
+        split += [{**group, "params": decay}, {**group, "params": no_decay, "weight_decay": 0.0}]
+    return [g for g in split if g["params"]]
+
+
+def make_optimizer(
+    model: nn.Module,
+    kind: str,
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    decay_norm_and_bias: bool = True,
+    device: torch.device | str = "cpu",
+    capturable: bool = False,
+    groups: list[dict] | None = None,
+) -> torch.optim.Optimizer:
+    """One of ``alexnet-sgd``, ``sgd``, ``adam``, ``adamw`` over ``model``'s trainable parameters, or ``groups``.
+
+    torch's optimisers run fused (one kernel for the whole update) on CUDA and foreach elsewhere. ``momentum``
+    is μ for the SGDs and β1 for Adam/AdamW (β2 = 0.999); AdamW's decay is decoupled (Loshchilov & Hutter).
+    ``capturable`` puts η in a device tensor so a CUDA graph can replay the step while a schedule changes η.
+    ``groups``: parameter groups with their own keys (``lr`` ...), see :func:`parameter_groups`.
+    """
+    device = torch.device(device)
+    groups = parameter_groups(model, weight_decay, decay_norm_and_bias, groups)
+    rate = torch.tensor(float(lr), device=device) if capturable else lr
+    if capturable:
+        for group in groups:
+            if "lr" in group:
+                group["lr"] = torch.tensor(float(group["lr"]), device=device)
+    if kind == "alexnet-sgd":
+        return AlexNetSGD(groups, lr=rate, momentum=momentum, weight_decay=weight_decay)
+    fused = True if device.type == "cuda" else None  # CPU/MPS: torch picks (foreach where supported)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=rate, momentum=momentum, weight_decay=weight_decay, fused=fused)
+    if kind in ("adam", "adamw"):
+        cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        extra = {} if fused else {"capturable": capturable}
+        return cls(groups, lr=rate, betas=(momentum, 0.999), weight_decay=weight_decay, fused=fused, **extra)
+    raise ValueError(f"unknown optimizer {kind!r}")
+
+
+def lr_factor(
+    step: int,
+    kind: str,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    step_epochs: int = 10,
+    gamma: float = 0.1,
+    milestones: Sequence[int] = (),
+    warmup_steps: int = 0,
+) -> float:
+    """η(step) / η; ``step`` counts optimisation steps from 0.
+
+    Warm-up is linear, (step + 1)/warmup_steps, so the first step already moves; it multiplies the step and
+    multistep schedules (whose decays count from step 0) and precedes the cosine, which anneals over the rest.
+    onecycle is torch's ``OneCycleLR`` (two phases, cosine, no momentum cycling; tested against it): from 1/25
+    up to 1 over ``warmup_steps`` (30% of the run if 0), then down to 1/25·10⁻⁴ at the last step, and held there.
+    """
+    if kind == "onecycle":
+        step = min(step, total_steps - 1)
+        peak = (warmup_steps if warmup_steps else 0.3 * total_steps) - 1  # torch: float(pct_start·total) − 1
+        start, top, end = 1 / 25, 1.0, 1 / 25 / 1e4
+        if peak > 0 and step <= peak:
+            low, high, pct = start, top, step / peak
+        else:
+            low, high, pct = top, end, (step - peak) / (total_steps - 1 - peak)
+        return high + (low - high) / 2 * (math.cos(math.pi * pct) + 1)
+    warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
+    if kind == "constant":
+        return warm
+    if kind == "step":
+        return warm * gamma ** (step // (step_epochs * steps_per_epoch))
+    if kind == "multistep":
+        return warm * gamma ** bisect.bisect_right(list(milestones), step)
+    if kind == "cosine":
+        if step < warmup_steps:
+            return warm
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {kind!r}")
 
 
 def make_scheduler(
@@ -60,14 +193,32 @@ def make_scheduler(
     steps_per_epoch: int,
     step_epochs: int = 10,
     gamma: float = 0.1,
+    milestones: Sequence[int] = (),
+    warmup_steps: int = 0,
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """torch's schedulers, stepped once per optimisation step: constant, step (×gamma every step_epochs), cosine."""
+    """A schedule stepped once per optimisation step, following :func:`lr_factor`.
+
+    constant; step (×gamma every step_epochs); multistep (×gamma at each of ``milestones`` steps); cosine (to 0
+    at ``total_steps``); onecycle (up from η/25 to η over ``warmup_steps``, or 30% of the run if 0, then cosine
+    down to η/25·10⁻⁴). Any of them after a linear warm-up of ``warmup_steps``.
+    """
     from torch.optim import lr_scheduler
 
-    if kind == "constant":
-        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if kind == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=step_epochs * steps_per_epoch, gamma=gamma)
-    if kind == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
-    raise ValueError(f"unknown schedule {kind!r}")
+    total_steps = max(total_steps, 2)
+    if kind not in ("constant", "step", "multistep", "cosine", "onecycle"):
+        raise ValueError(f"unknown schedule {kind!r}")
+    milestones = tuple(milestones)
+
+    def factor(step: int) -> float:  # a closure, not a callable object: LambdaLR then saves no copy of it
+        return lr_factor(
+            step,
+            kind,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            step_epochs=step_epochs,
+            gamma=gamma,
+            milestones=milestones,
+            warmup_steps=warmup_steps,
+        )
+
+    return lr_scheduler.LambdaLR(optimizer, factor)

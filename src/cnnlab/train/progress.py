@@ -1,4 +1,4 @@
-"""Progress reporting: a rich progress bar per epoch (loss, accuracy, images/s, ETA), or silence."""
+"""Progress reporting: a rich progress bar per epoch (loss, accuracy, learning rate, images/s, ETA), or silence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 class Reporter(Protocol):
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None: ...
-    def update(self, batches_done: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
+    def update(
+        self, batches_done: int, loss: float, accuracy: float, images_per_s: float, lr: float | None = None
+    ) -> None: ...
     def end_epoch(self, row: dict) -> None: ...
     def message(self, text: str) -> None: ...
 
@@ -27,16 +29,24 @@ class RichReporter:
             TextColumn(f"epoch {epoch + 1}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:6.2%} {task.fields[speed]:,.0f} img/s ETA"),
+            TextColumn(
+                "loss {task.fields[loss]:.4f} acc {task.fields[acc]:6.2%} lr {task.fields[lr]:.3g} "
+                "{task.fields[speed]:,.0f} img/s ETA"
+            ),
             TimeRemainingColumn(),
             console=self.console,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=batches, completed=start_batch, loss=0.0, acc=0.0, speed=0.0)
+        self.task = self.progress.add_task(
+            "train", total=batches, completed=start_batch, loss=0.0, acc=0.0, speed=0.0, lr=0.0
+        )
 
-    def update(self, batches_done: int, loss: float, accuracy: float, images_per_s: float) -> None:
+    def update(
+        self, batches_done: int, loss: float, accuracy: float, images_per_s: float, lr: float | None = None
+    ) -> None:
         assert self.progress is not None
-        self.progress.update(self.task, completed=batches_done, loss=loss, acc=accuracy, speed=images_per_s)
+        fields = {"loss": loss, "acc": accuracy, "speed": images_per_s, **({"lr": lr} if lr is not None else {})}
+        self.progress.update(self.task, completed=batches_done, **fields)
 
     def end_epoch(self, row: dict) -> None:
         if self.progress is not None:
@@ -44,7 +54,8 @@ class RichReporter:
             self.progress = None
         self.console.print(
             f"  test loss {row['test_loss']:.4f}  test error {row['test_error']:.2%}  "
-            f"top-5 error {row['test_top5_error']:.2%}  ({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)"
+            f"top-5 error {row['test_top5_error']:.2%}  lr {row['lr']:.3g}  "
+            f"({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)"
         )
 
     def message(self, text: str) -> None:
@@ -60,7 +71,9 @@ class QuietReporter:
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None:
         pass
 
-    def update(self, batches_done: int, loss: float, accuracy: float, images_per_s: float) -> None:
+    def update(
+        self, batches_done: int, loss: float, accuracy: float, images_per_s: float, lr: float | None = None
+    ) -> None:
         pass
 
     def end_epoch(self, row: dict) -> None:

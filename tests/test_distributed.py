@@ -1,0 +1,91 @@
+"""Data parallelism: ``torchrun`` with 2 CPU processes (gloo) trains what one process trains on the same global batch.
+
+This file is also the worker torchrun starts (see ``__main__`` at the bottom).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, resolve
+
+# One epoch of LeNet-5 (modern) on the digits: 45 global batches of 32, the last of 29 (split 15/14).
+# No augmentation: the loader draws distortions per process, so with it the runs agree only in distribution.
+BASE = {"model": "lenet5-modern", "epochs": 1, "augment": "none", "device": "cpu", "batch_size": 32}
+DDP = {**BASE, "accumulate_steps": 2, "checkpoint_every": 20, "keep_last": 10}
+TIMEOUT_S = 240  # two Python processes importing torch on a loaded 2-core machine; the training takes ~2 s
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def _single_process(run_dir: Path, **overrides) -> Trainer:
+    trainer = Trainer(build_run(resolve(TrainConfig(**{**BASE, **overrides})), run_dir=run_dir))
+    trainer.fit()
+    return trainer
+
+
+def _assert_close_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process_and_resume_exactly(tmp_path):
+    _torchrun(__file__, str(tmp_path))
+    ddp = load_checkpoint(tmp_path / "ddp")
+    single = _single_process(tmp_path / "single")  # no accumulation: the same gradient, computed whole
+    _assert_close_state(ddp["model_state"], single.model.state_dict())
+    (ddp_row,), (single_row,) = ddp["history"], single.history
+    for key in ("train_loss", "train_error", "test_loss", "test_error"):
+        assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-4, abs=1e-6), key
+    assert ddp_row["train_images"] == 1437 and ddp["train_state"]["world_size"] == 2
+    assert len(ddp["train_state"]["rng_per_rank"]) == 2
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["status"] == "complete"
+    # Resumed under torchrun from the mid-epoch checkpoint of step 20: the same weights, bit for bit.
+    resumed = load_checkpoint(tmp_path / "resumed")
+    for key, value in ddp["model_state"].items():
+        assert torch.equal(value, resumed["model_state"][key]), key
+
+
+@pytest.mark.slow
+def test_torchrun_cli_equals_a_single_process(tmp_path):
+    argv = ["--epochs", "1", "--model", "lenet5-modern", "--augment", "none", "--device", "cpu", "--batch-size", "32"]
+    result = _torchrun("-m", "cnnlab", "train", *argv, "--out", str(tmp_path / "ddp"))
+    assert result.stdout.count("final test error") == 1  # rank 0 alone reports
+    ddp = load_checkpoint(tmp_path / "ddp")
+    single = _single_process(tmp_path / "single")
+    _assert_close_state(ddp["model_state"], single.model.state_dict())
+    assert ddp["train_state"]["world_size"] == 2
+
+
+def _worker(out: Path) -> None:
+    """Run by torchrun: train with DDP, then resume a copy from the step-20 checkpoint."""
+    from cnnlab.train.checkpoint import find_resume_checkpoint
+    from cnnlab.train.distributed import distributed_session, per_process_config
+
+    torch.set_num_threads(1)
+    with distributed_session("cpu") as context:
+        assert context is not None and context.world_size == 2 and context.backend == "gloo"
+        config = per_process_config(resolve(TrainConfig(**DDP, out=str(out / "ddp"))), context)
+        Trainer(build_run(config)).fit()
+        payload, _ = find_resume_checkpoint(str(out / "ddp" / "checkpoints" / "step000000020.pt"))
+        resumed = Trainer(build_run(per_process_config(resolve(TrainConfig(**DDP, out=str(out / "resumed"))), context)))
+        resumed.load_state_dict(payload)
+        resumed.fit()
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))
