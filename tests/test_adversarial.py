@@ -1,5 +1,6 @@
 """Adversarial examples: each attack's defining property, Goodfellow's objective, the CLI, bad input."""
 
+import json
 import re
 
 import pytest
@@ -125,3 +126,24 @@ def test_attack_table_at_zero_equals_eval(cli, trained_run, tmp_path):
         "fool", trained_run, "--class", "4", "--count", "2", "--device", "cpu", "--out", tmp_path / "f.png"
     )
     assert code == 0 and (tmp_path / "f.png").exists() and "'4'" in out
+
+
+def test_adversarial_training_from_the_command_line(cli, tmp_path):
+    code, out, err = cli(
+        "train",
+        "--model",
+        "lenet5-modern",
+        "--epochs",
+        "1",
+        "--adversarial",
+        "fgsm",
+        "--adv-eps",
+        "0.1",
+        "--out",
+        tmp_path / "adv",
+    )
+    assert code == 0, err
+    assert "final test error" in out
+    assert json.loads((tmp_path / "adv" / "config.json").read_text())["config"]["adversarial"] == "fgsm"
+    code, _, err = cli("train", "--adversarial", "fgsm", "--adv-eps", "2", "--out", tmp_path / "bad")
+    assert code == 2 and "--adv-eps must be in [0, 1]" in err

@@ -1,5 +1,7 @@
 """Transfer learning building blocks: features, channel adaptation, freezing, linear probes."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,45 @@ def test_bad_features_files(tmp_path):
         load_features(path)
     with pytest.raises(UnknownNameError):
         linear_probe(load_features(_features(tmp_path)), "forest")
+
+
+def test_finetune_command_freezes_records_and_uses_the_learning_rates(cli, trained_run, tmp_path):
+    from cnnlab.train import load_checkpoint
+
+    out = tmp_path / "ft"
+    code, stdout, err = cli(
+        "finetune",
+        trained_run,
+        "--data",
+        "digits",
+        "--freeze",
+        "c3",
+        "--labels-per-class",
+        "5",
+        "--epochs",
+        "1",
+        "--lr-head",
+        "0.01",
+        "--lr-body",
+        "0.002",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
+    assert code == 0, err
+    assert "final test error" in stdout
+    source, tuned = load_checkpoint(trained_run), load_checkpoint(out)
+    record = json.loads((out / "config.json").read_text())
+    assert tuned["transfer"]["frozen_stages"] == ["c1", "s2", "c3"]
+    assert record["config"]["labels_per_class"] == 5
+    for key, value in source["model_state"].items():
+        if key.startswith(("features.c1", "features.s2", "features.c3")):
+            assert torch.equal(tuned["model_state"][key], value), key  # frozen: bit for bit the source's
+    assert not torch.equal(
+        tuned["model_state"]["features.c5.conv.weight"], source["model_state"]["features.c5.conv.weight"]
+    )
+    groups = tuned["train_state"]["optimizer"]["param_groups"]
+    assert sorted(g["initial_lr"] for g in groups) == [0.002, 0.01]
+    code, _, err = cli("finetune", trained_run, "--data", "digits", "--freeze", "c9", "--device", "cpu")
+    assert code == 2 and "Unknown stage 'c9'" in err

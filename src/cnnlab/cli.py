@@ -575,6 +575,8 @@ def _test_loader(payload: dict, model, preprocessing, data_name: str | None, dat
     from cnnlab.data.streaming import StreamingLoader
 
     data_name = data_name or payload["data"]
+    if data_root is None and data_name == payload["data"]:  # the run's own data: where it was trained from
+        data_root = payload.get("config", {}).get("data_root")
     dataset = load_dataset(data_name, data_root)
     if dataset.image_shape[0] != preprocessing.in_chans:
         raise DataError(

@@ -46,6 +46,9 @@ class AdversarialObjective:
     def __call__(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not torch.is_grad_enabled():  # evaluation: test metrics are the clean loss and predictions
+            logits = model(images)
+            return F.cross_entropy(logits, labels), logits
         mean, std = self.mean.to(images.device, images.dtype), self.std.to(images.device, images.dtype)
         pixels = (images * std + mean).detach().requires_grad_(True)  # (B, C, H, W) in [0, 1]
         logits = model((pixels - mean) / std)
