@@ -753,26 +753,30 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _cmd_summary(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+def _saved_or_registered_model(spec: str, **create_options: object):
+    """(model, its input shape): a checkpoint's (or run directory's) model with its stored preprocessing, or a
+    registered model name built with ``create_options`` (e.g. ``device="meta"`` for shapes only)."""
     from cnnlab import models
-    from cnnlab.inspect import render_summary, summarize
 
-    if Path(args.model).exists():
+    if Path(spec).exists():
         from cnnlab.data import Preprocessing
         from cnnlab.train import load_checkpoint, model_from_checkpoint
 
-        payload = load_checkpoint(args.model)
-        model = model_from_checkpoint(payload)
-        default_shape = Preprocessing.from_dict(payload["preprocessing"]).input_size
-    else:
-        info = models.get_model_info(args.model)
-        shape = _parse_shape(args.input) if args.input else info.input_size
-        model = models.create(args.model, num_classes=args.num_classes, in_chans=shape[0], device="meta")
-        default_shape = info.input_size
-    shape = _parse_shape(args.input) if args.input else default_shape
-    render_summary(summarize(model, shape), Console(width=max(Console().width, 132)))
+        payload = load_checkpoint(spec)
+        return model_from_checkpoint(payload), Preprocessing.from_dict(payload["preprocessing"]).input_size
+    info = models.get_model_info(spec)
+    return models.create(spec, **create_options), info.input_size
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from cnnlab.inspect import render_summary, summarize
+
+    requested = _parse_shape(args.input) if args.input else None
+    options = {"device": "meta", "num_classes": args.num_classes, "in_chans": requested[0] if requested else None}
+    model, default_shape = _saved_or_registered_model(args.model, **options)
+    render_summary(summarize(model, requested or default_shape), Console(width=max(Console().width, 132)))
     return 0
 
 
@@ -988,19 +992,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cnnlab import models
     from cnnlab.export import check_onnx, export_model
 
-    if Path(args.model).exists():
-        from cnnlab.data import Preprocessing
-        from cnnlab.train import load_checkpoint, model_from_checkpoint
-
-        payload = load_checkpoint(args.model)
-        model = model_from_checkpoint(payload)
-        shape = Preprocessing.from_dict(payload["preprocessing"]).input_size
-    else:
-        model = models.create(args.model)
-        shape = models.get_model_info(args.model).input_size
+    model, shape = _saved_or_registered_model(args.model)
     shape = _parse_shape(args.input) if args.input else shape
     fmt = args.format or ("safetensors" if str(args.out).endswith(".safetensors") else "onnx")
     path = export_model(model, args.out, fmt, shape)
