@@ -54,6 +54,21 @@ NORMALIZED = {"conv1", "conv2"}  # "Response-normalization layers follow the fir
 POOLED = {"conv1", "conv2", "conv5"}  # max pooling follows both normalisations and conv5
 
 
+def alexnet_classifier(num_classes: int, dropout: float) -> nn.Sequential:
+    """FC6–FC8 of the 2012 paper (section 3.5; ZF Net keeps them): 9216 -> 4096 -> 4096 -> classes, ReLU and dropout."""
+    return nn.Sequential(
+        OrderedDict(
+            fc6=uninitialized(nn.Linear, 256 * 6 * 6, 4096),  # (B, 9216) -> (B, 4096)
+            relu6=nn.ReLU(),
+            drop6=nn.Dropout(dropout),
+            fc7=uninitialized(nn.Linear, 4096, 4096),
+            relu7=nn.ReLU(),
+            drop7=nn.Dropout(dropout),
+            fc8=nn.Linear(4096, num_classes),
+        )
+    )
+
+
 class AlexNet(FullyConnectedHeadModel):
     """AlexNet as in the 2012 paper. Stages (``features``), Caffe's names: conv1, relu1, norm1, pool1, ..., pool5.
 
@@ -77,17 +92,7 @@ class AlexNet(FullyConnectedHeadModel):
                 layers[f"pool{i}"] = nn.MaxPool2d(3, stride=2)
             width = out
         self.features = nn.Sequential(layers)
-        self.classifier = nn.Sequential(
-            OrderedDict(
-                fc6=uninitialized(nn.Linear, 256 * 6 * 6, 4096),  # (B, 9216) -> (B, 4096)
-                relu6=nn.ReLU(),
-                drop6=nn.Dropout(dropout),
-                fc7=uninitialized(nn.Linear, 4096, 4096),
-                relu7=nn.ReLU(),
-                drop7=nn.Dropout(dropout),
-                fc8=nn.Linear(4096, num_classes),
-            )
-        )
+        self.classifier = alexnet_classifier(num_classes, dropout)
         for fc, bias in ((self.classifier.fc6, 1.0), (self.classifier.fc7, 1.0), (self.classifier.fc8, 0.0)):
             normal_init_(fc, 0.01, bias)
 

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from cnnlab.layers import LocalResponseNorm
-from cnnlab.models._common import FullyConnectedHeadModel, normal_init_, uninitialized
+from cnnlab.models._common import FullyConnectedHeadModel, normal_init_
 from cnnlab.models._registry import register_model
+from cnnlab.models.alexnet import alexnet_classifier
 
 PAPER = "Zeiler & Fergus 2013, Visualizing and understanding convolutional networks"
 
@@ -63,17 +64,7 @@ class ZFNet(FullyConnectedHeadModel):
             width = out
         layers["pool5"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.features = nn.Sequential(layers)
-        self.classifier = nn.Sequential(
-            OrderedDict(
-                fc6=uninitialized(nn.Linear, 256 * 6 * 6, 4096),  # (B, 9216) -> (B, 4096)
-                relu6=nn.ReLU(),
-                drop6=nn.Dropout(dropout),
-                fc7=uninitialized(nn.Linear, 4096, 4096),
-                relu7=nn.ReLU(),
-                drop7=nn.Dropout(dropout),
-                fc8=nn.Linear(4096, num_classes),
-            )
-        )
+        self.classifier = alexnet_classifier(num_classes, dropout)
         self.apply(normal_init_)
 
     def init_classifier(self, linear: nn.Linear) -> None:
