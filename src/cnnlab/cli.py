@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a model's own option, repeatable (e.g. head=softmax for lenet5)",
     )
-    t.add_argument("--epochs", type=int, help="passes over the training set (default: the model's recipe, 30)")
-    t.add_argument("--batch-size", type=int, help="images per step (default: 32)")
+    t.add_argument("--epochs", type=int, help="passes over the training set (default: the recipe's; digits 40)")
+    t.add_argument("--batch-size", type=int, help="images per step (default: the recipe's; digits 16, else 32)")
     t.add_argument(
         "--lr",
         type=float,
@@ -669,7 +669,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         pixels, labels = next(batches())
         pixels, labels = pixels[:6], labels[:6]
         show_eps = max(eps_values)
-        goal = None if args.target is None else torch_full(labels, args.target)
+        goal = None if args.target is None else labels.new_full(labels.shape, args.target)
         adversarial = attack_batch(pixel_model, pixels, labels, args.method, show_eps, target=goal, **options)
         suffix = f"-{index + 1}" if len(args.checkpoint) > 1 else ""
         plot_examples(pixel_model, pixels, adversarial, payload["classes"], out / f"examples{suffix}.png", show_eps)
@@ -678,12 +678,6 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         plot_robustness(curves, out / "robustness.png", f"{args.method} on {data_name}")
         print(f"figure: {out / 'robustness.png'}")
     return 0
-
-
-def torch_full(like, value: int):
-    import torch
-
-    return torch.full_like(like, value)
 
 
 def _cmd_fool(args: argparse.Namespace) -> int:

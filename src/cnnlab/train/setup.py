@@ -141,11 +141,9 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     check that can fail runs here, before anything is written or trained.
     """
     device = resolve_device(config.device)
-    val_split, strict = getattr(config, "val_split", 0.2), getattr(config, "strict", False)
-    dataset = load_dataset(config.data, config.data_root, val_split=val_split, seed=config.seed)
-    per_class = getattr(config, "labels_per_class", None)
-    if per_class is not None:
-        dataset = replace(dataset, train=subset_per_class(dataset.train, per_class, config.seed))
+    dataset = load_dataset(config.data, config.data_root, val_split=config.val_split, seed=config.seed)
+    if config.labels_per_class is not None:
+        dataset = replace(dataset, train=subset_per_class(dataset.train, config.labels_per_class, config.seed))
     if config.augment in (None, "auto"):
         config = replace(config, augment=get_dataset_info(config.data).augment)
     validate_augmentation(config.augment)
@@ -165,7 +163,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
         def pca_source() -> PCALighting:
             return pca_lighting_from(_sample_photos(dataset, preprocessing, 512))
 
-        common = {"device": device, "strict": strict, "num_workers": getattr(config, "num_workers", 2)}
+        common = {"device": device, "strict": config.strict, "num_workers": config.num_workers}
         augment = build_augmentation(config.augment, _context(preprocessing, pca_source))
         train_loader = StreamingLoader(
             dataset.train.paths,
