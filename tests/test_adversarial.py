@@ -85,6 +85,64 @@ def test_adversarial_training_loss_equals_the_formula():
     torch.testing.assert_close(logits, pixel_model(pixels))
 
 
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_adversarial_training_gradient_equals_the_formulas(precision):
+    """The fused objective replays the clean loss's parameter gradient; a weighted, scaled backward (as the
+    trainer does for accumulation and fp16) must still give the gradient of the formula, x_adv held constant.
+    fp16 autocast takes the unfused path (the clean backward would be unscaled there)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 3))
+    mean, std = (0.5,), (0.25,)
+    pixels, labels = _pixels(6), torch.tensor([0, 1, 2, 0, 1, 2])
+    objective = AdversarialObjective(mean, std, eps=0.25, alpha=0.3)
+    with torch.autocast("cpu", dtype=torch.float16, enabled=precision == "float16"):
+        loss, _ = objective(model, (pixels - 0.5) / 0.25, labels)
+    (loss * 8.0).backward()  # a loss-scaler factor × an accumulation share
+    fused = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    pixel_model = PixelModel(model, mean, std)
+    with torch.autocast("cpu", dtype=torch.float16, enabled=precision == "float16"):
+        x_adv = fgsm(pixel_model, pixels, labels, 0.25)
+        expected = 0.3 * F.cross_entropy(pixel_model(pixels), labels) + 0.7 * F.cross_entropy(
+            pixel_model(x_adv), labels
+        )
+    torch.testing.assert_close(loss.float(), expected.float())
+    (expected * 8.0).backward()
+    for got, want in zip(fused, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-3 if precision == "float16" else 1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation", "groups"), [(1, 0, 1, 1), (1, 2, 1, 2), (2, 1, 1, 1), (1, 1, 2, 1), (3, 0, 1, 2)]
+)
+def test_input_gradient_of_the_first_convolution_equals_autograds(stride, padding, dilation, groups):
+    """The objective computes ∇x of convolutions that read the input outside autograd (a CPU speed path);
+    here the input also reaches the output directly, so the two contributions must add up."""
+    from cnnlab.adversarial.objective import _InputConvTap
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = conv, nn.LazyLinear(3)
+
+        def forward(self, x):
+            return self.head(torch.cat([self.conv(x).relu().flatten(1), x.flatten(1)], 1))
+
+    model, x, y = Model(), torch.randn(5, 2, 11, 11), torch.tensor([0, 1, 2, 0, 1])
+    model(x)  # materialise the lazy layer
+    reference = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(F.cross_entropy(model(reference), y), reference)
+    x = x.requires_grad_(True)
+    with _InputConvTap(model, x) as tap:
+        loss = F.cross_entropy(model(x), y)
+    assert tap.convs == [conv]
+    direct, *outputs = torch.autograd.grad(loss, [x, *tap.outputs])
+    torch.testing.assert_close(tap.input_gradient(direct, outputs), want)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [

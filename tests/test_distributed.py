@@ -15,7 +15,8 @@ import torch
 from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, resolve
 
 # One epoch of LeNet-5 (modern) on the digits: 45 global batches of 32, the last of 29 (split 15/14).
-# No augmentation: the loader draws distortions per process, so with it the runs agree only in distribution.
+# The worker trains without augmentation; the CLI test with the digits' default one (drawn per global batch,
+# so it is the same with 1 or 2 processes). LeNet-5 (modern) has no dropout, whose masks are per process.
 BASE = {"model": "lenet5-modern", "epochs": 1, "augment": "none", "device": "cpu", "batch_size": 32}
 DDP = {**BASE, "accumulate_steps": 2, "checkpoint_every": 20, "keep_last": 10}
 TIMEOUT_S = 240  # two Python processes importing torch on a loaded 2-core machine; the training takes ~2 s
@@ -61,14 +62,37 @@ def test_two_gloo_processes_equal_one_process_and_resume_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_cli_equals_a_single_process(tmp_path):
-    argv = ["--epochs", "1", "--model", "lenet5-modern", "--augment", "none", "--device", "cpu", "--batch-size", "32"]
+def test_torchrun_cli_with_augmentation_equals_a_single_process(tmp_path):
+    argv = ["--epochs", "1", "--model", "lenet5-modern", "--augment", "auto", "--device", "cpu", "--batch-size", "32"]
     result = _torchrun("-m", "cnnlab", "train", *argv, "--out", str(tmp_path / "ddp"))
     assert result.stdout.count("final test error") == 1  # rank 0 alone reports
     ddp = load_checkpoint(tmp_path / "ddp")
-    single = _single_process(tmp_path / "single")
+    single = _single_process(tmp_path / "single", augment="auto")
+    assert single.config.augment not in (None, "auto", "none")  # the digits' preset was used
     _assert_close_state(ddp["model_state"], single.model.state_dict())
+    # Evaluation is sharded over the processes and summed: the same figures as one process scoring all
+    (ddp_row,), (single_row,) = ddp["history"], single.history
+    assert ddp_row["test_error"] == pytest.approx(single_row["test_error"], abs=1e-9)
+    assert ddp_row["test_loss"] == pytest.approx(single_row["test_loss"], rel=1e-4)
     assert ddp["train_state"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_gradual_unfreezing_under_torchrun_equals_a_single_process(tmp_path):
+    """DDP fixes the parameters it synchronises when it wraps the model: stages unfrozen later must be
+    re-registered, or each process would train its own copy of them."""
+    from cnnlab.cli import main
+
+    _single_process(tmp_path / "source")
+    argv = ["finetune", str(tmp_path / "source"), "--data", "digits", "--freeze", "c3", "--unfreeze-at", "1"]
+    argv += ["--epochs", "2", "--batch-size", "32", "--augment", "none", "--device", "cpu", "--lr-body", "0.01"]
+    result = _torchrun("-m", "cnnlab", *argv, "--out", str(tmp_path / "ddp"))
+    assert result.stdout.count("final test error") == 1 and "unfroze c1, s2, c3" in result.stderr
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 0
+    source, ddp, single = (load_checkpoint(tmp_path / name) for name in ("source", "ddp", "single"))
+    _assert_close_state(ddp["model_state"], single["model_state"])
+    unfrozen = "features.c1.conv.weight"
+    assert not torch.equal(single["model_state"][unfrozen], source["model_state"][unfrozen])  # it did train
 
 
 def _worker(out: Path) -> None:

@@ -621,3 +621,43 @@ def test_bench_viz_measures_both_views():
     assert all(r.seconds > 0 and r.threads >= 1 for r in rows)
     text = format_rows(rows)
     assert "occlusion" in text and "top-patches" in text and "threads" in text
+
+
+def test_views_read_the_runs_own_dataset_from_where_it_was_trained(trained_run, tmp_path, monkeypatch):
+    """Like eval and attack: without --data-root, a view of the run's own dataset looks where the run read it."""
+    from cnnlab.inspect.views import ViewContext
+    from test_datasets import _write_mnist
+
+    _write_mnist(tmp_path / "MNIST" / "raw", n_train=10, n_test=10)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "elsewhere"))
+    ctx = ViewContext(trained_run, "cpu", tmp_path / "out")
+    ctx.payload["data"], ctx.payload["config"]["data_root"] = "mnist", str(tmp_path)
+    assert len(ctx.dataset().test) == 10
+    with pytest.raises(DataError, match="MNIST/raw"):  # another root named explicitly is used as given
+        ctx.dataset(data_root=str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize(
+    ("spelling", "is_relu"),
+    [
+        (lambda x: F.relu(x), True),
+        (lambda x: x.clamp(min=0), True),
+        (lambda x: torch.clamp_min(x, 0.0), True),
+        (lambda x: x.clip(0), True),
+        (lambda x: torch.maximum(x, torch.zeros_like(x)), True),
+        (lambda x: torch.max(x, torch.tensor(0.0)), True),
+        (lambda x: x.clamp(0, 6), False),  # ReLU6: bounded, another activation
+        (lambda x: x.clamp(min=-1), False),
+        (lambda x: torch.maximum(x, 0.5 * x), False),  # leaky ReLU
+        (lambda x: x.max(dim=1, keepdim=True).values.expand_as(x), False),
+    ],
+)
+def test_functional_relus_are_found_in_every_spelling(spelling, is_relu):
+    from cnnlab.inspect.hooks import functional_relus
+
+    class Block(nn.Module):
+        def forward(self, x):
+            return spelling(x)
+
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 3), block=Block()))
+    assert bool(functional_relus(model, torch.randn(1, 1, 5, 5))) == is_relu

@@ -137,3 +137,41 @@ def test_mse_loss_trains(tmp_path):
     trainer = _train(config, tmp_path / "m")
     assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"]
     assert trainer.history[-1]["test_error"] < 0.6  # chance: 0.9
+
+
+@pytest.mark.parametrize("constrain", [True, False])
+def test_trainer_applies_the_papers_weight_constraints(tmp_path, constrain):
+    """Maxout's max-norm balls (Goodfellow et al. 2013) hold after every step unless --no-weight-constraints."""
+    config = _config(
+        tmp_path,
+        model="maxout-mnist",
+        epochs=1,
+        labels_per_class=2,
+        batch_size=10,
+        lr=1e-4,
+        weight_constraints=constrain,
+    )
+    trainer = Trainer(build_run(config, run_dir=tmp_path / "run"))
+    weights = dict(trainer.model.named_parameters())
+    with torch.no_grad():
+        for name, bound in trainer.model.max_norms.items():  # every kernel and column at twice its ball's radius
+            w = weights[name]
+            w.mul_(2 * bound / w.flatten(1).norm(dim=1).view(-1, *[1] * (w.dim() - 1)))
+    trainer.fit()
+    for name, bound in trainer.model.max_norms.items():
+        norms = weights[name].detach().flatten(1).norm(dim=1)
+        assert (norms <= bound * (1 + 1e-5)).all() == constrain, name
+
+
+def test_zfnet_renormalises_only_the_filters_beyond_the_radius():
+    from cnnlab import models
+
+    model = models.create("zfnet", num_classes=10)
+    conv = model.features.conv1
+    with torch.no_grad():
+        conv.weight[:3].mul_(100)  # three filters far beyond RMS 0.1; the rest (init std 0.01) inside
+    before = conv.weight.detach().clone()
+    model.apply_weight_constraints_()
+    rms = conv.weight.detach().pow(2).mean((1, 2, 3)).sqrt()
+    torch.testing.assert_close(rms[:3], torch.full((3,), 0.1))
+    assert torch.equal(conv.weight[3:], before[3:])

@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="no weight decay on biases and normalisation layers",
     )
+    t.add_argument(
+        "--no-weight-constraints",
+        dest="weight_constraints",
+        action="store_false",
+        default=None,
+        help="skip the paper's per-step weight rule (ZF Net filter RMS 0.1, maxout max-norm)",
+    )
     t.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: auto = bf16 on CUDA, off on CPU)")
     t.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory layout (default: on CUDA)"
@@ -387,6 +394,7 @@ TRAIN_FIELDS = (
     "accumulate_steps",
     "ema_decay",
     "decay_norm_and_bias",
+    "weight_constraints",
     "amp",
     "channels_last",
     "compile",
@@ -800,13 +808,22 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from cnnlab.train.distributed import distributed_session
+
+    with distributed_session(args.device or "auto") as context:  # None unless started by torchrun
+        return _finetune(args, context, Console(stderr=True))
+
+
+def _finetune(args: argparse.Namespace, context, console) -> int:
     from cnnlab.inspect import plot_curves
     from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, model_from_checkpoint, resolve
-    from cnnlab.train.progress import RichReporter
+    from cnnlab.train.distributed import broadcast_object, per_process_config
+    from cnnlab.train.progress import QuietReporter, RichReporter
     from cnnlab.train.rundir import default_run_dir
     from cnnlab.transfer import adapt_input_channels, freeze, frozen_stages, head_and_body_parameters, unfreeze
 
-    console = Console(stderr=True)
+    main = context is None or context.is_main  # rank 0 alone prints and writes files
+    say = console.print if main else (lambda *a, **k: None)
     if args.source.endswith(":torchvision"):
         from cnnlab import models
 
@@ -826,7 +843,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         for k in ("epochs", "batch_size", "augment", "seed", "device", "data_root")
         if getattr(args, k) is not None
     }
-    out = args.out or str(default_run_dir(source["name"], args.data + "-finetune"))
+    out = args.out or (str(default_run_dir(source["name"], args.data + "-finetune")) if main else None)
+    if context is not None:
+        out = broadcast_object(out)  # rank 0's time stamp: one run directory
     config = resolve(
         TrainConfig(
             model=source["name"],
@@ -837,10 +856,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             **explicit,
         )
     )
-    run = build_run(config)  # new data, preprocessing and loaders; its fresh model is replaced by the source's
+    # new data, preprocessing and loaders; its fresh model is replaced by the source's
+    run = build_run(per_process_config(config, context))
     note = adapt_input_channels(source_model, run.dataset.image_shape[0])
     if note:
-        console.print(note)
+        say(note)
     source_model.reset_classifier(run.dataset.num_classes)
     run.model = source_model.to(run.device)
     stages = frozen_stages(run.model, args.freeze, args.train_from)
@@ -850,16 +870,23 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     head, body = head_and_body_parameters(run.model)
     groups = [{"params": head, "lr": lr_head}, {"params": body, "lr": lr_body}]
 
-    def gradual_unfreeze(trainer: Trainer, row: dict) -> None:
+    def gradual_unfreeze(trainer: Trainer, row: dict) -> None:  # in every process
         if args.unfreeze_at is not None and trainer.epoch == args.unfreeze_at and stages:
             unfreeze(trainer.model, stages)
-            console.print(f"epoch {trainer.epoch}: unfroze {', '.join(stages)}")
+            trainer.trainable_parameters_changed()  # DDP re-registers what it synchronises
+            say(f"epoch {trainer.epoch}: unfroze {', '.join(stages)}")
 
     def curves(trainer: Trainer, row: dict) -> None:
         if trainer.epoch == trainer.config.epochs:
             plot_curves(trainer.history, run.run_dir.curves, f"{source['name']} fine-tuned on {args.data}")
 
-    trainer = Trainer(run, reporter=RichReporter(console), callbacks=(gradual_unfreeze, curves), param_groups=groups)
+    trainer = Trainer(
+        run,
+        reporter=RichReporter(console) if main else QuietReporter(),
+        callbacks=(curves,),
+        epoch_hooks=(gradual_unfreeze,),
+        param_groups=groups,
+    )
     trainer.static_record["transfer"] = {
         "source": source,
         "frozen_stages": stages,
@@ -869,18 +896,23 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "unfreeze_at": args.unfreeze_at,
         "labels_per_class": args.labels_per_class,
     }
-    _write_run_config(run, trainer)
+    if main:
+        _write_run_config(run, trainer)
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    console.print(
+    say(
         f"Fine-tuning {source['name']} from {source['weights']} on {args.data} "
         f"({run.train_loader.num_samples:,} training images); frozen: {', '.join(stages) or 'none'}; "
         f"{trainable:,} trainable parameters; η head {lr_head:g}, body {lr_body:g}"
     )
-    history = trainer.fit()
-    final = history[-1]
-    accuracy = 1 - final["test_error"]
-    print(f"final test error {final['test_error']:.2%} (accuracy {accuracy:.2%}) after {final['epoch']} epochs")
-    print(f"run directory: {run.run_dir.path}")
+    try:
+        history = trainer.fit()
+    finally:
+        trainer.close()
+    if main:
+        final = history[-1]
+        accuracy = 1 - final["test_error"]
+        print(f"final test error {final['test_error']:.2%} (accuracy {accuracy:.2%}) after {final['epoch']} epochs")
+        print(f"run directory: {run.run_dir.path}")
     return 0
 
 

@@ -62,7 +62,9 @@ class DeviceTensorLoader:
         rank: this process's index among ``world_size`` data-parallel processes.
         world_size: number of data-parallel processes. ``batch_size`` stays the *global* batch: every process
             walks the same seeded order and takes its own contiguous 1/world_size slice of each global batch,
-            so averaging gradients over processes (DDP) equals one process training on the global batch.
+            so averaging gradients over processes (DDP) equals one process training on the global batch. The
+            augmentation is drawn for the whole global batch in every process (each keeps its slice), so that
+            equality holds with augmentation too.
     """
 
     def __init__(
@@ -110,15 +112,19 @@ class DeviceTensorLoader:
         order = self.order(epoch)
         for b in range(start_batch, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            mine = slice(None)
             if self.world_size > 1:  # this rank's contiguous slice of the global batch
                 share = -(-len(index) // self.world_size)
-                index = index[self.rank * share : (self.rank + 1) * share]
-            images = self.images[index]  # uint8 (B, C, H, W)
-            if self.augment is not None:
-                generator = torch.Generator().manual_seed(
-                    ((self.seed * 1_000_003 + epoch) * 100_003 + b) * 64 + self.rank
-                )
-                images = apply_augmentation(self.augment, images, generator)
+                mine = slice(self.rank * share, (self.rank + 1) * share)
+            if self.augment is None:
+                images = self.images[index[mine]]  # uint8 (B, C, H, W)
+            else:
+                # Every process draws the distortions of the whole global batch from one generator and keeps its
+                # slice, so N processes see exactly the images one process would (the draws are small; the
+                # pixel work on the other slices is the price of that equality).
+                generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 100_003 + b) * 64)
+                images = apply_augmentation(self.augment, self.images[index], generator)[mine]
+            index = index[mine]
             yield self.preprocessing.normalize(self.preprocessing.center_crop(images)), self.labels[index]
 
     def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

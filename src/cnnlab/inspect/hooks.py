@@ -257,6 +257,27 @@ OTHER_ACTIVATIONS = (
     ScaledTanh,
 )
 _FUNCTIONAL_RELUS = {"relu", "relu_", "threshold", "threshold_"}
+_CLAMPS = {"clamp", "clamp_", "clamp_min", "clamp_min_", "clip", "clip_"}
+_MAXIMA = {"maximum", "max", "fmax"}
+
+
+def _is_zero(value: object) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0 and bool((value == 0).all())
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
+
+
+def _is_relu_call(name: str, args: tuple, kwargs: dict) -> bool:
+    """relu in any of its spellings: relu/threshold, clamp(min=0) with no upper bound, maximum(x, 0)."""
+    if name in _FUNCTIONAL_RELUS:
+        return True
+    if name in _CLAMPS:
+        low = args[1] if len(args) > 1 else kwargs.get("min")
+        high = args[2] if len(args) > 2 else kwargs.get("max")
+        return high is None and _is_zero(low)
+    if name in _MAXIMA and len(args) == 2 and all(isinstance(a, torch.Tensor) for a in args):
+        return _is_zero(args[0]) or _is_zero(args[1])  # max(x, dim) has an int: not this
+    return False
 
 
 class _ReluCalls(TorchFunctionMode):
@@ -268,17 +289,18 @@ class _ReluCalls(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in _FUNCTIONAL_RELUS and self.stack:
+        if self.stack and _is_relu_call(name, args, kwargs or {}):
             self.calls.append((self.stack[-1], name, bool((kwargs or {}).get("inplace"))))
         return func(*args, **(kwargs or {}))
 
 
 def functional_relus(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Modules whose own ``forward`` calls ``relu`` (``F.relu``, ``torch.relu``, ``Tensor.relu``...) directly.
+    """Modules whose own ``forward`` applies a ReLU as a function: ``F.relu``, ``torch.relu``, ``Tensor.relu``,
+    ``threshold``, ``clamp(min=0)``/``clamp_min(0)``/``clip(0)`` without an upper bound, ``maximum(x, zeros)``.
 
     Runs one forward pass on ``x`` under a ``TorchFunctionMode`` that sees every torch call, with a stack of the
     modules running. A relu call whose innermost running module is not an ``nn.ReLU`` is a functional ReLU.
-    Not caught: ReLUs written another way (``x.clamp(min=0)``, ``torch.maximum(x, 0)``); see docs/inspect.md.
+    Not caught: ReLUs built from other operations, such as ``x * (x > 0)`` or ``torch.where(x > 0, x, 0)``.
     """
     stack: list[tuple[str, nn.Module]] = []
 

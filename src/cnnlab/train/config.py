@@ -46,6 +46,7 @@ class TrainConfig:
     adv_eps: float = 0.25  # ε of the training attack, in pixel units (the pixel range is [0, 1])
     adv_alpha: float = 0.5  # α: weight of the clean loss in J̃ (0.5 in Goodfellow et al. 2014)
     adv_steps: int = 7  # pgd: iterations of the training attack
+    weight_constraints: bool = True  # apply the paper's rule after each step where a model has one (ZF, maxout)
     loss: str = "cross_entropy"  # cross_entropy | mse (½·Σ(softmax − one-hot)², as in the beginner's guide)
     seed: int = 0  # model init, data order and dropout; same seed on CPU -> bit-identical run
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -149,6 +149,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) copied to every process, in place.
+
+    Parameters agree across processes after every DDP step; buffers do not (each process updates its BN
+    statistics from its own shard in its forward), so this runs before a sharded evaluation.
+    """
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def per_process_config(config, context: DistributedContext | None):
     """The config a process trains with: ``device`` cuda:LOCAL_RANK (or cpu), and one run directory for all
     processes (rank 0 names it when ``out`` is unset, so timestamps cannot differ). Unchanged outside torchrun.

@@ -156,7 +156,8 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     models.check_input_shape(model, preprocessing.input_size)
     model.to(device)
     rank, world_size = distributed_rank_and_size()
-    eval_batch = max(config.batch_size, 256)
+    # Evaluation is sharded like training (each process scores its slice; the trainer adds the sums up).
+    eval_batch = -(-max(config.batch_size, 256) // world_size) * world_size
 
     if dataset.streaming:
 
@@ -177,7 +178,15 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
             world_size=world_size,
             **common,
         )
-        test_loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, eval_batch, **common)
+        test_loader = StreamingLoader(
+            dataset.test.paths,
+            dataset.test.labels,
+            preprocessing,
+            eval_batch,
+            rank=rank,
+            world_size=world_size,
+            **common,
+        )
     else:
         train_images = preprocessing.fit(dataset.train.images)  # uint8, fitted once, before it goes to the device
 
@@ -198,7 +207,13 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
             world_size=world_size,
         )
         test_loader = DeviceTensorLoader(
-            preprocessing.fit(dataset.test.images), dataset.test.labels, preprocessing, eval_batch, device=device
+            preprocessing.fit(dataset.test.images),
+            dataset.test.labels,
+            preprocessing,
+            eval_batch,
+            device=device,
+            rank=rank,
+            world_size=world_size,
         )
     path = run_dir or config.out or default_run_dir(config.model, config.data)
     return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, RunDir(path))

@@ -26,6 +26,7 @@ from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLossError, Trai
 from cnnlab.train.distributed import (
     all_gather_object,
     all_reduce_sum,
+    broadcast_buffers,
     broadcast_object,
     convert_sync_batchnorm,
     rank_and_world_size,
@@ -80,8 +81,8 @@ class _Dispatch(nn.Module):
 
 class _TrainingView:
     """What the objective receives in training when the model is wrapped (DDP, compiled): calls go through the
-    wrapper, so gradients are synchronised and compiled code runs; ``training`` and ``aux_loss_weight`` are
-    the model's, and ``forward_with_aux`` exists exactly when the model has it."""
+    wrapper, so gradients are synchronised and compiled code runs; ``training``, ``aux_loss_weight`` and
+    ``parameters()`` are the model's, and ``forward_with_aux`` exists exactly when the model has it."""
 
     def __init__(self, model: nn.Module, wrapped: nn.Module):
         self._model, self._wrapped = model, wrapped
@@ -99,6 +100,9 @@ class _TrainingView:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self._wrapped(images)
 
+    def parameters(self):
+        return self._model.parameters()
+
 
 class Trainer:
     """Trains ``run.model`` on ``run.train_loader``, evaluating on ``run.test_loader`` after every epoch.
@@ -111,6 +115,8 @@ class Trainer:
         objective: the loss to minimise (default: classification with ``config.loss`` and label smoothing).
         reporter: progress display (default: none).
         callbacks: called as ``callback(trainer, row)`` after each epoch's checkpoint is written (rank 0).
+        epoch_hooks: called the same way in *every* process, before the callbacks: changes to the training
+            itself that all processes must make alike (gradual unfreezing).
         param_groups: optimiser parameter groups with their own keys, e.g. a fine-tuned head and body at two
             learning rates (``[{"params": head, "lr": 0.01}, {"params": body, "lr": 0.001}]``); default: all
             trainable parameters at ``config.lr``. Schedules scale every group's rate alike.
@@ -122,6 +128,7 @@ class Trainer:
         objective: Objective | None = None,
         reporter: Reporter | None = None,
         callbacks: tuple[EpochCallback, ...] = (),
+        epoch_hooks: tuple[EpochCallback, ...] = (),
         param_groups: list[dict] | None = None,
     ):
         self.run, self.config, self.model = run, run.config, run.model
@@ -131,6 +138,7 @@ class Trainer:
         self.objective = objective or ClassificationObjective(cfg.loss, cfg.label_smoothing)
         self.reporter = (reporter or QuietReporter()) if self.is_main else QuietReporter()
         self.callbacks = callbacks if self.is_main else ()
+        self.epoch_hooks = epoch_hooks
         self.fast = resolve_fast_path(cfg, device)
         self.fast.apply_global_settings()
         if self.world_size > 1:  # own dropout masks per process (the model was initialised before, identically)
@@ -171,17 +179,10 @@ class Trainer:
             warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.fast.uses_scaler)
+        # The paper's rule on the weights after every step (ZF Net's filter RMS, maxout's max-norm balls)
+        self._weight_constraints = cfg.weight_constraints and getattr(self.model, "has_weight_constraints", False)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
-        self._ddp: nn.Module | None = None
-        self.train_model: nn.Module | _TrainingView = self.model
-        if self.world_size > 1 or self.fast.compile:
-            wrapped: nn.Module = _Dispatch(self.model)
-            if self.world_size > 1:
-                wrapped = self._ddp = wrap_data_parallel(wrapped, device)
-            if self.fast.compile:
-                wrapped = torch.compile(wrapped)
-            self.train_model = _TrainingView(self.model, wrapped)
-        self._graphed = None
+        self._wrap()
         self._tensorboard = None
         self._samples: tuple[torch.Tensor, torch.Tensor] | None = None  # test images shown in TensorBoard
         self.epoch = 0  # completed epochs
@@ -369,6 +370,28 @@ class Trainer:
         loader = self.run.train_loader
         return min(loader.batch_size, loader.num_samples - batch_index * loader.batch_size)
 
+    def _wrap(self) -> None:
+        """``train_model``: the model itself, or wrapped for DDP and/or torch.compile; no captured CUDA graph yet."""
+        self._ddp: nn.Module | None = None
+        self.train_model: nn.Module | _TrainingView = self.model
+        if self.world_size > 1 or self.fast.compile:
+            wrapped: nn.Module = _Dispatch(self.model)
+            if self.world_size > 1:
+                wrapped = self._ddp = wrap_data_parallel(wrapped, self.run.device)
+            if self.fast.compile:
+                wrapped = torch.compile(wrapped)
+            self.train_model = _TrainingView(self.model, wrapped)
+        self._graphed = None
+
+    def trainable_parameters_changed(self) -> None:
+        """Call after changing which parameters require gradients (gradual unfreezing in fine-tuning).
+
+        DDP fixes the parameters it synchronises when it wraps the model, and a captured CUDA graph the
+        gradients it computes, so both are rebuilt; without this, newly unfrozen parameters would train apart
+        in each process. The optimiser already holds every parameter (frozen ones have no gradient).
+        """
+        self._wrap()
+
     def _step(self, images: torch.Tensor, labels: torch.Tensor, global_n: int) -> tuple[torch.Tensor, ...]:
         """One optimisation step on this process's part of a global batch of ``global_n`` images.
 
@@ -414,6 +437,8 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self._weight_constraints:
+            self.model.apply_weight_constraints_()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update()
@@ -434,6 +459,8 @@ class Trainer:
                     params = [p for group in self.optimizer.param_groups for p in group["params"]]
                     torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm, foreach=True)
                 self.optimizer.step()
+                if self._weight_constraints:
+                    self.model.apply_weight_constraints_()
                 if self.ema is not None:
                     self.ema.update_with_tensor_decay(self._ema_decay)
                 loss = loss.detach().float()
@@ -524,8 +551,10 @@ class Trainer:
         counts = torch.tensor([float(seen), float(seen_here)], dtype=torch.float64, device=device)
         totals = all_reduce_sum(torch.cat([loss_sum.view(1), correct.double().view(1), counts]))
         loss_total, correct_total, seen_total, seen_here_total = totals.cpu().tolist()  # sync (end of epoch)
+        if self.world_size > 1:  # every process scores its shard with rank 0's weights and BN statistics
+            broadcast_buffers(self.eval_model)
         with self.fast.autocast():
-            result = evaluate(self.eval_model, run.test_loader, self.objective)
+            result = evaluate(self.eval_model, run.test_loader, self.objective, distributed=self.world_size > 1)
         row = {
             "epoch": self.epoch + 1,
             "train_loss": loss_total / max(seen_total, 1),
@@ -549,6 +578,8 @@ class Trainer:
             if self._tensorboard is not None:
                 self._log_epoch(row)
         self.reporter.end_epoch(row)
+        for hook in self.epoch_hooks:
+            hook(self, row)
         for callback in self.callbacks:
             callback(self, row)
 
