@@ -47,9 +47,11 @@ figure the paper states, where it states one.
   GoogLeNet's Caffe α = 1e-4 is therefore 2e-5 here.
 - **ReLU.** Every rectifier is its own `nn.ReLU` module, not in-place, called once per forward pass (torchvision
   reuses one per ResNet block and uses in-place ones), so attribution hooks see every one.
-- **Training-time parts the models carry but a training loop must call:** GoogLeNet's auxiliary losses
-  (`forward_with_aux`, weight `aux_loss_weight = 0.3`), ZFNet's filter renormalisation
-  (`renormalize_filters_`), the maxout networks' max-norm constraints (`apply_max_norm_`).
+- **Training-time parts the models carry and the trainer uses:** GoogLeNet's auxiliary losses
+  (`forward_with_aux`, weight `aux_loss_weight = 0.3`, added by the classification objective), and the papers'
+  rules on the weights after every optimiser step, `apply_weight_constraints_()` (where `has_weight_constraints`):
+  ZFNet's filter renormalisation to RMS 0.1 (`renormalize_filters_`) and the maxout networks' max-norm balls
+  (`apply_max_norm_`). `cnnlab train --no-weight-constraints` skips them; your own loop calls the method.
 
 ## Layers
 

@@ -176,6 +176,41 @@ def _photo_tree(root, classes=("cat", "dog"), per_class=5, size=(40, 30)):
             Image.new("RGB", size, colour).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
 
 
+def _caltech_tree(root, name, categories, per_class):
+    """The extracted archives' layout as torchvision's Caltech101/Caltech256 read it (files numbered from 1)."""
+    folder = root / name / ("101_ObjectCategories" if name == "caltech101" else "256_ObjectCategories")
+    for c, category in enumerate(categories):
+        (folder / category).mkdir(parents=True)
+        for i in range(1, per_class + 1):
+            file = f"image_{i:04d}.jpg" if name == "caltech101" else f"{c + 1:03d}_{i:04d}.jpg"
+            Image.new("RGB", (30 + i, 20), (40 * c, 10 * i, 90)).save(folder / category / file)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["caltech101", "caltech256"])
+def test_caltech_archives_load_through_torchvision_and_split(tmp_path, name):
+    categories = ["BACKGROUND_Google", "Faces", "ant", "brain"] if name == "caltech101" else ["001.ak47", "002.bat"]
+    folder = _caltech_tree(tmp_path, name, categories, per_class=5)
+    data = load_dataset(name, tmp_path)
+    expected = categories[1:] if name == "caltech101" else categories  # torchvision drops the background class
+    assert data.streaming and data.classes == expected and data.image_shape[0] == 3
+    assert len(data.train) + len(data.test) == 5 * len(expected) and len(data.test) == len(expected)  # 20%
+    assert set(data.test.labels.tolist()) == set(range(len(expected)))  # stratified
+    for path, label in zip(
+        data.train.paths + data.test.paths, torch.cat([data.train.labels, data.test.labels]), strict=True
+    ):
+        assert Path(path).is_file() and Path(path).parent == folder / expected[int(label)]
+    assert load_dataset(name, tmp_path).test.paths == data.test.paths  # the split is seeded
+    pre = Preprocessing(3, (24, 24), 0, (0.5,) * 3, (0.25,) * 3)
+    images, labels = next(iter(StreamingLoader(data.train.paths, data.train.labels, pre, 4, num_workers=0)))
+    assert images.shape == (4, 3, 24, 24) and labels.shape == (4,)
+
+
+def test_missing_caltech_says_where_the_files_go(tmp_path):
+    with pytest.raises(DataError, match=r"(?s)caltech256.*256_ObjectCategories"):
+        load_dataset("caltech256", tmp_path)
+
+
 def test_folder_dataset_split_and_modes(tmp_path):
     _photo_tree(tmp_path / "photos")
     Image.new("L", (20, 20), 9).save(tmp_path / "photos" / "cat" / "grey.png")

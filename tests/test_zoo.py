@@ -332,6 +332,17 @@ def test_overfeat_dense_map_of_class_scores():
             dense = model.classifier(features)  # what forward_dense(big) computes
             assert dense.shape == (1, 5, 2, 3)  # one score per window position, a `step`-pixel stride apart
             torch.testing.assert_close(model.forward_head(features), dense.amax((2, 3)))  # each class's maximum
+            # Offset max pooling (section 3.3): k² pooling offsets interleaved, a score every step/k pixels
+            k = model.features[-1].kernel_size
+            fine = model.forward_dense(big, offset_pooling=True)
+            h, w = fine.shape[2] // k, fine.shape[3] // k
+            assert fine.shape[:2] == (1, 5) and (h, w) in ((1, 2), (2, 3))
+            torch.testing.assert_close(fine[..., ::k, ::k], dense[..., :h, :w])  # offset (0, 0): the plain grid
+            before_pool = model.features[:-1](big)
+            shifted = model.classifier(model.features[-1](before_pool[:, :, k - 1 :, 1:]))  # offset (k − 1, 1)
+            torch.testing.assert_close(fine[..., k - 1 :: k, 1::k], shifted[..., :h, :w])
+        with pytest.raises(InputSizeError, match="Offset max pooling shifts the last pooling"):
+            model.forward_dense(torch.randn(1, 3, side, side), offset_pooling=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -144,8 +144,8 @@ class MaxoutNet(FullyConnectedHeadModel):
     paper_params="not stated",
     fixed_input_size=True,
     description="Convolutional maxout network for MNIST: three conv maxout layers, softmax (dropout)",
-    notes="Sizes from the authors' pylearn2 file; tied (per-map) biases where the file has untied ones; max-norm "
-    "constraints are a method the training loop must call.",
+    notes="Sizes from the authors' pylearn2 file; tied (per-map) biases where the file has untied ones; the "
+    "trainer applies the file's max-norm constraints after every step.",
 )
 def maxout_mnist(
     *, num_classes: int = 10, in_chans: int = 1, input_dropout: float = 0.2, dropout: float = 0.5
@@ -163,7 +163,7 @@ def maxout_mnist(
     paper_params="not stated",
     fixed_input_size=True,
     description="Convolutional maxout network for CIFAR-10: three conv maxout layers, FC maxout 500×5, softmax",
-    notes="Sizes from the authors' pylearn2 file; max-norm constraints are a method the training loop must call.",
+    notes="Sizes from the authors' pylearn2 file; the trainer applies its max-norm constraints after every step.",
 )
 def maxout_cifar(
     *, num_classes: int = 10, in_chans: int = 3, input_dropout: float = 0.2, dropout: float = 0.5

@@ -25,7 +25,8 @@ replaced by convolution operations with kernels of 1×1 spatial extent"), so the
 images: ``forward_dense(x)`` returns the (B, classes, h, w) map of class scores, one per 32-pixel (fast) or
 36-pixel (accurate) step of the input window. ``forward`` returns logits: at the training size the map is
 1×1; on larger inputs it takes each class's spatial maximum, step (a) of the paper's classification
-(section 3.3). Not implemented: the finer-grained "offset max pooling" of section 3.3 (figure 3).
+(section 3.3). ``forward_dense(x, offset_pooling=True)`` adds the finer-grained "offset max pooling" of
+section 3.3 (figure 3): scores every 32/2 = 16 (fast) or 36/3 = 12 (accurate) input pixels.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from cnnlab.errors import InputSizeError
 from cnnlab.models._common import normal_init_, uninitialized
 from cnnlab.models._contract import ClassifierModel
 from cnnlab.models._registry import register_model
@@ -87,9 +89,33 @@ class OverFeat(ClassifierModel):
         self.num_features = width
         self.apply(normal_init_)  # section 4.1: weights from N(0, 1e-2²)
 
-    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores at every window position: (B, C, H, W) -> (B, num_classes, h, w)."""
-        return self.classifier(self.forward_features(x))
+    def forward_dense(self, x: torch.Tensor, offset_pooling: bool = False) -> torch.Tensor:
+        """Class scores at every window position: (B, C, H, W) -> (B, num_classes, h, w).
+
+        ``offset_pooling``: section 3.3's finer grid (figure 3). The last max pooling (k×k, stride k) runs at
+        each of the k² offsets (Δy, Δx) ∈ {0..k−1}² of its input, the classifier on each, and the k² maps are
+        interleaved, so that scores come every 32/k (fast) or 36/k (accurate) input pixels instead of every 32 or
+        36: (B, C, H, W) -> (B, num_classes, k·h', k·w'), where h', w' are the smallest of the offsets' map sizes
+        and out[..., i·k + Δy, j·k + Δx] is offset (Δy, Δx)'s score at (i, j).
+        """
+        if not offset_pooling:
+            return self.classifier(self.forward_features(x))
+        last_pool = self.features[-1]  # the final k×k, stride-k max pooling
+        k = last_pool.kernel_size
+        maps = self.features[:-1](x)  # (B, C', H', W') before that pooling
+        window = self.classifier[0].kernel_size[0]  # the first FC layer's extent, in pooled pixels
+        if min((side - (k - 1)) // k for side in maps.shape[2:]) < window:
+            raise InputSizeError(
+                f"Offset max pooling shifts the last pooling by up to {k - 1} pixel(s), so it needs an input at "
+                "least one score step (32 px fast, 36 px accurate) larger than the model's window; "
+                f"{tuple(x.shape[2:])} is too small. Use a larger image, or offset_pooling=False."
+            )
+        scores = [[self.classifier(last_pool(maps[:, :, dy:, dx:])) for dx in range(k)] for dy in range(k)]
+        h = min(s.shape[2] for row in scores for s in row)
+        w = min(s.shape[3] for row in scores for s in row)
+        # (B, K, h, k_y, w, k_x) -> (B, K, h·k, w·k): row i·k + Δy, column j·k + Δx
+        grid = torch.stack([torch.stack([s[:, :, :h, :w] for s in row], dim=-1) for row in scores], dim=3)
+        return grid.reshape(x.shape[0], -1, h * k, w * k)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         for layer in list(self.classifier)[:-1]:
@@ -116,7 +142,7 @@ class OverFeat(ClassifierModel):
     param_count=145_920_872,
     paper_params="145 million",
     description="OverFeat fast model (table 1): 5 conv layers, FC as convolutions, dense class-score maps",
-    notes="Logits on larger inputs are the spatial max (section 3.3 step a); no offset max pooling.",
+    notes="Logits on larger inputs are the spatial max (section 3.3 step a); offset max pooling in forward_dense.",
 )
 def overfeat_fast(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> OverFeat:
     return OverFeat(FAST, FAST_HEAD, num_classes, in_chans, dropout)
@@ -131,7 +157,7 @@ def overfeat_fast(*, num_classes: int = 1000, in_chans: int = 3, dropout: float 
     param_count=144_656_488,
     paper_params="144 million",
     description="OverFeat accurate model (table 3): 6 conv layers, FC as convolutions, dense class-score maps",
-    notes="Logits on larger inputs are the spatial max (section 3.3 step a); no offset max pooling.",
+    notes="Logits on larger inputs are the spatial max (section 3.3 step a); offset max pooling in forward_dense.",
 )
 def overfeat_accurate(*, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> OverFeat:
     return OverFeat(ACCURATE, ACCURATE_HEAD, num_classes, in_chans, dropout)
