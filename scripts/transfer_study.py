@@ -6,6 +6,10 @@ at 100 labels per class, Yosinski et al.'s sweep of the number of frozen stages.
 plot. Usage:
 
     python scripts/transfer_study.py --data-root ../shared/datasets --out docs/images/transfer
+    python scripts/transfer_study.py --data-root ../shared/datasets --direction fashion-mnist   # one direction
+    python scripts/transfer_study.py --data-root ../shared/datasets --replot   # plot and tables from results.json
+
+Results of a direction already in results.json are kept unless that direction is run again.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ MODEL = "lenet5-modern"
 BUDGETS = (10, 100, 1000)
 EPOCHS = {10: 30, 100: 15, 1000: 6}  # fewer images, more passes; about 300-2,000 steps each
 BATCH = {10: 10, 100: 32, 1000: 32}
+SEEDS = (0, 1, 2)  # labelled subset, initialisation and order; 10 images per class vary a lot between draws
+RECIPE_LR, RECIPE_BATCH = 0.05, 32  # the mnist recipe's η (head; body η/10), scaled linearly with the batch
 
 
 def train_source(data: str, root: str, out: Path) -> Path:
@@ -45,7 +51,9 @@ def train_source(data: str, root: str, out: Path) -> Path:
     return run_dir
 
 
-def finetune(source: Path | None, data: str, root: str, per_class: int, freeze_through: str | None, out: Path) -> float:
+def finetune(
+    source: Path | None, data: str, root: str, per_class: int, freeze_through: str | None, out: Path, seed: int
+) -> float:
     config = resolve(
         TrainConfig(
             model=MODEL,
@@ -54,6 +62,8 @@ def finetune(source: Path | None, data: str, root: str, per_class: int, freeze_t
             labels_per_class=per_class,
             epochs=EPOCHS[per_class],
             batch_size=BATCH[per_class],
+            lr=RECIPE_LR * BATCH[per_class] / RECIPE_BATCH,
+            seed=seed,
             augment="none",
             out=str(out / f"run-{time.monotonic_ns()}"),
         )
@@ -99,34 +109,86 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--out", default="docs/images/transfer")
+    parser.add_argument(
+        "--direction",
+        choices=["mnist", "fashion-mnist", "both"],
+        default="both",
+        help="source dataset of the direction to run (default: both directions)",
+    )
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot and tables from results.json")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.replot:
+        results = json.loads((out / "results.json").read_text())
+        plot(results, out / "frozen-stages.png")
+        (out / "tables.md").write_text(table(results))
+        return
     work = Path("runs/transfer-study")
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     started = time.time()
-    results = {}
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for source_data, target in (("mnist", "fashion-mnist"), ("fashion-mnist", "mnist")):
+        if args.direction not in ("both", source_data):
+            continue
         source = train_source(source_data, args.data_root, work)
         key = f"{source_data} -> {target}"
         r = {"scratch": {}, "head only": {}, "all": {}, "frozen": {}}
+
+        def over_seeds(src: Path | None, n: int, freeze_through: str | None, target: str = target) -> list[float]:
+            return [finetune(src, target, args.data_root, n, freeze_through, work, seed) for seed in SEEDS]
+
         for n in BUDGETS:
-            r["scratch"][n] = finetune(None, target, args.data_root, n, None, work)
-            r["head only"][n] = finetune(source, target, args.data_root, n, "c5", work)
-            r["all"][n] = finetune(source, target, args.data_root, n, None, work)
+            r["scratch"][n] = over_seeds(None, n, None)
+            r["head only"][n] = over_seeds(source, n, "c5")
+            r["all"][n] = over_seeds(source, n, None)
         stages = ["c1", "s2", "c3", "s4", "c5"]
         r["frozen"] = {0: r["all"][100]}
         for k, stage in enumerate(stages, start=1):
-            r["frozen"][k] = (
-                r["head only"][100] if stage == "c5" else finetune(source, target, args.data_root, 100, stage, work)
-            )
+            r["frozen"][k] = r["head only"][100] if stage == "c5" else over_seeds(source, 100, stage)
         r["probe"] = probes(source, target, args.data_root)
         results[key] = r
         print(key, json.dumps(r, indent=1), flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+        results_path.write_text(json.dumps(results, indent=1))  # after each direction: a crash keeps the first
     plot(results, out / "frozen-stages.png")
+    (out / "tables.md").write_text(table(results))
+    print(table(results))
     print(f"done in {time.time() - started:.0f} s")
+
+
+def mean_sd(accuracies: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation, in percent."""
+    values = torch.tensor(accuracies, dtype=torch.float64) * 100
+    return values.mean().item(), (values.std().item() if len(values) > 1 else 0.0)
+
+
+def table(results: dict) -> str:
+    """The Markdown tables of docs/transfer.md (mean ± sd over the seeds)."""
+    lines = []
+    for key, r in results.items():
+        lines += [
+            f"### {key}",
+            "",
+            "| test accuracy (%) | 10 / class | 100 / class | 1,000 / class |",
+            "|---|---:|---:|---:|",
+        ]
+        rows = [("from scratch", r["scratch"]), ("fine-tune all stages", r["all"])]
+        rows += [("fine-tune the head only (c1–c5 frozen)", r["head only"])]
+        for name, cells in rows:
+            lines.append(
+                f"| {name} | " + " | ".join("{:.1f} ± {:.1f}".format(*mean_sd(cells[n])) for n in cells) + " |"
+            )
+        for layer, cells in r["probe"].items():
+            lines.append(f"| linear probe on {layer} | " + " | ".join(f"{100 * v:.1f}" for v in cells.values()) + " |")
+        frozen = r["frozen"]
+        lines += ["", "| stages frozen | " + " | ".join(str(k) for k in frozen) + " |", "|---|" + "---:|" * len(frozen)]
+        lines.append(
+            "| test accuracy (%) | " + " | ".join("{:.1f} ± {:.1f}".format(*mean_sd(v)) for v in frozen.values()) + " |"
+        )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -135,21 +197,26 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     for key, r in results.items():
-        ks = sorted(int(k) for k in r["frozen"])
-        ax.plot(ks, [100 * r["frozen"][k] for k in ks], "o-", label=f"{key} (fine-tuned)")
-        ax.axhline(
-            100 * r["scratch"][100],
-            linestyle="--",
-            color=ax.lines[-1].get_color(),
-            alpha=0.6,
-            label=f"{key.split(' -> ')[1]} from scratch",
+        frozen = {int(k): mean_sd(v) for k, v in r["frozen"].items()}  # JSON keys are strings
+        ks = sorted(frozen)
+        ax.errorbar(
+            ks,
+            [frozen[k][0] for k in ks],
+            yerr=[frozen[k][1] for k in ks],
+            fmt="o-",
+            capsize=3,
+            label=f"{key} (fine-tuned)",
         )
+        color = ax.lines[-1].get_color()
+        scratch, spread = mean_sd(r["scratch"][100] if 100 in r["scratch"] else r["scratch"]["100"])
+        ax.axhline(scratch, linestyle="--", color=color, alpha=0.6, label=f"{key.split(' -> ')[1]} from scratch (± sd)")
+        ax.axhspan(scratch - spread, scratch + spread, color=color, alpha=0.1)
     ax.set(
         xlabel="stages frozen (0 = fine-tune all; 5 = c1..c5, head only)",
         ylabel="test accuracy (%)",
-        title="LeNet-5 (modern), 100 labels per class: accuracy vs frozen stages",
+        title=f"LeNet-5 (modern), 100 labels per class, mean ± sd of {len(SEEDS)} seeds",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
