@@ -113,15 +113,16 @@ def test_adversarial_training_gradient_equals_the_formulas(precision):
 
 
 @pytest.mark.parametrize(
-    ("stride", "padding", "dilation", "groups"), [(1, 0, 1, 1), (1, 2, 1, 2), (2, 1, 1, 1), (1, 1, 2, 1), (3, 0, 1, 2)]
+    ("in_chans", "stride", "padding", "dilation", "groups"),
+    [(1, 1, 0, 1, 1), (1, 1, 2, 1, 1), (2, 1, 2, 1, 2), (2, 2, 1, 1, 1), (2, 1, 1, 2, 1), (2, 3, 0, 1, 2)],
 )
-def test_input_gradient_of_the_first_convolution_equals_autograds(stride, padding, dilation, groups):
+def test_input_gradient_of_the_first_convolution_equals_autograds(in_chans, stride, padding, dilation, groups):
     """The objective computes ∇x of convolutions that read the input outside autograd (a CPU speed path);
     here the input also reaches the output directly, so the two contributions must add up."""
     from cnnlab.adversarial.objective import _InputConvTap
 
     torch.manual_seed(0)
-    conv = nn.Conv2d(2, 4, 3, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    conv = nn.Conv2d(in_chans, 4, 3, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     class Model(nn.Module):
         def __init__(self):
@@ -131,7 +132,7 @@ def test_input_gradient_of_the_first_convolution_equals_autograds(stride, paddin
         def forward(self, x):
             return self.head(torch.cat([self.conv(x).relu().flatten(1), x.flatten(1)], 1))
 
-    model, x, y = Model(), torch.randn(5, 2, 11, 11), torch.tensor([0, 1, 2, 0, 1])
+    model, x, y = Model(), torch.randn(5, in_chans, 11, 11), torch.tensor([0, 1, 2, 0, 1])
     model(x)  # materialise the lazy layer
     reference = x.clone().requires_grad_(True)
     (want,) = torch.autograd.grad(F.cross_entropy(model(reference), y), reference)
@@ -205,3 +206,9 @@ def test_adversarial_training_from_the_command_line(cli, tmp_path):
     assert json.loads((tmp_path / "adv" / "config.json").read_text())["config"]["adversarial"] == "fgsm"
     code, _, err = cli("train", "--adversarial", "fgsm", "--adv-eps", "2", "--out", tmp_path / "bad")
     assert code == 2 and "--adv-eps must be in [0, 1]" in err
+
+
+def test_bench_adversarial_runs_in_quick_mode(cli):
+    code, out, err = cli("bench", "adversarial", "--quick", "--device", "cpu")
+    assert code == 0, err
+    assert "FGSM (ε = 0.25) over 1,000 images" in out and re.search(r"ratio \d+\.\d\d×", out)

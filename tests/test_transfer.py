@@ -154,3 +154,9 @@ def test_finetune_command_freezes_records_and_uses_the_learning_rates(cli, train
     assert sorted(g["initial_lr"] for g in groups) == [0.002, 0.01]
     code, _, err = cli("finetune", trained_run, "--data", "digits", "--freeze", "c9", "--device", "cpu")
     assert code == 2 and "Unknown stage 'c9'" in err
+
+
+def test_bench_transfer_runs_in_quick_mode(cli):
+    code, out, err = cli("bench", "transfer", "--quick", "--device", "cpu")
+    assert code == 0, err
+    assert "linear probe" in out

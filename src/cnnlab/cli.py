@@ -349,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--input-size", type=int, help="models: square input side (default: the model's)")
     b.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="models: precision")
     b.add_argument("--channels-last", action="store_true", help="models: NHWC memory format for both")
+    b.add_argument("--repeats", type=int, default=3, help="models: alternating rounds, medians reported (default: 3)")
 
     ex = command("export", "Export a checkpoint's model (or a registered model) to ONNX or safetensors.")
     ex.add_argument("model", help="checkpoint file / run directory, or a registered model name (random weights)")
@@ -1084,6 +1085,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             str(device),
             dtype=args.dtype,
             channels_last=args.channels_last,
+            repeats=args.repeats,
             quick=args.quick,
         )
         print(f"training images/s on {device}, {args.dtype}, ours vs torchvision's model of the same name")
@@ -1108,8 +1110,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"cnnlab {attack['cnnlab_s']:.2f} s, usual loop {attack['usual_s']:.2f} s"
         )
         print(
-            f"one epoch of {epoch['images']:,} images: normal {epoch['normal_s']:.2f} s, adversarial (FGSM, α = 0.5) "
-            f"{epoch['adversarial_s']:.2f} s: {epoch['adversarial_s'] / epoch['normal_s']:.2f}×"
+            f"one epoch of {epoch['images']:,} images (median of {len(epoch['ratios'])} alternating rounds): normal "
+            f"{epoch['normal_s']:.2f} s, adversarial (FGSM, α = 0.5) {epoch['adversarial_s']:.2f} s; "
+            f"ratio {epoch['ratio']:.2f}× (median of the rounds: "
+            + ", ".join(f"{r:.2f}×" for r in epoch["ratios"])
+            + ")"
         )
         return 0
     if args.kind == "transfer":

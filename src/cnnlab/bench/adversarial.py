@@ -61,9 +61,20 @@ def bench_fgsm(
 
 
 def bench_adversarial_epoch(
-    model_name: str = "lenet5-modern", images: int = 10_000, batch_size: int = 128, device: str = "cpu"
+    model_name: str = "lenet5-modern",
+    images: int = 10_000,
+    batch_size: int = 128,
+    device: str = "cpu",
+    repeats: int = 3,
 ) -> dict:
-    """Seconds for one epoch of normal training and one of FGSM adversarial training (α = 0.5, ε = 0.25)."""
+    """Seconds for one epoch of normal training and one of FGSM adversarial training (α = 0.5, ε = 0.25).
+
+    After one warm-up epoch each, the two alternate for ``repeats`` rounds (which goes first alternates too), so a
+    change in machine load hits both; the seconds are medians, ``ratios`` the per-round ratios (adversarial /
+    normal) and ``ratio`` their median: the paired figure, least moved by a busy machine.
+    """
+    import statistics
+
     device = torch.device(device)
     generator = torch.Generator().manual_seed(0)
     c, h, w = models.get_model_info(model_name).input_size
@@ -71,7 +82,7 @@ def bench_adversarial_epoch(
     labels = torch.randint(0, 10, (images,), generator=generator)
     pre = Preprocessing(c, (h, w), 0, (0.1307,) * c, (0.3081,) * c)
     loader = DeviceTensorLoader(data, labels, pre, batch_size, shuffle=True, device=device)
-    seconds = {}
+    epochs = {}
     for name, objective in (
         ("normal", ClassificationObjective()),
         ("adversarial", AdversarialObjective(pre.mean, pre.std, eps=0.25, alpha=0.5)),
@@ -80,29 +91,35 @@ def bench_adversarial_epoch(
         model = models.create(model_name).to(device).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-        def epoch(e: int, model=model, objective=objective, optimizer=optimizer) -> None:
+        def epoch(e: int, model=model, objective=objective, optimizer=optimizer) -> float:
+            _sync(device)
+            start = time.perf_counter()
             for x, y in loader.batches(e):
-                loss, _ = objective(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
+                loss, _ = objective(model, x, y)
                 loss.backward()
                 optimizer.step()
+            _sync(device)
+            return time.perf_counter() - start
 
         epoch(0)  # warm-up
-        _sync(device)
-        start = time.perf_counter()
-        epoch(1)
-        _sync(device)
-        seconds[name] = time.perf_counter() - start
+        epochs[name] = epoch
+    seconds: dict[str, list[float]] = {"normal": [], "adversarial": []}
+    for r in range(repeats):
+        for name in ("normal", "adversarial") if r % 2 == 0 else ("adversarial", "normal"):
+            seconds[name].append(epochs[name](r + 1))
     return {
         "model": model_name,
         "images": images,
-        "normal_s": seconds["normal"],
-        "adversarial_s": seconds["adversarial"],
+        "normal_s": statistics.median(seconds["normal"]),
+        "adversarial_s": statistics.median(seconds["adversarial"]),
+        "ratios": (ratios := [a / n for a, n in zip(seconds["adversarial"], seconds["normal"], strict=True)]),
+        "ratio": statistics.median(ratios),
     }
 
 
 def run(quick: bool = False, device: str = "cpu") -> tuple[dict, dict]:
     images = 1000 if quick else 10_000
     return bench_fgsm(images=images, device=device), bench_adversarial_epoch(
-        images=images // (2 if quick else 1), device=device
+        images=images // (2 if quick else 1), device=device, repeats=1 if quick else 7
     )
