@@ -295,3 +295,17 @@ def test_real_mnist_and_fashion_mnist_read_in_place():
     fashion = load_dataset("fashion-mnist", SHARED_DATASETS)
     assert fashion.classes[0] == "T-shirt/top" and torch.bincount(fashion.train.labels).tolist() == [6000] * 10
     assert sorted(p.name for p in (SHARED_DATASETS / "MNIST" / "raw").iterdir()) == before  # nothing written
+
+
+def test_streaming_loader_drops_the_last_partial_batch_when_asked(tmp_path):
+    _photo_tree(tmp_path / "p")  # 10 photos
+    data = load_dataset(f"folder:{tmp_path / 'p'}", val_split=0.1)
+    paths, labels = data.train.paths + data.test.paths, torch.cat([data.train.labels, data.test.labels])
+    pre = Preprocessing(3, (16, 16), 0, (0.5,) * 3, (0.25,) * 3)
+    kept = StreamingLoader(paths, labels, pre, 4, num_workers=0, shuffle=True)
+    dropped = StreamingLoader(paths, labels, pre, 4, num_workers=0, shuffle=True, drop_last=True)
+    assert (len(kept), len(dropped)) == (3, 2)
+    assert [len(y) for _, y in kept.batches(1)] == [4, 4, 2]
+    assert [len(y) for _, y in dropped.batches(1)] == [4, 4]
+    first = torch.cat([y for _, y in dropped.batches(1)])
+    assert torch.equal(first, torch.cat([y for _, y in kept.batches(1)])[:8])  # same order, the tail cut

@@ -95,6 +95,23 @@ def test_gradual_unfreezing_under_torchrun_equals_a_single_process(tmp_path):
     assert not torch.equal(single["model_state"][unfrozen], source["model_state"][unfrozen])  # it did train
 
 
+@pytest.mark.slow
+def test_adversarial_training_under_torchrun_follows_a_single_process(tmp_path):
+    """Goodfellow's objective computes its own gradients before the trainer's backward; under DDP it must still
+    synchronise every parameter once per step. Not bit-equal: sign(∇ₓJ) flips where the gradient is ~0 and
+    the float path differs (DDP uses autograd's own input gradient), so a loose tolerance."""
+    argv = ["train", "--model", "lenet5-modern", "--epochs", "1", "--augment", "none", "--device", "cpu"]
+    argv += ["--batch-size", "32", "--adversarial", "fgsm"]
+    result = _torchrun("-m", "cnnlab", *argv, "--out", str(tmp_path / "ddp"))
+    assert result.stdout.count("final test error") == 1
+    from cnnlab.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 0
+    ddp, single = load_checkpoint(tmp_path / "ddp"), load_checkpoint(tmp_path / "single")
+    for key, value in ddp["model_state"].items():
+        torch.testing.assert_close(value, single["model_state"][key], rtol=0, atol=5e-3, msg=key)
+
+
 def _worker(out: Path) -> None:
     """Run by torchrun: train with DDP, then resume a copy from the step-20 checkpoint."""
     from cnnlab.train.checkpoint import find_resume_checkpoint

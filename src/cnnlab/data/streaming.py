@@ -69,6 +69,8 @@ class StreamingLoader:
         num_workers: decoding processes.
         strict: fail on the first unreadable file instead of skipping it.
         rank, world_size: data-parallel sharding of each global batch, as in DeviceTensorLoader.
+        drop_last: skip the last partial batch (a fixed batch shape: CUDA graphs, DDP with few images left).
+            A skipped unreadable file still makes its batch one image smaller; ``strict`` rules that out.
     """
 
     def __init__(
@@ -86,17 +88,20 @@ class StreamingLoader:
         strict: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        drop_last: bool = False,
     ):
         if batch_size < 1 or batch_size % world_size:
             raise ConfigError(f"Batch size {batch_size} must be positive and divisible by {world_size} processes.")
         self.files = _DecodeFiles(paths, labels, preprocessing, strict)
         self.preprocessing, self.batch_size, self.shuffle, self.seed = preprocessing, batch_size, shuffle, seed
         self.device, self.augment, self.num_workers = torch.device(device), augment, num_workers
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.num_samples = len(paths)
         self.skipped: set[str] = set()
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
         return -(-self.num_samples // self.batch_size)
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -108,7 +113,7 @@ class StreamingLoader:
         return self.batches(0)
 
     def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.order(epoch)[start_batch * self.batch_size :]
+        order = self.order(epoch)[start_batch * self.batch_size : len(self) * self.batch_size]
         share = self.batch_size // self.world_size
         if self.world_size > 1:  # this rank's contiguous slice of every global batch
             chunks = order.split(self.batch_size)
