@@ -204,20 +204,9 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint_and_says_so(tmp_pa
 
 
 def test_nan_before_a_periodic_checkpoint_is_caught_before_it_is_saved(tmp_path):
-    class NaNFrom(ClassificationObjective):
-        def __init__(self, n):
-            super().__init__()
-            self.n, self.calls = n, 0
+    from test_train import _NaNAtCall
 
-        def __call__(self, model, images, labels):
-            loss, logits = super().__call__(model, images, labels)
-            if model.training:
-                self.calls += 1
-                if self.calls >= self.n:
-                    loss = loss * float("nan")
-            return loss, logits
-
-    trainer = _trainer(_config(checkpoint_every=5, log_every=50), tmp_path / "r", objective=NaNFrom(8))
+    trainer = _trainer(_config(checkpoint_every=5, log_every=50), tmp_path / "r", objective=_NaNAtCall(8))
     with pytest.raises(NonFiniteLossError, match=r"step 8 .*from epoch 1, batch 5, is kept"):
         trainer.fit()
     payload = load_checkpoint(tmp_path / "r")

@@ -137,3 +137,21 @@ def test_report_of_a_missing_run_is_an_error(tmp_path):
         write_report(tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match="without a checkpoint.pt"):
         write_report(tmp_path)
+
+
+def test_adversarial_runs_get_their_robustness_curve_in_the_report(cli, tmp_path):
+    """`train --adversarial` writes robustness.{json,png}; the report shows them, and `cnnlab attack` figures."""
+    pytest.importorskip("captum")
+    run = tmp_path / "adv"
+    code, out, err = cli("train", "--model", "lenet5-modern", "--epochs", "1", "--adversarial", "fgsm", "--out", run)
+    assert code == 0, err
+    assert "robustness (FGSM on 360 test images" in err
+    record = __import__("json").loads((run / "robustness.json").read_text())
+    assert record["method"] == "fgsm" and [row["eps"] for row in record["rows"]][:2] == [0.0, 0.05]
+    assert record["rows"][0]["accuracy"] == pytest.approx(1 - load_checkpoint(run)["history"][-1]["test_error"])
+    code, _, err = cli("attack", run, "--method", "pgd", "--eps", "0,0.1", "--steps", "2")
+    assert code == 0, err
+    text = write_report(run, images=1, units=2, mistakes=2).read_text()
+    section = text[text.index("<h2>Robustness</h2>") :]
+    assert "FGSM on 360 test images" in section and "cnnlab attack (pgd)" in section
+    assert section.count('src="data:image/png;base64,') >= 2

@@ -541,8 +541,32 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             f"top-5 error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
             f"({time.perf_counter() - started:.1f} s wall, training and evaluation)"
         )
+        if config.adversarial:
+            _robustness_after_training(run, trainer, config, say)
         print(f"run directory: {run.run_dir.path}")
     return 0
+
+
+ROBUSTNESS_IMAGES = 10_000  # test images attacked for the curve written after adversarial training
+
+
+def _robustness_after_training(run, trainer, config, say) -> None:
+    """FGSM accuracy against ε on the test split, saved as <run>/robustness.{json,png} for the report."""
+    from cnnlab.adversarial import robustness_curve, save_robustness
+
+    eps_values = sorted({round(0.05 * i, 2) for i in range(7)} | {config.adv_eps})
+    started = time.perf_counter()
+    rows = robustness_curve(
+        trainer.eval_model, run.preprocessing, run.test_loader, eps_values, "fgsm", limit=ROBUSTNESS_IMAGES
+    )
+    table, figure = save_robustness(
+        rows, "fgsm", run.run_dir.path, f"{config.model}, --adversarial {config.adversarial}"
+    )
+    at = next(r for r in rows if r.eps == config.adv_eps)
+    say(
+        f"robustness (FGSM on {rows[0].samples:,} test images, {time.perf_counter() - started:.1f} s): accuracy "
+        f"{rows[0].accuracy:.2%} clean, {at.accuracy:.2%} at ε = {config.adv_eps:g}; {table.name}, {figure.name}"
+    )
 
 
 def _write_run_config(run, trainer) -> None:
@@ -638,8 +662,8 @@ def _parse_eps(text: str) -> list[float]:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    from cnnlab.adversarial import PixelModel, attack_table, check_epsilon, plot_examples, plot_robustness
-    from cnnlab.adversarial.evaluate import attack_batch
+    from cnnlab.adversarial import PixelModel, check_epsilon, plot_examples, plot_robustness, robustness_curve
+    from cnnlab.adversarial.evaluate import attack_batch, test_split_pixels
 
     eps_values = [check_epsilon(e, args.norm) for e in _parse_eps(args.eps)]
     curves = {}
@@ -654,14 +678,11 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             )
         pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
         limit = args.limit if args.limit is not None else (100 if args.method == "lbfgs" else None)
-
-        def batches(loader=loader, preprocessing=preprocessing):
-            for images, labels in loader.raw_batches():  # uint8 at the stored size
-                yield preprocessing.center_crop(images).float() / 255, labels
-
         options = {"steps": args.steps, "norm": args.norm, "num_classes": model.num_classes}
         eps_run = [0.0] if args.method == "lbfgs" else eps_values
-        rows = attack_table(pixel_model, batches(), eps_run, args.method, target=args.target, limit=limit, **options)
+        rows = robustness_curve(
+            model, preprocessing, loader, eps_run, args.method, target=args.target, limit=limit, **options
+        )
         what = f"{args.method}{' targeted at class ' + str(args.target) if args.target is not None else ''}"
         print(
             f"{checkpoint}: {payload['model']['name']} on {data_name} test split ({rows[0].samples:,} images), {what}"
@@ -675,7 +696,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
         out = Path(args.out) if args.out else run_dir / f"attack-{args.method}"
         out.mkdir(parents=True, exist_ok=True)
-        pixels, labels = next(batches())
+        pixels, labels = next(test_split_pixels(loader, preprocessing))
         pixels, labels = pixels[:6], labels[:6]
         show_eps = max(eps_values)
         goal = None if args.target is None else labels.new_full(labels.shape, args.target)

@@ -12,7 +12,14 @@ from cnnlab.adversarial.attacks import (
     lbfgs_attack,
     pgd,
 )
-from cnnlab.adversarial.evaluate import AttackRow, attack_table, plot_examples, plot_robustness
+from cnnlab.adversarial.evaluate import (
+    AttackRow,
+    attack_table,
+    plot_examples,
+    plot_robustness,
+    robustness_curve,
+    save_robustness,
+)
 from cnnlab.adversarial.objective import AdversarialObjective
 
 __all__ = [
@@ -28,4 +35,6 @@ __all__ = [
     "pgd",
     "plot_examples",
     "plot_robustness",
+    "robustness_curve",
+    "save_robustness",
 ]

@@ -110,6 +110,43 @@ def attack_table(
     ]
 
 
+def test_split_pixels(loader, preprocessing):
+    """(pixels in [0, 1], labels) batches of a test loader: its uint8 images, centre-cropped, unnormalised."""
+    for images, labels in loader.raw_batches():  # uint8 at the stored size
+        yield preprocessing.center_crop(images).float() / 255, labels
+
+
+def robustness_curve(
+    model: nn.Module,
+    preprocessing,
+    loader,
+    eps_values: list[float],
+    method: str = "fgsm",
+    *,
+    limit: int | None = None,
+    **options: object,
+) -> list[AttackRow]:
+    """:func:`attack_table` of a classifier (which takes normalised images) over a test loader, in pixel space."""
+    from cnnlab.adversarial.attacks import PixelModel
+
+    device = next(model.parameters()).device
+    pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
+    return attack_table(
+        pixel_model, test_split_pixels(loader, preprocessing), eps_values, method, limit=limit, **options
+    )
+
+
+def save_robustness(rows: list[AttackRow], method: str, run_dir: str | Path, label: str) -> tuple[Path, Path]:
+    """``robustness.json`` (the rows) and ``robustness.png`` in ``run_dir``, for reports and later comparison."""
+    import json
+    from dataclasses import asdict
+
+    run_dir = Path(run_dir)
+    table = run_dir / "robustness.json"
+    table.write_text(json.dumps({"method": method, "rows": [asdict(r) for r in rows]}, indent=1))
+    return table, plot_robustness({label: rows}, run_dir / "robustness.png", f"{method} on the test split")
+
+
 def plot_robustness(curves: dict[str, list[AttackRow]], path: str | Path, title: str = "") -> Path:
     """Accuracy against ε, one line per labelled curve (e.g. normal vs adversarially trained)."""
     import matplotlib

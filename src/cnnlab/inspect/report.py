@@ -178,6 +178,34 @@ def _section_curves(r: _Report) -> str:
     return f"<figure>{image}<figcaption>{html.escape(text)}</figcaption></figure>"
 
 
+def _section_robustness(r: _Report) -> str:
+    """The curves already in the run directory: robustness.json/png (written after ``--adversarial`` training)
+    and the figures of ``cnnlab attack RUN`` (attack-METHOD/robustness.png). Read, not recomputed."""
+    import json
+
+    parts = []
+    table = r.run_dir / "robustness.json"
+    if table.is_file():
+        record = json.loads(table.read_text())
+        rows = [
+            [f"{row['eps']:.3f}", f"{row['accuracy']:.2%}", f"{row['confidence']:.2%}", f"{row['linf']:.4f}"]
+            for row in record["rows"]
+        ]
+        samples = record["rows"][0].get("samples", 0) if record["rows"] else 0
+        parts.append(_table(["ε", "accuracy", "mean confidence", "mean L∞"], rows))
+        parts.append(f'<p class="note">{html.escape(record["method"].upper())} on {samples:,} test images.</p>')
+        if (r.run_dir / "robustness.png").is_file():
+            parts.append(f"<figure>{_png_file(r.run_dir / 'robustness.png', 'robustness')}</figure>")
+    for figure in sorted(r.run_dir.glob("attack-*/robustness.png")):
+        caption = f"cnnlab attack ({figure.parent.name.removeprefix('attack-')})"
+        parts.append(f"<figure>{_png_file(figure, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if not parts:
+        raise _Skip(
+            "no robustness curve in the run directory: train with --adversarial, or run `cnnlab attack RUN_DIR`"
+        )
+    return "".join(parts)
+
+
 def _section_confusion(r: _Report) -> str:
     from cnnlab.inspect.mistakes import confusion_matrix, predict, render_confusion
 
@@ -330,6 +358,9 @@ def write_report(
         ("Top patches", lambda: _section_patches(r, units)),
         ("Most confident mistakes", lambda: _section_mistakes(r, mistakes)),
     ]
+    adversarial = (r.ctx.payload.get("config") or {}).get("adversarial")
+    if adversarial or (run_dir / "robustness.json").is_file() or any(run_dir.glob("attack-*/robustness.png")):
+        sections.append(("Robustness", lambda: _section_robustness(r)))  # only runs that were attacked or trained so
     body, skipped = [], []
     for title, make in sections:
         anchor = title.lower().replace(" ", "-")
