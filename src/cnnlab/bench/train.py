@@ -2,7 +2,8 @@
 
 - :func:`bench_train`: one model, batch and precision on synthetic data resident on the device: images/s of
   (a) cnnlab's :class:`~cnnlab.train.Trainer` step and (b) the usual eager loop (same model, batch, optimiser,
-  autocast dtype and memory layout; ``loss.item()`` every step, as tutorials log), their ratio, training FLOPs
+  autocast dtype and memory layout; the float data shuffled each epoch with ``randperm`` and indexed per batch;
+  ``loss.item()`` every step, as tutorials log), their ratio, training FLOPs
   per image (3× the forward's, counted by ``torch.utils.flop_counter``) and the fraction of the GPU's peak.
 - :func:`bench_cpu_mnist`: LeNet-5 on MNIST-shaped data on the CPU, cnnlab (data as one uint8 tensor, batched
   and normalised in place) against the usual way (a torchvision-style dataset handing out PIL images,
@@ -124,12 +125,14 @@ def _usual_loop(model_name, num_classes, input_size, images, labels, batch_size,
     memory_format = torch.channels_last if fast.channels_last else torch.contiguous_format
     x_all = ((images.float() / 255 - 0.5) / 0.25).to(device).contiguous(memory_format=memory_format)
     y_all = labels.to(device)
-    batches = [(x_all[i : i + batch_size], y_all[i : i + batch_size]) for i in range(0, len(y_all), batch_size)]
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def epoch() -> float:
         model.train()
         running = 0.0
-        for x, y in batches:
+        order = torch.randperm(len(y_all), device=device, generator=generator)  # a new order every epoch
+        for i in range(0, len(y_all), batch_size):
+            x, y = x_all[order[i : i + batch_size]], y_all[order[i : i + batch_size]]
             optimizer.zero_grad()
             with torch.autocast(device.type, dtype=fast.amp_dtype, enabled=fast.amp_dtype is not None):
                 loss = F.cross_entropy(model(x), y)

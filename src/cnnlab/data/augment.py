@@ -30,7 +30,13 @@ def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> tor
 
 def _per_sample(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """(B,) CPU values -> (B, 1, 1, 1) on the images' device and dtype."""
-    return values.to(images.device, images.dtype).view(-1, 1, 1, 1)
+    return _to(values, images).view(-1, 1, 1, 1)
+
+
+def _to(values: torch.Tensor, images: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """CPU draws -> the images' device (and dtype), without a sync: a blocking host-to-GPU copy waits for the
+    GPU to finish its queue; a non-blocking one from pageable memory is staged at once and does not."""
+    return values.to(images.device, dtype or images.dtype, non_blocking=True)
 
 
 @dataclass(frozen=True)
@@ -76,15 +82,16 @@ class RandomCrop:
         height, width = images.shape[2:]
         if out_h > height or out_w > width:
             raise ConfigError(f"Random crop {out_h}×{out_w} is larger than the (padded) images {height}×{width}.")
-        top = torch.randint(0, height - out_h + 1, (b, 1), generator=generator)
-        left = torch.randint(0, width - out_w + 1, (b, 1), generator=generator)
-        cols = left + torch.arange(out_w)  # (B, out_w)
+        device = images.device  # the (B, 1) draws go there; the (B, H·W) index is built there, not copied
+        top = _to(torch.randint(0, height - out_h + 1, (b, 1), generator=generator), images, torch.int64)
+        left = _to(torch.randint(0, width - out_w + 1, (b, 1), generator=generator), images, torch.int64)
+        cols = left + torch.arange(out_w, device=device)  # (B, out_w)
         if self.flip:
-            mirrored = torch.rand(b, 1, generator=generator) < 0.5
+            mirrored = _to(torch.rand(b, 1, generator=generator) < 0.5, images, torch.bool)
             cols = torch.where(mirrored, cols.flip(1), cols)
-        rows = top + torch.arange(out_h)  # (B, out_h)
+        rows = top + torch.arange(out_h, device=device)  # (B, out_h)
         index = (rows.unsqueeze(2) * width + cols.unsqueeze(1)).view(b, 1, out_h * out_w)
-        index = index.to(images.device).expand(b, c, out_h * out_w)
+        index = index.expand(b, c, out_h * out_w)
         return images.reshape(b, c, height * width).gather(2, index).view(b, c, out_h, out_w)
 
 
@@ -108,7 +115,7 @@ class RandomFlip:
 def _affine(images: torch.Tensor, forward: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Warp by output = forward·input + shift (normalised coordinates; forward (B, 2, 2), shift (B, 2))."""
     inverse = torch.linalg.inv(forward)  # grid_sample maps output -> input
-    theta = torch.cat([inverse, -(inverse @ shift.unsqueeze(2))], dim=2).to(images.device, images.dtype)
+    theta = _to(torch.cat([inverse, -(inverse @ shift.unsqueeze(2))], dim=2), images)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -173,7 +180,7 @@ class ScaleJitter:
         tx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - frac_w)
         zero = torch.zeros(b)
         theta = torch.stack([torch.stack([frac_w, zero, tx], 1), torch.stack([zero, frac_h, ty], 1)], 1)
-        grid = F.affine_grid(theta.to(images.device, images.dtype), [b, c, *self.size], align_corners=False)
+        grid = F.affine_grid(_to(theta, images), [b, c, *self.size], align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -199,8 +206,8 @@ class ColorJitter:
 
 
 def _luminance(images: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
+    # Python numbers, not a tensor made per call (that would be a synchronous copy to a GPU)
+    return images[:, 0:1] * 0.299 + images[:, 1:2] * 0.587 + images[:, 2:3] * 0.114
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,7 @@ class PCALighting:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         alpha = torch.randn(images.shape[0], 3, generator=generator) * self.std
-        offsets = self.shift(alpha).to(images.device, images.dtype)
+        offsets = _to(self.shift(alpha), images)
         return images + offsets.view(-1, 3, 1, 1)
 
 
@@ -273,7 +280,7 @@ class ColorCast:
         b, c = images.shape[:2]
         shift = _uniform(generator, b * c, -self.max_shift, self.max_shift).view(b, c)
         shift = shift * (torch.rand(b, generator=generator) < self.p).float().view(b, 1)
-        return (images + shift.to(images.device, images.dtype).view(b, c, 1, 1)).clamp(0, 1)
+        return (images + _to(shift, images).view(b, c, 1, 1)).clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -301,7 +308,7 @@ class ElasticDistortion:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = images.shape
-        field = (torch.rand(b, 2, h, w, generator=generator) * 2 - 1).to(images.device, images.dtype)
+        field = _to(torch.rand(b, 2, h, w, generator=generator) * 2 - 1, images)
         radius = math.ceil(2 * self.sigma)
         taps = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
         kernel = torch.exp(-(taps**2) / (2 * self.sigma**2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.errors import ImageDecodeError
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, C, 1, 1) constant, made once per device and dtype: building it from Python numbers every batch would be
+    a synchronous host-to-GPU copy inside the training loop. Shared: never modify it in place."""
+    return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,8 @@ class Preprocessing:
 
     def standardize(self, images: torch.Tensor) -> torch.Tensor:
         """Float images in [0, 1] (N, C, H, W) -> (x − mean) / std per channel."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        mean = _channel_constant(self.mean, images.device, images.dtype)
+        std = _channel_constant(self.std, images.device, images.dtype)
         return (images - mean) / std
 
     def load_image(self, path: str | Path) -> torch.Tensor:

@@ -105,10 +105,18 @@ class InputTransform(nn.Module):
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+    def __init__(self):
+        super().__init__()
+        # Buffers, not tensors made per call: a tensor built from Python numbers on a GPU is a synchronous copy.
+        # Not persistent: torchvision's state dicts have no such entries.
+        scale = torch.tensor([s / 0.5 for s in self.std]).view(1, 3, 1, 1)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer(
+            "shift", torch.tensor([(m - 0.5) / 0.5 for m in self.mean]).view(1, 3, 1, 1), persistent=False
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = torch.tensor([s / 0.5 for s in self.std], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        shift = torch.tensor([(m - 0.5) / 0.5 for m in self.mean], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return x * scale + shift
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
 
 
 class GoogLeNet(ClassifierModel):
