@@ -661,3 +661,23 @@ def test_functional_relus_are_found_in_every_spelling(spelling, is_relu):
 
     model = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 3), block=Block()))
     assert bool(functional_relus(model, torch.randn(1, 1, 5, 5))) == is_relu
+
+
+def test_occlusion_runs_a_bn_folded_copy_with_the_same_outputs():
+    from cnnlab.inspect.occlusion import inference_copy
+
+    torch.manual_seed(0)
+    model = models.create("resnet20").eval()
+    with torch.no_grad():  # BN statistics that are not the identity, so folding has work to do
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    fast = inference_copy(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the caller's model is untouched
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fast(x.contiguous(memory_format=torch.channels_last)), model(x), rtol=1e-4, atol=1e-4
+        )
+    assert inference_copy(model.train()) is model  # training mode: batch statistics, nothing to fold

@@ -8,8 +8,9 @@ pixel. The forward function we give it also keeps every position's full probabil
 per-position maps (probability of the target class, most probable class and its probability) come from the
 same forward passes; nothing runs twice.
 
-Speed: ResNet-50 on a 224×224 image with a 32×32 square at stride 8 is 625 forward passes, about 80–90
-CPU-seconds in float32 on a Zen 4 core (so 40–45 s on two). ``precision="bfloat16"`` runs the network under
+Speed: ResNet-50 on a 224×224 image with a 32×32 square at stride 8 is 625 forward passes. On the CPU they run
+through :func:`inference_copy` (BatchNorm folded into the convolutions, channels-last weights): 37 s in float32
+on two cores (about 48 s, estimated, without the folding). ``precision="bfloat16"`` runs the network under
 autocast (CPUs with AVX-512 BF16 or AMX, and GPUs): about 40 CPU-seconds. Its error depends on the model:
 on a trained lenet5-modern the probabilities moved by at most 0.016, on the faithful LeNet-5 by up to 0.12
 (its RBF output squares distances, which bfloat16 rounds coarsely), so the default stays float32; compare
@@ -92,6 +93,22 @@ def positions(length: int, size: int, stride: int) -> torch.Tensor:
     return torch.arange(count) * stride
 
 
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode ``model`` for many forward passes on the CPU: each BatchNorm folded into the
+    convolution before it (torch.fx's conv-BN fusion; same function, within float rounding) and the weights
+    in channels-last order. ResNet-50 at batch 16 on two threads: 67 ms per image as it is, 56 ms fused. The
+    model itself when it has no BatchNorm, cannot be traced, or is training (BatchNorm then uses batch
+    statistics, which folding would freeze)."""
+    if model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        return fuse(model).to(memory_format=torch.channels_last)  # fuse() works on a deep copy
+    except Exception:  # not traceable by torch.fx (data-dependent control flow): the model as it is
+        return model
+
+
 def occlusion(
     model: nn.Module,
     x: torch.Tensor,
@@ -139,11 +156,12 @@ def occlusion(
         torch.autocast(x.device.type, dtype=torch.bfloat16) if precision == "bfloat16" else contextlib.nullcontext()
     )
     memory_format = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+    network = inference_copy(model) if x.device.type == "cpu" else model
     recorded: list[torch.Tensor] = []
 
     def forward(batch: torch.Tensor) -> torch.Tensor:  # (n, C, H, W) -> (n, K) probabilities, every row kept
         with autocast:
-            logits = model(batch.contiguous(memory_format=memory_format))
+            logits = network(batch.contiguous(memory_format=memory_format))
         probs = logits.float().softmax(dim=1)
         recorded.append(probs)
         return probs
