@@ -9,11 +9,12 @@ per-position maps (probability of the target class, most probable class and its 
 same forward passes; nothing runs twice.
 
 Speed: ResNet-50 on a 224×224 image with a 32×32 square at stride 8 is 625 forward passes. On the CPU they run
-through :func:`inference_copy` (BatchNorm folded into the convolutions, channels-last weights): 37 s in float32
-on two quiet cores (35–37 s; 40–46 s without the folding, measured alternately). ``precision="bfloat16"`` runs the network under
-autocast (CPUs with AVX-512 BF16 or AMX, and GPUs): about 40 CPU-seconds. Its error depends on the model:
-on a trained lenet5-modern the probabilities moved by at most 0.016, on the faithful LeNet-5 by up to 0.12
-(its RBF output squares distances, which bfloat16 rounds coarsely), so the default stays float32; compare
+through :func:`inference_copy` (BatchNorm folded into the convolutions, channels-last weights): 35–37 s in
+float32 on two quiet cores (40–46 s without the folding, measured alternately). ``precision="bfloat16"`` runs
+the network under autocast (CPUs with AVX-512 BF16 or AMX, and GPUs): about 40 CPU-seconds. Its error
+depends on the model: on a trained lenet5-modern the probabilities moved by at most 0.016, on the faithful
+LeNet-5 by up to 0.12 (its RBF output squares distances, which bfloat16 rounds coarsely), so the default stays
+float32; compare
 both on one image before trusting bfloat16 maps of a new model.
 """
 
