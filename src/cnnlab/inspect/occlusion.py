@@ -14,8 +14,7 @@ float32 on two quiet cores (40–46 s without the folding, measured alternately)
 the network under autocast (CPUs with AVX-512 BF16 or AMX, and GPUs): about 40 CPU-seconds. Its error
 depends on the model: on a trained lenet5-modern the probabilities moved by at most 0.016, on the faithful
 LeNet-5 by up to 0.12 (its RBF output squares distances, which bfloat16 rounds coarsely), so the default stays
-float32; compare
-both on one image before trusting bfloat16 maps of a new model.
+float32; compare both on one image before trusting bfloat16 maps of a new model.
 """
 
 from __future__ import annotations
