@@ -92,15 +92,26 @@ def _fp16_autocast(device_type: str) -> bool:
     return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
 
 
-def _replay_gradients(loss: torch.Tensor, params: list[torch.Tensor], grads: list[torch.Tensor | None]) -> torch.Tensor:
+def _replay_gradients(loss: torch.Tensor, params: list[torch.Tensor], grads) -> torch.Tensor:
     """A scalar equal to ``loss`` whose gradient with respect to each of ``params`` is the given (already
     computed) gradient, so a later ``backward()`` — scaled, weighted, synchronised by DDP — applies it without
-    running the original graph again. (p − p.detach()) is exactly 0 in value and 1 in derivative."""
-    replay = loss.detach()
-    for p, g in zip(params, grads, strict=True):
-        if g is not None:
-            replay = replay + ((p - p.detach()) * g).sum()
-    return replay
+    running the original graph again. One autograd node for all parameters (a foreach multiply in backward),
+    not a few operations per parameter."""
+    pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+    if not pairs:
+        return loss.detach()
+    return _Replay.apply(loss.detach(), [g for _, g in pairs], *[p for p, _ in pairs])
+
+
+class _Replay(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, grads: list[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
+        ctx.grads = grads
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return None, None, *torch._foreach_mul(ctx.grads, grad_output)
 
 
 class _InputConvTap:
