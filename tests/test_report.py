@@ -155,3 +155,6 @@ def test_adversarial_runs_get_their_robustness_curve_in_the_report(cli, tmp_path
     section = text[text.index("<h2>Robustness</h2>") :]
     assert "FGSM on 360 test images" in section and "cnnlab attack (pgd)" in section
     assert section.count('src="data:image/png;base64,') >= 2
+    (run / "robustness.json").write_text("{not json")
+    text = write_report(run, images=1, units=2, mistakes=2).read_text()
+    assert "Robustness skipped:</strong>" in text and "is not a robustness table written by cnnlab" in text

@@ -186,14 +186,18 @@ def _section_robustness(r: _Report) -> str:
     parts = []
     table = r.run_dir / "robustness.json"
     if table.is_file():
-        record = json.loads(table.read_text())
-        rows = [
-            [f"{row['eps']:.3f}", f"{row['accuracy']:.2%}", f"{row['confidence']:.2%}", f"{row['linf']:.4f}"]
-            for row in record["rows"]
-        ]
-        samples = record["rows"][0].get("samples", 0) if record["rows"] else 0
+        try:
+            record = json.loads(table.read_text())
+            method, entries = str(record["method"]), record["rows"]
+            rows = [
+                [f"{e['eps']:.3f}", f"{e['accuracy']:.2%}", f"{e['confidence']:.2%}", f"{e['linf']:.4f}"]
+                for e in entries
+            ]
+        except (ValueError, KeyError, TypeError) as error:  # not what save_robustness writes
+            raise _Skip(f"{table} is not a robustness table written by cnnlab ({error!r})") from None
+        samples = entries[0].get("samples", 0) if entries else 0
         parts.append(_table(["ε", "accuracy", "mean confidence", "mean L∞"], rows))
-        parts.append(f'<p class="note">{html.escape(record["method"].upper())} on {samples:,} test images.</p>')
+        parts.append(f'<p class="note">{html.escape(method.upper())} on {samples:,} test images.</p>')
         if (r.run_dir / "robustness.png").is_file():
             parts.append(f"<figure>{_png_file(r.run_dir / 'robustness.png', 'robustness')}</figure>")
     for figure in sorted(r.run_dir.glob("attack-*/robustness.png")):

@@ -156,6 +156,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     models.check_input_shape(model, preprocessing.input_size)
     model.to(device)
     rank, world_size = distributed_rank_and_size()
+    shard = {"rank": rank, "world_size": world_size}  # training and evaluation are both sharded over processes
     # Evaluation is sharded like training (each process scores its slice; the trainer adds the sums up).
     eval_batch = -(-max(config.batch_size, 256) // world_size) * world_size
 
@@ -164,7 +165,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
         def pca_source() -> PCALighting:
             return pca_lighting_from(_sample_photos(dataset, preprocessing, 512))
 
-        common = {"device": device, "strict": config.strict, "num_workers": config.num_workers}
+        common = {**shard, "device": device, "strict": config.strict, "num_workers": config.num_workers}
         augment = build_augmentation(config.augment, _context(preprocessing, pca_source))
         train_loader = StreamingLoader(
             dataset.train.paths,
@@ -174,19 +175,9 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
             shuffle=True,
             seed=config.seed,
             augment=augment,
-            rank=rank,
-            world_size=world_size,
             **common,
         )
-        test_loader = StreamingLoader(
-            dataset.test.paths,
-            dataset.test.labels,
-            preprocessing,
-            eval_batch,
-            rank=rank,
-            world_size=world_size,
-            **common,
-        )
+        test_loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, eval_batch, **common)
     else:
         train_images = preprocessing.fit(dataset.train.images)  # uint8, fitted once, before it goes to the device
 
@@ -203,8 +194,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
             seed=config.seed,
             device=device,
             augment=augment,
-            rank=rank,
-            world_size=world_size,
+            **shard,
         )
         test_loader = DeviceTensorLoader(
             preprocessing.fit(dataset.test.images),
@@ -212,8 +202,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
             preprocessing,
             eval_batch,
             device=device,
-            rank=rank,
-            world_size=world_size,
+            **shard,
         )
     path = run_dir or config.out or default_run_dir(config.model, config.data)
     return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, RunDir(path))
