@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -681,3 +682,117 @@ def test_occlusion_runs_a_bn_folded_copy_with_the_same_outputs():
             fast(x.contiguous(memory_format=torch.channels_last)), model(x), rtol=1e-4, atol=1e-4
         )
     assert inference_copy(model.train()) is model  # training mode: batch statistics, nothing to fold
+
+
+# ---- incremental inference (occlusion's fast path) ------------------------------------------------------------
+class OddGeometryNet(nn.Module):
+    """Every window the incremental planner reads, in awkward settings, then an operation it does not know."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reflect = nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect")
+        self.dilated = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+        self.skip = nn.Conv2d(4, 4, 1, stride=2)  # stride larger than the kernel: skips positions
+        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.branch = nn.Conv2d(4, 3, 5, padding=2)
+        self.tail = nn.Conv2d(11, 5, 3)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = torch.tanh(self.dilated(F.relu(self.reflect(x))))
+        x = self.skip(x) + self.pool(F.pad(x, (0, 0, 0, 0, 0, 0)))  # both 16×16
+        x = torch.cat([x, self.branch(x), F.avg_pool2d(x, 3, 1, 1)], dim=1)  # 4 + 3 + 4 channels
+        x = F.conv2d(x, self.tail.weight * 0.5, self.tail.bias, padding=1)
+        x = x[:, :, ::2, ::2] * 2
+        x = torch.roll(x, 1, dims=3)  # moves positions: incremental inference must stop before it
+        return self.head(F.relu(self.tail(torch.cat([x] * 2 + [x[:, :1]], 1))).mean((2, 3)))
+
+
+def occluded_copies(x: torch.Tensor, size: int, spots) -> torch.Tensor:
+    copies = [x.clone()]
+    for r, c in spots:
+        hidden = x.clone()
+        hidden[:, r : r + size, c : c + size] = -1.0
+        copies.append(hidden)
+    return torch.stack(copies)
+
+
+def test_incremental_forward_handles_every_window_and_stops_at_unknown_operations():
+    from cnnlab.inspect.incremental import IncrementalForward
+
+    model = seeded(OddGeometryNet(), 3).eval()
+    x = torch.randn(2, 32, 32)
+    batch = occluded_copies(x, 5, [(0, 0), (27, 27), (13, 6), (0, 30), (31, 31)])
+    for full_fraction in (1.01, 0.7, 0.0):  # crops everywhere; the default; whole maps from the start
+        runner = IncrementalForward(model, x, full_fraction=full_fraction)
+        assert runner.enabled and "roll" in runner.reason, runner.describe()
+        with torch.no_grad():
+            torch.testing.assert_close(runner(batch), model(batch), rtol=1e-5, atol=1e-5)
+    local = [s for s in runner.segments if s.geometry is not None]
+    assert local[0].geometry[0].stride == 1 and local[-1].geometry[0].stride in (1, 2)
+    assert runner.verify(batch)
+
+
+def test_incremental_forward_refuses_wrapping_padding_and_untraceable_models():
+    from cnnlab.inspect.incremental import IncrementalForward
+
+    circular = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular"), nn.Flatten(), nn.LazyLinear(2))
+    x = torch.randn(1, 8, 8)
+    circular(x.unsqueeze(0))
+    runner = IncrementalForward(circular.eval(), x)
+    assert not runner.enabled and "circular" in runner.reason and "plain forward passes" in runner.describe()
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x.sum((2, 3)) if x.mean() > 0 else -x.sum((2, 3))  # control flow on values
+
+    runner = IncrementalForward(Branchy(), x)
+    assert not runner.enabled
+    assert "training mode" in IncrementalForward(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten()), x).reason
+    batch = occluded_copies(x, 3, [(2, 2)])
+    torch.testing.assert_close(runner(batch), Branchy()(batch))
+
+
+def test_occlusion_incremental_equals_plain_passes_and_is_the_cpu_default_for_large_images(monkeypatch):
+    pytest.importorskip("captum")
+    import cnnlab.inspect.incremental as incremental_module
+    from cnnlab.inspect import occlusion
+
+    occlusion_module = sys.modules["cnnlab.inspect.occlusion"]  # the function shadows the submodule's name
+    model = seeded(models.create("lenet5-modern"), 2).eval()
+    x = torch.randn(1, 32, 32)
+    fast = occlusion(model, x, size=6, stride=3, incremental=True)
+    plain = occlusion(model, x, size=6, stride=3, incremental=False)
+    # equal up to float rounding (the convolution library may sum a crop in another order)
+    torch.testing.assert_close(fast.probs, plain.probs, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.attribution, plain.attribution, rtol=1e-4, atol=1e-5)
+
+    built: list[tuple[int, ...]] = []
+
+    class Counting(incremental_module.IncrementalForward):
+        def __init__(self, model, image, **kwargs):
+            built.append(tuple(image.shape))
+            super().__init__(model, image, **kwargs)
+
+    monkeypatch.setattr(occlusion_module, "IncrementalForward", Counting)
+    occlusion(model, x, size=8, stride=8)  # 32×32: planning would cost more than it saves
+    assert built == []
+    big = nn.Sequential(nn.Conv2d(1, 2, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+    occlusion(big.eval(), torch.randn(1, 112, 112), size=16, stride=16)
+    assert built == [(1, 112, 112)]
+
+
+def test_occlusion_falls_back_to_plain_passes_when_the_incremental_result_disagrees(monkeypatch):
+    pytest.importorskip("captum")
+    from cnnlab.inspect import occlusion
+    from cnnlab.inspect.incremental import IncrementalForward
+
+    torch.manual_seed(2)
+    model = models.create("lenet5-modern").eval()  # its own initialisation: logits of order 1
+    x = torch.randn(1, 32, 32)
+    expected = occlusion(model, x, size=8, stride=4, incremental=False)
+    broken = IncrementalForward.__call__
+    monkeypatch.setattr(IncrementalForward, "__call__", lambda self, batch: broken(self, batch) + 0.1)
+    with pytest.warns(UserWarning, match="Incremental occlusion disagreed with plain forward passes"):
+        result = occlusion(model, x, size=8, stride=4, incremental=True)
+    torch.testing.assert_close(result.probs, expected.probs)

@@ -181,3 +181,38 @@ def test_channel_mismatch_is_reported():
 def test_smallest_input_size_is_exact():
     model = models.create("lenet5-modern")
     assert models.smallest_input_size(model, 1) == 32
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_incremental_forward_equals_the_plain_forward(name):
+    """Occlusion's incremental inference: copies of an image with a square hidden somewhere (corners, edges,
+    middle, one copy left clean) give the model's own outputs, computing the early stages on crops only."""
+    from cnnlab.inspect.incremental import IncrementalForward
+    from cnnlab.inspect.occlusion import inference_copy
+
+    torch.manual_seed(0)
+    c, h, w = _test_side(name)
+    model = models.create(name).eval()
+    with torch.no_grad():  # BN statistics away from the identity (and deep ResNets kept finite)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(1.0, 2.0), m.weight.uniform_(0.3, 0.8)
+    x = torch.randn(c, h, w)
+    size = max(2, h // 5)
+    copies = [x.clone()]
+    for r, col in ((0, 0), (h - size, w - size), (h // 2 - size // 2, w // 3), (0, w - size - 1)):
+        hidden = x.clone()
+        hidden[:, r : r + size, col : col + size] = 0.0
+        copies.append(hidden)
+    batch = torch.stack(copies)
+    # full_fraction > 1: crops wherever the network is spatially local, however large (test every segment)
+    runner = IncrementalForward(inference_copy(model), x, full_fraction=1.01)
+    with torch.no_grad():
+        expected = model(batch)
+        got = runner(batch)
+    if name.startswith("maxout"):  # data-dependent Python control flow: torch.fx cannot trace it
+        assert not runner.enabled and "control flow" in runner.reason
+    else:
+        assert runner.enabled and sum(s.geometry is not None for s in runner.segments) >= 3, runner.describe()
+    scale = 1 + expected.abs().max().item()
+    assert (got - expected).abs().max().item() <= 1e-4 * scale

@@ -2,7 +2,9 @@
 
 - occlusion: ResNet-50 (cnnlab's zoo if registered, else torchvision's, random weights: the cost does not
   depend on them) on one 224×224 image, a 32×32 square at stride 8 = 25×25 = 625 occluded copies, in float32
-  and bfloat16; target < 30 s on 2 CPU cores. LeNet-5 on 32×32 with the default square for comparison.
+  and bfloat16; target < 30 s on 2 CPU cores. In float32 the plain way (Captum's ``Occlusion`` on the model
+  as it is, same batching) runs in the same call, rounds alternating, for the speed-up column. LeNet-5 on
+  32×32 with the default square for comparison.
 - top patches: LeNet-5 (faithful and modern) over MNIST's 60,000 training images (real MNIST from
   ``$CNNLAB_MNIST`` or ../shared/datasets/MNIST/raw beside the checkout if present, else synthetic uint8
   images of the same shape: the cost does not depend on the pixels), at the first stage and at the default
@@ -40,6 +42,8 @@ class VizBenchRow:
         items: occluded copies or images processed; ``seconds``: wall time of the view (best of ``repeats``).
         target_seconds: the goal for this workload on 2 CPU cores (None for comparison rows).
         device, threads, torch: where and with what it ran; ``note``: data source and caveats.
+        plain_seconds: the same job done the plain way in the same run (occlusion: Captum's ``Occlusion`` on
+            the model as it is, same batching and precision), None where not measured.
     """
 
     view: str
@@ -52,13 +56,19 @@ class VizBenchRow:
     threads: int
     torch: str
     note: str = ""
+    plain_seconds: float | None = None
 
     @property
     def items_per_s(self) -> float:
         return self.items / self.seconds
 
+    @property
+    def speedup(self) -> float | None:
+        """plain seconds / our seconds (> 1: ours is faster)."""
+        return self.plain_seconds / self.seconds if self.plain_seconds else None
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "items_per_s": self.items_per_s}
+        return {**asdict(self), "items_per_s": self.items_per_s, "speedup": self.speedup}
 
 
 def read_mnist_images(root: Path | None = None, split: str = "train") -> torch.Tensor | None:
@@ -100,6 +110,32 @@ def _best_of(repeats: int, run, device: torch.device) -> float:
     return best
 
 
+def plain_captum_occlusion(
+    model: torch.nn.Module, x: torch.Tensor, size: int, stride: int, *, batch_size: int, precision: str
+) -> torch.Tensor:
+    """Occlusion the plain way: Captum's ``Occlusion`` on the model as it is, probabilities of the predicted
+    class, ``batch_size`` copies per forward pass (optionally under bfloat16 autocast)."""
+    from captum.attr import Occlusion
+
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return model(batch).float().softmax(dim=1)
+
+    batch = x.unsqueeze(0)
+    with torch.no_grad():
+        target = int(forward(batch).argmax())
+        return Occlusion(forward).attribute(
+            batch,
+            sliding_window_shapes=(x.shape[0], size, size),
+            strides=(x.shape[0], stride, stride),
+            baselines=0.0,
+            target=target,
+            perturbations_per_eval=batch_size,
+        )
+
+
 def bench_occlusion(
     model: torch.nn.Module,
     name: str,
@@ -112,8 +148,11 @@ def bench_occlusion(
     repeats: int = 1,
     target: float | None = None,
     device: torch.device,
+    incremental: bool | None = None,
+    compare_plain: bool = False,
 ) -> VizBenchRow:
-    """Time :func:`cnnlab.inspect.occlusion` on one random ``side``×``side`` image (after a one-batch warm-up)."""
+    """Time :func:`cnnlab.inspect.occlusion` on one random ``side``×``side`` image (after a one-batch warm-up);
+    with ``compare_plain``, also :func:`plain_captum_occlusion` in the same run, rounds alternating."""
     from cnnlab.inspect.occlusion import occlusion, positions
 
     generator = torch.Generator().manual_seed(0)
@@ -121,21 +160,29 @@ def bench_occlusion(
     with torch.no_grad():  # warm-up: allocator, oneDNN primitives, autocast caches
         occlusion(model, x, size=side, stride=side, batch_size=batch_size, precision=precision)
     count = len(positions(side, size, stride)) ** 2
-    seconds = _best_of(
-        repeats,
-        lambda: occlusion(model, x, size=size, stride=stride, batch_size=batch_size, precision=precision),
-        device,
+    ours = lambda: occlusion(  # noqa: E731
+        model, x, size=size, stride=stride, batch_size=batch_size, precision=precision, incremental=incremental
     )
+    plain = lambda: plain_captum_occlusion(  # noqa: E731
+        model, x, size, stride, batch_size=batch_size, precision=precision
+    )
+    seconds, plain_seconds = float("inf"), float("inf")
+    for _ in range(repeats):
+        seconds = min(seconds, _best_of(1, ours, device))
+        if compare_plain:
+            plain_seconds = min(plain_seconds, _best_of(1, plain, device))
+    mode = {None: "", True: ", incremental", False: ", not incremental"}[incremental]
     return VizBenchRow(
         "occlusion",
         name,
-        f"{side}×{side}, square {size} stride {stride}, {precision}, batch {batch_size}",
+        f"{side}×{side}, square {size} stride {stride}, {precision}, batch {batch_size}{mode}",
         count,
         seconds,
         target,
         str(device),
         torch.get_num_threads(),
         torch.__version__,
+        plain_seconds=plain_seconds if compare_plain else None,
     )
 
 
@@ -211,6 +258,8 @@ def bench_viz(
                 repeats=repeats,
                 target=None if quick else 30.0,
                 device=device,
+                incremental=True if quick else None,  # quick: 64 px would pick plain passes
+                compare_plain=precision == "float32",
             )
         )
     from cnnlab import models
@@ -249,11 +298,14 @@ def run(quick: bool = False, device: str = "cpu") -> list[VizBenchRow]:
 
 def format_rows(rows: list[VizBenchRow]) -> str:
     """A plain-text table of the rows."""
-    lines = [f"{'view':<12} {'model':<24} {'seconds':>8} {'target':>7} {'items/s':>10}  workload"]
+    lines = [
+        f"{'view':<12} {'model':<24} {'seconds':>8} {'target':>7} {'items/s':>10} {'plain s':>8} {'×':>6}  workload"
+    ]
     for r in rows:
         target = f"{r.target_seconds:g}" if r.target_seconds else "-"
+        plain = f"{r.plain_seconds:>8.2f} {r.speedup:>5.2f}×" if r.plain_seconds else f"{'-':>8} {'-':>6}"
         lines.append(
-            f"{r.view:<12} {r.model:<24} {r.seconds:>8.2f} {target:>7} {r.items_per_s:>10,.0f}  {r.workload}"
+            f"{r.view:<12} {r.model:<24} {r.seconds:>8.2f} {target:>7} {r.items_per_s:>10,.0f} {plain}  {r.workload}"
             + (f" ({r.note})" if r.note else "")
         )
     first = rows[0] if rows else None

@@ -298,7 +298,20 @@ def _view_top_patches(
 
 
 def _view_occlusion(
-    ctx: ViewContext, images, layer, channel, *, count, data, data_root, size, stride, batch_size, precision, target
+    ctx: ViewContext,
+    images,
+    layer,
+    channel,
+    *,
+    count,
+    data,
+    data_root,
+    size,
+    stride,
+    batch_size,
+    precision,
+    incremental,
+    target,
 ) -> list[Path]:
     from cnnlab.inspect.occlusion import occlusion, render_occlusion
 
@@ -314,6 +327,7 @@ def _view_occlusion(
             baseline=ctx.grey_baseline(),
             batch_size=batch_size,
             precision=precision,
+            incremental={"auto": None, "on": True, "off": False}[incremental],
         )
         fig = render_occlusion(result, item.display, ctx.classes, item.label)
         paths.append(save(fig, ctx.path("occlusion", item.name)))
@@ -469,6 +483,13 @@ VIEWS: dict[str, ViewSpec] = {
                     "float32",
                     "float32, or bfloat16: ~2× faster on BF16 CPUs, less exact",
                     ("float32", "bfloat16"),
+                ),
+                ViewOption(
+                    "incremental",
+                    str,
+                    "auto",
+                    "compute early layers only where the square changes them: auto (CPU, images ≥ 112×112), on, off",
+                    ("auto", "on", "off"),
                 ),
                 _TARGET,
             ),
