@@ -230,10 +230,21 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_auto_fast_path_is_plain_float32_on_cpu(tmp_path):
+def test_auto_fast_path_on_cpu_is_float32_and_channels_last_where_the_model_gains(tmp_path):
+    from dataclasses import replace
+
+    from cnnlab import models
+    from cnnlab.train.fastpath import resolve_fast_path
+
     trainer = _trainer(_config(epochs=1), tmp_path / "r")
-    assert trainer.fast.amp_dtype is None and not trainer.fast.channels_last and not trainer.scaler.is_enabled()
-    assert trainer.fast.describe() == "float32"
+    assert trainer.fast.amp_dtype is None and trainer.fast.channels_last and not trainer.scaler.is_enabled()
+    assert trainer.fast.describe() == "float32, channels_last"
+    conv = next(m for m in trainer.model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    cpu, config = torch.device("cpu"), trainer.config
+    assert not resolve_fast_path(config, cpu, models.create("maxout-mnist")).channels_last  # 0.88× in NHWC
+    assert not resolve_fast_path(config, cpu, nn.Linear(2, 2)).channels_last  # unknown models stay NCHW
+    assert not resolve_fast_path(replace(config, channels_last=False), cpu, trainer.model).channels_last
 
 
 def test_compiled_model_trains_like_eager(tmp_path, monkeypatch):

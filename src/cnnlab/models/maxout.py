@@ -62,6 +62,8 @@ class MaxoutNet(FullyConnectedHeadModel):
         input_size: (H, W) of the images, which fixes the width of the first fully connected layer.
     """
 
+    cpu_channels_last = False  # its channel-group max is 0.88× as fast in NHWC on the CPU (see ClassifierModel)
+
     def __init__(
         self,
         table: list[tuple],

@@ -52,7 +52,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # ---- speed (none of these changes what is computed beyond float rounding) ----
     amp: str = "auto"  # auto (bf16 on CUDA; fp16 on GPUs without bf16; off on CPU/MPS) | bf16 | fp16 | off
-    channels_last: bool | None = None  # NHWC memory layout (None: on for CUDA, where cuDNN's fast kernels want it)
+    channels_last: bool | None = None  # NHWC layout (None: on CUDA; on the CPU where the model gains from it)
     compile: bool = False  # torch.compile the model (minutes of compile time; pays off on long GPU runs)
     cuda_graphs: bool = False  # capture the whole step as one CUDA graph (small models on CUDA; drops last batch)
     cudnn_benchmark: bool = True  # on CUDA, let cuDNN time its algorithms once per input shape and keep the fastest

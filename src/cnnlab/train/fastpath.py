@@ -45,8 +45,11 @@ class FastPath:
             torch.backends.cudnn.benchmark = True
 
 
-def resolve_fast_path(config, device: torch.device) -> FastPath:
+def resolve_fast_path(config, device: torch.device, model: torch.nn.Module | None = None) -> FastPath:
     """The settings ``config`` asks for on ``device`` ("auto" and None decided here).
+
+    Channels-last, when the config leaves it to us (None): on CUDA always; on the CPU where ``model`` says
+    it gains from it (``cpu_channels_last``, true for most of the zoo; unknown models stay NCHW).
 
     Raises:
         ConfigError: a setting the device cannot do (CUDA graphs off CUDA).
@@ -55,7 +58,9 @@ def resolve_fast_path(config, device: torch.device) -> FastPath:
     if config.amp == "auto" and device.type == "cuda":  # pre-Ampere GPUs have no fast bf16: fp16 there
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     # auto elsewhere: None. CPU bf16 autocast works but is slower than float32 on most CPUs.
-    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    channels_last = config.channels_last
+    if channels_last is None:
+        channels_last = device.type == "cuda" or (device.type == "cpu" and getattr(model, "cpu_channels_last", False))
     if config.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"--cuda-graphs needs a CUDA device; this run is on {device}. Leave --cuda-graphs off.")
     if config.cuda_graphs and dtype == torch.float16:

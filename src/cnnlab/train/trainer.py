@@ -139,7 +139,7 @@ class Trainer:
         self.reporter = (reporter or QuietReporter()) if self.is_main else QuietReporter()
         self.callbacks = callbacks if self.is_main else ()
         self.epoch_hooks = epoch_hooks
-        self.fast = resolve_fast_path(cfg, device)
+        self.fast = resolve_fast_path(cfg, device, self.model)
         self.fast.apply_global_settings()
         if self.world_size > 1:  # own dropout masks per process (the model was initialised before, identically)
             torch.manual_seed(cfg.seed * 1_000_003 + self.rank)
