@@ -152,7 +152,8 @@ def test_finetune_command_freezes_records_and_uses_the_learning_rates(cli, train
     )
     groups = tuned["train_state"]["optimizer"]["param_groups"]
     assert sorted(g["initial_lr"] for g in groups) == [0.002, 0.01]
-    code, _, err = cli("finetune", trained_run, "--data", "digits", "--freeze", "c9", "--device", "cpu")
+    bad = ["--freeze", "c9", "--device", "cpu", "--out", str(tmp_path / "bad")]
+    code, _, err = cli("finetune", trained_run, "--data", "digits", *bad)
     assert code == 2 and "Unknown stage 'c9'" in err
 
 
