@@ -160,12 +160,14 @@ def bench_occlusion(
     with torch.no_grad():  # warm-up: allocator, oneDNN primitives, autocast caches
         occlusion(model, x, size=side, stride=side, batch_size=batch_size, precision=precision)
     count = len(positions(side, size, stride)) ** 2
-    ours = lambda: occlusion(  # noqa: E731
-        model, x, size=size, stride=stride, batch_size=batch_size, precision=precision, incremental=incremental
-    )
-    plain = lambda: plain_captum_occlusion(  # noqa: E731
-        model, x, size, stride, batch_size=batch_size, precision=precision
-    )
+    options = {"batch_size": batch_size, "precision": precision}
+
+    def ours() -> None:
+        occlusion(model, x, size=size, stride=stride, incremental=incremental, **options)
+
+    def plain() -> None:
+        plain_captum_occlusion(model, x, size, stride, **options)
+
     seconds, plain_seconds = float("inf"), float("inf")
     for _ in range(repeats):
         seconds = min(seconds, _best_of(1, ours, device))

@@ -129,7 +129,11 @@ _POINTWISE_METHODS = {
 
 @dataclass(frozen=True)
 class AxisGeometry:
-    """Along one axis, output position j depends on input positions [j·stride + lo, j·stride + hi]."""
+    """Along one axis, output position j depends on input positions [j·stride + lo, j·stride + hi].
+
+    Not :class:`cnnlab.layers.ReceptiveField` (or :mod:`cnnlab.inspect.fields`): those describe square windows
+    by a float centre for display and treat any shape-keeping operation as element-wise; cropping needs integer
+    bounds per axis and must refuse what it does not know, or the crops would be silently wrong."""
 
     stride: int = 1
     lo: int = 0
@@ -150,6 +154,7 @@ class AxisGeometry:
 
 
 Geometry = tuple[AxisGeometry, AxisGeometry]  # (rows, columns)
+_IDENTITY: Geometry = (AxisGeometry(), AxisGeometry())  # position j depends on position j only
 
 
 def _pair(value) -> tuple[int, int]:
@@ -173,7 +178,7 @@ def _avg_pool2d_args(
     return locals()
 
 
-def _window_geometry(g: Geometry, kernel, stride, padding, dilation=1) -> Geometry | None:
+def _window_geometry(g: Geometry, kernel, stride, padding, dilation=1) -> Geometry:
     if isinstance(padding, str):
         if padding == "valid":
             padding = 0
@@ -292,7 +297,6 @@ class _Segment:
     geometry: Geometry | None  # None: not spatially local (runs on whole maps)
     in_size: tuple[int, int]
     out_size: tuple[int, int]
-    has_window: bool  # contains a convolution, pooling or strided slice (pure element-wise segments merge)
 
 
 def _cuts(graph: fx.Graph) -> list[fx.Node]:
@@ -392,37 +396,37 @@ class IncrementalForward:
             cuts.append(output)
 
         # Geometry of each segment between consecutive cuts; stop at the first that is not spatially local.
-        pieces: list[tuple[fx.Node, fx.Node, Geometry | None, bool]] = []
+        pieces: list[tuple[fx.Node, fx.Node, Geometry | None]] = []
         local = True
         for start, end in itertools.pairwise(cuts):
-            geometry, has_window = None, True
+            geometry = None
             if local:
-                geometries: dict[fx.Node, Geometry | None] = {start: (AxisGeometry(), AxisGeometry())}
+                geometries: dict[fx.Node, Geometry | None] = {start: _IDENTITY}
                 try:
                     for n in nodes[nodes.index(start) + 1 : nodes.index(end) + 1]:
                         geometries[n] = _node_geometry(n, traced, geometries)
                     geometry = geometries[end]
-                    has_window = geometry != (AxisGeometry(), AxisGeometry())
                 except _Unsupported as error:
                     self.reason = f"incremental up to {start.name}; {error}"
                     local = False
-            pieces.append((start, end, geometry, has_window))
-        # Merge element-wise pieces into the piece before (a ReLU after a convolution is one segment).
+            pieces.append((start, end, geometry))
+        # Merge element-wise pieces (identity geometry) into the piece before: a ReLU after a convolution is one
+        # segment, and so is everything after the last spatially local piece.
         merged: list[list] = []
-        for start, end, geometry, has_window in pieces:
-            if merged and geometry is not None and merged[-1][2] is not None and not has_window:
-                merged[-1][1] = end  # same geometry: element-wise ops keep positions
-            elif merged and geometry is None and merged[-1][2] is None:
-                merged[-1][1] = end
+        for start, end, geometry in pieces:
+            previous = merged[-1][2] if merged else _IDENTITY
+            element_wise = previous is not None and geometry == _IDENTITY
+            if merged and (element_wise or previous is geometry is None):
+                merged[-1][1] = end  # the composite keeps the earlier piece's geometry
             else:
-                merged.append([start, end, geometry, has_window])
-        for start, end, geometry, has_window in merged:
+                merged.append([start, end, geometry])
+        for start, end, geometry in merged:
             in_shape, out_shape = _shape(start), _shape(end)
             module = _extract(traced, nodes, start, end)
             if geometry is not None and (len(in_shape) != 4 or len(out_shape) != 4):
                 geometry = None
             sizes = (tuple(in_shape[2:]), tuple(out_shape[2:])) if geometry is not None else ((0, 0), (0, 0))
-            self.segments.append(_Segment(module, geometry, sizes[0], sizes[1], has_window))
+            self.segments.append(_Segment(module, geometry, sizes[0], sizes[1]))
         # The clean image's map at every cut.
         with torch.no_grad():
             value = batch

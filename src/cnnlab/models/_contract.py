@@ -54,10 +54,10 @@ class ClassifierModel(nn.Module):
 
     has_weight_constraints = False  # True where a paper constrains the weights after each step (ZF Net, maxout)
 
-    # Whether the trainer's automatic layout picks channels-last (NHWC) on the CPU. Measured on 2 cores
-    # (training step, float32, docs/benchmarks.md): LeNet-5 1.18×, lenet5-modern 1.20×, resnet20 1.28×,
-    # nin-cifar 1.33×, vgg-a-bn 1.39× faster at 32 px; ResNet-18 0.98× and 0.94× at 32/64 px, within noise;
-    # maxout 0.88× (it says False). On CUDA the trainer picks channels-last for every model.
+    # Whether the trainer's automatic layout picks channels-last (NHWC) on the CPU. Training step, float32,
+    # 2 cores (`python scripts/channels_last_cpu.py`, docs/benchmarks.md): LeNet-5 1.18×, lenet5-modern 1.20×,
+    # resnet20 1.28×, nin-cifar 1.33×, vgg-a-bn 1.39× faster at 32 px; ResNet-18 0.98× and 0.94× at 32/64 px,
+    # within noise; maxout 0.88× (it says False). On CUDA the trainer picks channels-last for every model.
     cpu_channels_last = True
 
     def apply_weight_constraints_(self) -> None:
