@@ -125,10 +125,10 @@ def test_fp16_loss_scaler_state_is_checkpointed_and_resumes_exactly(tmp_path):
     assert straight.scaler.is_enabled()
     straight.fit()
     payload = load_checkpoint(straight.run.run_dir.step_checkpoints()[0])  # step 3 of 8
-    assert payload["train_state"]["step"] == 3 and "scale" in payload["train_state"]["scaler"]
+    assert payload["train_state"]["step"] == 3 and "scale" in payload["train_state"]["parts"]["model"]["scaler"]
     resumed = _trainer(config, tmp_path / "resumed")
     resumed.load_state_dict(payload)
-    assert resumed.scaler.get_scale() == payload["train_state"]["scaler"]["scale"]
+    assert resumed.scaler.get_scale() == payload["train_state"]["parts"]["model"]["scaler"]["scale"]
     resumed.fit()
     _assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
     assert resumed.scaler.state_dict() == straight.scaler.state_dict()
@@ -283,9 +283,9 @@ def test_gradient_accumulation_equals_the_large_batch_gradient(tmp_path):
     grads = {}
     for k in (1, 3, 32):  # 32 = one image per micro-batch; 3 does not divide 32: uneven micro-batches
         trainer = _trainer(_config(epochs=1, accumulate_steps=k), tmp_path / f"k{k}")
-        trainer._update = lambda: None  # keep the gradient of the first step
+        trainer.steps._update = lambda state, graphed: None  # keep the gradient of the first step
         images, labels = next(iter(trainer.run.train_loader.batches(0)))
-        trainer._step(images, labels, labels.shape[0])
+        trainer.steps.step((images, labels), labels.shape[0])
         grads[k] = [p.grad.clone() for p in trainer.model.parameters()]
     for k in (3, 32):
         for a, b in zip(grads[1], grads[k], strict=True):

@@ -150,7 +150,7 @@ def test_finetune_command_freezes_records_and_uses_the_learning_rates(cli, train
     assert not torch.equal(
         tuned["model_state"]["features.c5.conv.weight"], source["model_state"]["features.c5.conv.weight"]
     )
-    groups = tuned["train_state"]["optimizer"]["param_groups"]
+    groups = tuned["train_state"]["parts"]["model"]["optimizer"]["param_groups"]
     assert sorted(g["initial_lr"] for g in groups) == [0.002, 0.01]
     bad = ["--freeze", "c9", "--device", "cpu", "--out", str(tmp_path / "bad")]
     code, _, err = cli("finetune", trained_run, "--data", "digits", *bad)

@@ -7,14 +7,18 @@ from cnnlab.train.evaluate import evaluate
 from cnnlab.train.objective import ClassificationObjective, Objective
 from cnnlab.train.optim import AlexNetSGD, make_optimizer, make_scheduler
 from cnnlab.train.setup import TrainingRun, build_run, model_from_checkpoint, resolve_device
+from cnnlab.train.task import ClassificationTask, Part, Task
 from cnnlab.train.trainer import Trainer
 
 __all__ = [
     "PAPER_RECIPES",
     "AlexNetSGD",
     "ClassificationObjective",
+    "ClassificationTask",
     "ModelEMA",
     "Objective",
+    "Part",
+    "Task",
     "TrainConfig",
     "Trainer",
     "TrainingRun",

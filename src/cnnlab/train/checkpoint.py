@@ -17,7 +17,7 @@ import torch
 from cnnlab.errors import CheckpointError, ConfigError
 
 FORMAT = "cnnlab-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tasks (a "task" name, per-optimiser "parts" in the training state); 1 is read too
 CHECKPOINT_NAME = "checkpoint.pt"  # the latest state of a run
 BEST_NAME = "best.pt"  # the end-of-epoch state with the lowest test error
 CHECKPOINTS_DIR = "checkpoints"  # step<N>.pt: the last few states
@@ -106,7 +106,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} was written by a newer cnnlab (format {payload['format_version']}); upgrade cnnlab to read it."
         )
-    for key in ("model", "model_state", "preprocessing", "classes"):
+    # A classifier's checkpoint (format 1 had no other) rebuilds its model from the registry; other tasks own
+    # their models, so their records only promise weights.
+    classifier = payload.get("task", "classification") == "classification"
+    for key in ("model", "model_state", "preprocessing", "classes") if classifier else ("model_state",):
         if key not in payload:
             raise CheckpointError(f"{path} is a damaged cnnlab checkpoint: its {key!r} record is missing.")
     return payload

@@ -10,10 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 class Reporter(Protocol):
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None: ...
-    def update(
-        self, batches_done: int, loss: float, accuracy: float, images_per_s: float, lr: float | None = None
-    ) -> None: ...
-    def end_epoch(self, row: dict) -> None: ...
+    def update(self, batches_done: int, text: str, images_per_s: float, lr: float | None = None) -> None: ...
+    def end_epoch(self, row: dict, text: str) -> None: ...
     def message(self, text: str) -> None: ...
 
 
@@ -29,34 +27,25 @@ class RichReporter:
             TextColumn(f"epoch {epoch + 1}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn(
-                "loss {task.fields[loss]:.4f} acc {task.fields[acc]:6.2%} lr {task.fields[lr]:.3g} "
-                "{task.fields[speed]:,.0f} img/s ETA"
-            ),
+            TextColumn("{task.fields[shown]}"),
             TimeRemainingColumn(),
             console=self.console,
         )
         self.progress.start()
-        self.task = self.progress.add_task(
-            "train", total=batches, completed=start_batch, loss=0.0, acc=0.0, speed=0.0, lr=0.0
-        )
+        # Nothing but the bar until the first sync point has numbers to show (no "loss 0.0000 0 img/s").
+        self.task = self.progress.add_task("train", total=batches, completed=start_batch, shown="")
 
-    def update(
-        self, batches_done: int, loss: float, accuracy: float, images_per_s: float, lr: float | None = None
-    ) -> None:
+    def update(self, batches_done: int, text: str, images_per_s: float, lr: float | None = None) -> None:
         assert self.progress is not None
-        fields = {"loss": loss, "acc": accuracy, "speed": images_per_s, **({"lr": lr} if lr is not None else {})}
-        self.progress.update(self.task, completed=batches_done, **fields)
+        rate = f" lr {lr:.3g}" if lr is not None else ""
+        shown = f"{text}{rate} {images_per_s:,.0f} img/s ETA"
+        self.progress.update(self.task, completed=batches_done, shown=shown)
 
-    def end_epoch(self, row: dict) -> None:
+    def end_epoch(self, row: dict, text: str) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        self.console.print(
-            f"  test loss {row['test_loss']:.4f}  test error {row['test_error']:.2%}  "
-            f"top-5 error {row['test_top5_error']:.2%}  lr {row['lr']:.3g}  "
-            f"({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)"
-        )
+        self.console.print(f"  {text}  lr {row['lr']:.3g}  ({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)")
 
     def message(self, text: str) -> None:
         if self.progress is not None:
@@ -71,12 +60,10 @@ class QuietReporter:
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None:
         pass
 
-    def update(
-        self, batches_done: int, loss: float, accuracy: float, images_per_s: float, lr: float | None = None
-    ) -> None:
+    def update(self, batches_done: int, text: str, images_per_s: float, lr: float | None = None) -> None:
         pass
 
-    def end_epoch(self, row: dict) -> None:
+    def end_epoch(self, row: dict, text: str) -> None:
         pass
 
     def message(self, text: str) -> None:

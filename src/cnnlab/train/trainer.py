@@ -1,13 +1,15 @@
-"""The training loop: steps, evaluation each epoch, atomic checkpoints, exact resume, safe stops, many GPUs.
+"""The engine: drives a :class:`~cnnlab.train.task.Task` through epochs, with evaluation, atomic checkpoints,
+exact resume, safe stops, AMP, channels-last, torch.compile, CUDA graphs and DDP — for every task alike.
 
-One step, the fast path (each part has a config flag):
+Three parts, each in its own module: the step (:mod:`cnnlab.train.step`: one function for the eager and the
+graphed path), the state (:meth:`Trainer.state_dict` / :meth:`Trainer.load_state_dict`: everything a checkpoint
+holds) and the monitoring (:mod:`cnnlab.train.monitor`: progress, TensorBoard, metrics.csv, summary.json).
+This module owns the loop that joins them.
 
-    images ─ channels_last ─▶ [autocast bf16/fp16 ─ objective] ─▶ backward (×accumulate_steps micro-batches,
-    DDP all-reduce on the last) ─▶ unscale + clip ─▶ optimiser (fused on CUDA) ─▶ schedule ─▶ EMA
-
-No host-device sync happens inside the loop: losses and counts are accumulated on the device and read at the
-named sync points, every ``log_every`` steps, at each checkpoint and at the end of the epoch. That is also
-where NaN/inf losses are detected and, with several processes, where metrics and stop requests are summed.
+No host-device sync happens inside the loop: losses and metric sums are accumulated on the device and read at
+the named sync points (:func:`~cnnlab.train.totals.sync_totals`), every ``log_every`` steps, at each checkpoint
+and at the end of the epoch. That is also where NaN/inf losses are detected and, with several processes, where
+metrics and stop requests are summed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -25,7 +26,6 @@ from torch import nn
 from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from cnnlab.train.distributed import (
     all_gather_object,
-    all_reduce_sum,
     broadcast_buffers,
     broadcast_object,
     convert_sync_batchnorm,
@@ -33,14 +33,16 @@ from cnnlab.train.distributed import (
     wrap_data_parallel,
 )
 from cnnlab.train.ema import ModelEMA
-from cnnlab.train.evaluate import evaluate
 from cnnlab.train.fastpath import resolve_fast_path
+from cnnlab.train.monitor import Monitor
 from cnnlab.train.objective import ClassificationObjective, Objective
 from cnnlab.train.optim import make_optimizer, make_scheduler
-from cnnlab.train.progress import QuietReporter, Reporter
+from cnnlab.train.progress import Reporter
 from cnnlab.train.provenance import git_revision, versions
-from cnnlab.train.resources import peak_memory
 from cnnlab.train.setup import TrainingRun
+from cnnlab.train.step import PartState, StepRunner, StepSettings
+from cnnlab.train.task import ClassificationTask, Task
+from cnnlab.train.totals import sync_totals
 
 EpochCallback = Callable[["Trainer", dict], None]
 
@@ -69,57 +71,52 @@ class _StopOnSignal:
 
 
 class _Dispatch(nn.Module):
-    """The module DDP and torch.compile wrap: its forward is the model's, or ``forward_with_aux``."""
+    """The module DDP and torch.compile wrap: its forward is the model's, or another of its methods by name
+    (``forward_with_aux``), so those calls go through the wrapper too."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor, with_aux: bool = False):
-        return self.model.forward_with_aux(images) if with_aux else self.model(images)
+    def forward(self, *args, method: str | None = None):
+        return getattr(self.model, method)(*args) if method else self.model(*args)
 
 
 class _TrainingView:
-    """What the objective receives in training when the model is wrapped (DDP, compiled): calls go through the
-    wrapper, so gradients are synchronised and compiled code runs; ``training``, ``aux_loss_weight`` and
-    ``parameters()`` are the model's, and ``forward_with_aux`` exists exactly when the model has it."""
+    """What a task receives in training when a model is wrapped (DDP, compiled): calls go through the wrapper,
+    so gradients are synchronised and compiled code runs; every other attribute is the model's, and
+    ``forward_with_aux`` exists exactly when the model has it (see :class:`~cnnlab.models.ClassifierModel`)."""
 
     def __init__(self, model: nn.Module, wrapped: nn.Module):
         self._model, self._wrapped = model, wrapped
         if hasattr(model, "forward_with_aux"):
-            self.forward_with_aux = lambda images: wrapped(images, True)
+            self.forward_with_aux = lambda images: wrapped(images, method="forward_with_aux")
 
-    @property
-    def training(self) -> bool:
-        return self._model.training
+    def __call__(self, *args):
+        return self._wrapped(*args)
 
-    @property
-    def aux_loss_weight(self) -> float:
-        return self._model.aux_loss_weight
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self._wrapped(images)
-
-    def parameters(self):
-        return self._model.parameters()
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
 
 
 class Trainer:
-    """Trains ``run.model`` on ``run.train_loader``, evaluating on ``run.test_loader`` after every epoch.
+    """Trains a task on ``run.train_loader``, evaluating after every epoch.
 
-    Under torch.distributed (``torchrun``; see :mod:`cnnlab.train.distributed`) the model is wrapped in
+    Under torch.distributed (``torchrun``; see :mod:`cnnlab.train.distributed`) each model is wrapped in
     DistributedDataParallel and only rank 0 reports, writes files and runs callbacks.
 
     Args:
         run: what :func:`~cnnlab.train.setup.build_run` built (after the process group, if any, exists).
-        objective: the loss to minimise (default: classification with ``config.loss`` and label smoothing).
+        task: what to train (default: classification of ``run.model`` with ``objective``).
+        objective: for the default classification task: the loss (default: ``config.loss`` with label
+            smoothing; the adversarial objective is another).
         reporter: progress display (default: none).
         callbacks: called as ``callback(trainer, row)`` after each epoch's checkpoint is written (rank 0).
         epoch_hooks: called the same way in *every* process, before the callbacks: changes to the training
             itself that all processes must make alike (gradual unfreezing).
-        param_groups: optimiser parameter groups with their own keys, e.g. a fine-tuned head and body at two
-            learning rates (``[{"params": head, "lr": 0.01}, {"params": body, "lr": 0.001}]``); default: all
-            trainable parameters at ``config.lr``. Schedules scale every group's rate alike.
+        param_groups: for a one-optimiser task: parameter groups with their own keys, e.g. a fine-tuned head and
+            body at two learning rates (``[{"params": head, "lr": 0.01}, {"params": body, "lr": 0.001}]``);
+            default: all trainable parameters at ``config.lr``. Schedules scale every group's rate alike.
     """
 
     def __init__(
@@ -130,46 +127,83 @@ class Trainer:
         callbacks: tuple[EpochCallback, ...] = (),
         epoch_hooks: tuple[EpochCallback, ...] = (),
         param_groups: list[dict] | None = None,
+        task: Task | None = None,
     ):
-        self.run, self.config, self.model = run, run.config, run.model
+        self.run, self.config = run, run.config
         cfg, device = self.config, run.device
+        if task is None:
+            task = ClassificationTask(run.model, objective or ClassificationObjective(cfg.loss, cfg.label_smoothing))
+        elif objective is not None:
+            raise ConfigError("Give either a task or an objective (for the default classification task), not both.")
+        self.task = task
+        self.objective = getattr(task, "objective", None)
         self.rank, self.world_size = rank_and_world_size()
         self.is_main = self.rank == 0
-        self.objective = objective or ClassificationObjective(cfg.loss, cfg.label_smoothing)
-        self.reporter = (reporter or QuietReporter()) if self.is_main else QuietReporter()
+        self.monitor = Monitor(run, task, reporter, self.is_main, cfg.tensorboard)
         self.callbacks = callbacks if self.is_main else ()
         self.epoch_hooks = epoch_hooks
-        self.fast = resolve_fast_path(cfg, device, self.model)
+        main_model = task.models[task.main]
+        self.fast = resolve_fast_path(cfg, device, main_model)
         self.fast.apply_global_settings()
         if self.world_size > 1:  # own dropout masks per process (the model was initialised before, identically)
             torch.manual_seed(cfg.seed * 1_000_003 + self.rank)
-        if self.world_size > 1 and cfg.sync_bn:
-            self.model = convert_sync_batchnorm(self.model)
-        if self.fast.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        loader = run.train_loader
-        remainder = loader.num_samples % loader.batch_size
-        if self.fast.cuda_graphs and remainder:
-            self._drop_last_batch("--cuda-graphs replays one captured step, so every batch must have one shape")
-        elif self.world_size > 1 and 0 < remainder < self.world_size:
-            self._drop_last_batch(
-                f"its last global batch of {remainder} would leave some of the {self.world_size} processes without "
-                "an image, and DDP needs every process in every backward"
-            )
-        self.optimizer = make_optimizer(
-            self.model,
-            cfg.optimizer,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
+        for name, model in task.models.items():
+            model.to(device)
+            if self.world_size > 1 and cfg.sync_bn:
+                model = task.models[name] = convert_sync_batchnorm(model)
+            if self.fast.channels_last:
+                model.to(memory_format=torch.channels_last)
+        self.model = task.models[task.main]
+        if isinstance(task, ClassificationTask):
+            run.model = self.model
+        parts = task.parts()
+        if self.fast.cuda_graphs and len(parts) > 1:
+            raise ConfigError("--cuda-graphs captures one optimiser's step; this task has several. Turn it off.")
+        self._check_last_batch()
+        steps_per_epoch = len(run.train_loader)
+        self.parts = [self._part_state(part, param_groups if len(parts) == 1 else None, steps_per_epoch)
+                      for part in parts]  # fmt: skip
+        main_part = next(p for p in self.parts if task.main in p.part.models)
+        self.optimizer, self.scheduler, self.scaler = main_part.optimizer, main_part.scheduler, main_part.scaler
+        # The paper's rule on the weights after every step (ZF Net's filter RMS, maxout's max-norm balls)
+        self._weight_constraints = cfg.weight_constraints and getattr(self.model, "has_weight_constraints", False)
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        settings = StepSettings(cfg.accumulate_steps, cfg.clip_grad_norm, self.world_size, self.fast.autocast)
+        self.steps = StepRunner(task, self.parts, settings, self._constrain, self._average)
+        self._wrap()
+        self.epoch = 0  # completed epochs
+        self.batch = 0  # completed batches of the current epoch
+        self.step = 0  # completed optimisation steps
+        self.history: list[dict] = []
+        self._accumulators: dict | None = None
+        self._last_saved: tuple[int, int] | None = None  # (epoch, batch) of the newest checkpoint
+        self.static_record = {
+            **task.record(run),
+            "task": task.name,
+            "config": cfg.to_dict(),
+            "versions": versions(),
+            "git": git_revision(),
+        }
+
+    def _part_state(self, part, param_groups: list[dict] | None, steps_per_epoch: int) -> PartState:
+        cfg, device = self.config, self.run.device
+        options = {"optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum,
+                   "weight_decay": cfg.weight_decay, **part.options}  # fmt: skip
+        models = [self.task.models[name] for name in part.models]
+        holder = models[0] if len(models) == 1 else nn.ModuleList(models)
+        optimizer = make_optimizer(
+            holder,
+            options["optimizer"],
+            lr=options["lr"],
+            momentum=options["momentum"],
+            weight_decay=options["weight_decay"],
             decay_norm_and_bias=cfg.decay_norm_and_bias,
             device=device,
             capturable=self.fast.cuda_graphs,
             groups=param_groups,
         )
-        steps_per_epoch = len(loader)
-        self.scheduler = make_scheduler(
-            self.optimizer,
+        scheduler = make_scheduler(
+            optimizer,
             cfg.schedule,
             total_steps=cfg.epochs * steps_per_epoch,
             steps_per_epoch=steps_per_epoch,
@@ -178,33 +212,19 @@ class Trainer:
             milestones=cfg.milestones,
             warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.fast.uses_scaler)
-        # The paper's rule on the weights after every step (ZF Net's filter RMS, maxout's max-norm balls)
-        self._weight_constraints = cfg.weight_constraints and getattr(self.model, "has_weight_constraints", False)
-        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
-        self._wrap()
-        self._tensorboard = None
-        self._samples: tuple[torch.Tensor, torch.Tensor] | None = None  # test images shown in TensorBoard
-        self.epoch = 0  # completed epochs
-        self.batch = 0  # completed batches of the current epoch
-        self.step = 0  # completed optimisation steps
-        self.history: list[dict] = []
-        self._accumulators: dict | None = None
-        self._last_saved: tuple[int, int] | None = None  # (epoch, batch) of the newest checkpoint
-        self.static_record = {
-            "model": {
-                "name": cfg.model,
-                "num_classes": self.model.num_classes,
-                "in_chans": self.model.in_chans,
-                "options": dict(cfg.model_options),
-            },
-            "preprocessing": run.preprocessing.to_dict(),
-            "classes": list(run.dataset.classes),
-            "data": cfg.data,
-            "config": cfg.to_dict(),
-            "versions": versions(),
-            "git": git_revision(),
-        }
+        scaler = torch.amp.GradScaler(device.type, enabled=self.fast.uses_scaler)
+        return PartState(part, optimizer, scheduler, scaler, ddp=[])
+
+    def _check_last_batch(self) -> None:
+        loader = self.run.train_loader
+        remainder = loader.num_samples % loader.batch_size
+        if self.fast.cuda_graphs and remainder:
+            self._drop_last_batch("--cuda-graphs replays one captured step, so every batch must have one shape")
+        elif self.world_size > 1 and 0 < remainder < self.world_size:
+            self._drop_last_batch(
+                f"its last global batch of {remainder} would leave some of the {self.world_size} processes without "
+                "an image, and DDP needs every process in every backward"
+            )
 
     def _drop_last_batch(self, why: str) -> None:
         loader = self.run.train_loader
@@ -215,12 +235,31 @@ class Trainer:
             )
         if not loader.drop_last:
             loader.drop_last = True
-            self.reporter.message(f"note: dropping the last partial batch of every epoch: {why}.")
+            self.monitor.message(f"note: dropping the last partial batch of every epoch: {why}.")
+
+    @property
+    def reporter(self) -> Reporter:
+        return self.monitor.reporter
 
     @property
     def eval_model(self) -> nn.Module:
         """The weights that are evaluated and saved as ``model_state``: the EMA when on, else the model."""
         return self.ema.module if self.ema is not None else self.model
+
+    def _eval_nets(self) -> dict[str, nn.Module]:
+        return {**self.task.models, self.task.main: self.eval_model}
+
+    def _constrain(self) -> None:
+        if self._weight_constraints:
+            self.model.apply_weight_constraints_()
+
+    def _average(self, graphed: bool) -> None:
+        if self.ema is None:
+            return
+        if graphed:
+            self.ema.update_with_tensor_decay(self._ema_decay)
+        else:
+            self.ema.update()
 
     # ---- state -------------------------------------------------------------------------------------------
     def state_dict(self, complete: bool = False) -> dict:
@@ -229,32 +268,38 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         per_rank = all_gather_object(rng)  # dropout masks differ per process; each resumes its own stream
+        parts = {}
+        for state in self.parts:
+            saved = {"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict()}
+            if state.scaler.is_enabled():
+                saved["scaler"] = state.scaler.state_dict()
+            parts[state.part.name] = saved
         train_state = {
             "epoch": self.epoch,
             "batch": self.batch,
             "step": self.step,
             "complete": complete,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "parts": parts,
             "rng": per_rank[0],
             "rng_per_rank": per_rank,
             "accumulators": self._accumulators,
             "world_size": self.world_size,
+            "task_state": self.task.state_dict(),
         }
-        if self.scaler.is_enabled():
-            train_state["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
             train_state["ema_updates"] = self.ema.updates
             train_state["raw_model_state"] = self.model.state_dict()  # what training continues from
+        others = {name: m.state_dict() for name, m in self.task.models.items() if name != self.task.main}
         return {
             **self.static_record,
             "model_state": self.eval_model.state_dict(),  # what eval/predict use: the EMA weights when on
+            **({"model_states": others} if others else {}),
             "history": list(self.history),
             "train_state": train_state,
         }
 
     def load_state_dict(self, payload: dict) -> None:
-        """Continue from a checkpoint written by :meth:`state_dict`: model, EMA, optimiser, schedule, scaler,
+        """Continue from a checkpoint written by :meth:`state_dict`: models, EMA, optimisers, schedules, scalers,
         RNG, running metrics and position, so the run goes on exactly as if never stopped."""
         state = payload.get("train_state")
         if state is None:
@@ -267,18 +312,18 @@ class Trainer:
             self.ema.updates = int(state["ema_updates"])
         else:
             self.model.load_state_dict(state.get("raw_model_state", payload["model_state"]))
-        self.optimizer.load_state_dict(state["optimizer"])
-        try:
-            self.scheduler.load_state_dict(state["scheduler"])
-        except KeyError:  # written by an older cnnlab with another scheduler class: recompute η at this step
-            self.scheduler.last_epoch = state["step"]
-            lambdas = zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True)
-            rates = [base * factor(state["step"]) for base, factor in lambdas]
-            for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
-                group["lr"] = rate
-            self.scheduler._last_lr = rates
-        if self.scaler.is_enabled() and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+        for name, model_state in payload.get("model_states", {}).items():
+            self.task.models[name].load_state_dict(model_state)
+        # Written before tasks (format 1): one optimiser, its state at the top of the training state.
+        saved_parts = state.get("parts") or {self.parts[0].part.name: state}
+        if set(saved_parts) != {p.part.name for p in self.parts}:
+            raise CheckpointError(
+                f"This checkpoint's optimisers {sorted(saved_parts)} are not this task's "
+                f"{sorted(p.part.name for p in self.parts)}; it was written by another task."
+            )
+        for part in self.parts:
+            _load_part(part, saved_parts[part.part.name], state["step"])
+        self.task.load_state_dict(state.get("task_state", {}))
         per_rank = state.get("rng_per_rank") or [state["rng"]]
         rng = per_rank[self.rank] if len(per_rank) == self.world_size else per_rank[0]
         torch.set_rng_state(rng["cpu"])
@@ -287,9 +332,9 @@ class Trainer:
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.history = list(payload.get("history", []))
         # Saved running sums are already totals over processes: rank 0 continues them, the others restart at 0.
-        self._accumulators = state.get("accumulators") if self.rank == 0 else None
+        self._accumulators = _upgrade_accumulators(state.get("accumulators")) if self.rank == 0 else None
         if self._accumulators is None and self.batch:
-            self._accumulators = _zero_accumulators(self.run.device)
+            self._accumulators = self._zero_accumulators()
         self._last_saved = (self.epoch, self.batch)
 
     def save(self, complete: bool = False, best: bool = False) -> None:
@@ -327,11 +372,7 @@ class Trainer:
             NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
             TrainingInterrupted: SIGINT/SIGTERM; a resumable checkpoint was saved first.
         """
-        self._started = time.perf_counter()
-        if self.is_main and self.config.tensorboard and self._tensorboard is None:
-            from cnnlab.train.tensorboard import TensorBoardLogger
-
-            self._tensorboard = TensorBoardLogger(self.run.run_dir.tensorboard)
+        self.monitor.start()
         try:
             with _StopOnSignal() as stop:
                 while self.epoch < self.config.epochs:
@@ -345,16 +386,13 @@ class Trainer:
             self._write_summary("non-finite loss")
             raise
         finally:
-            if self._tensorboard is not None:
-                self._tensorboard.flush()
+            self.monitor.flush()
         self._write_summary("complete")
         return self.history
 
     def close(self) -> None:
         """Close the TensorBoard writer (fit flushes it; close when done with the trainer)."""
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = None
+        self.monitor.close()
 
     def _interrupted(self, signal_name: str) -> None:
         raise TrainingInterrupted(
@@ -364,23 +402,31 @@ class Trainer:
         )
 
     def _global_batch(self, batch_index: int, local: int) -> int:
-        """Images in global batch ``batch_index`` over all processes (this process has ``local`` of them)."""
+        """Samples in global batch ``batch_index`` over all processes (this process has ``local`` of them)."""
         if self.world_size == 1:
             return local
         loader = self.run.train_loader
         return min(loader.batch_size, loader.num_samples - batch_index * loader.batch_size)
 
     def _wrap(self) -> None:
-        """``train_model``: the model itself, or wrapped for DDP and/or torch.compile; no captured CUDA graph yet."""
-        self._ddp: nn.Module | None = None
-        self.train_model: nn.Module | _TrainingView = self.model
+        """What the task calls in training: each model itself, or wrapped for DDP and/or torch.compile; no
+        captured CUDA graph yet."""
+        nets: dict[str, object] = dict(self.task.models)
+        for part in self.parts:
+            part.ddp = []
         if self.world_size > 1 or self.fast.compile:
-            wrapped: nn.Module = _Dispatch(self.model)
-            if self.world_size > 1:
-                wrapped = self._ddp = wrap_data_parallel(wrapped, self.run.device)
-            if self.fast.compile:
-                wrapped = torch.compile(wrapped)
-            self.train_model = _TrainingView(self.model, wrapped)
+            for name, model in self.task.models.items():
+                wrapped: nn.Module = _Dispatch(model)
+                if self.world_size > 1:
+                    wrapped = wrap_data_parallel(wrapped, self.run.device)
+                    for part in self.parts:
+                        if name in part.part.models:
+                            part.ddp.append(wrapped)
+                if self.fast.compile:
+                    wrapped = torch.compile(wrapped)
+                nets[name] = _TrainingView(model, wrapped)
+        self.steps.nets = nets
+        self.train_model = nets[self.task.main]
         self._graphed = None
 
     def trainable_parameters_changed(self) -> None:
@@ -392,249 +438,159 @@ class Trainer:
         """
         self._wrap()
 
-    def _step(self, images: torch.Tensor, labels: torch.Tensor, global_n: int) -> tuple[torch.Tensor, ...]:
-        """One optimisation step on this process's part of a global batch of ``global_n`` images.
-
-        Each micro-batch's mean loss is weighted by its share of the global batch (× world size, which DDP's
-        gradient averaging divides out), so the summed gradient is the gradient of the global batch's mean
-        loss whatever the split: exact gradient accumulation and data parallelism.
-
-        Returns device tensors: (this process's share of the step's mean loss, its sum of per-image losses,
-        its number of correct top-1 predictions). No host sync.
-        """
-        cfg = self.config
-        k = cfg.accumulate_steps
-        chunks = [(x, y) for x, y in zip(images.tensor_split(k), labels.tensor_split(k), strict=True) if len(y)]
-        step_loss = loss_sum = correct = None
-        self.optimizer.zero_grad(set_to_none=True)
-        for i, (x, y) in enumerate(chunks):
-            share = y.shape[0] / global_n
-            sync = self._ddp.no_sync() if self._ddp is not None and i < len(chunks) - 1 else nullcontext()
-            with sync:
-                with self.fast.autocast():
-                    loss, logits = self.objective(self.train_model, x, y)
-                weight = share * self.world_size
-                self.scaler.scale(loss if weight == 1 else loss * weight).backward()
-            with torch.no_grad():
-                loss = loss.detach().float()
-                hits = (logits.argmax(dim=1) == y).sum()
-                part = (loss * share, loss.double() * y.shape[0], hits)
-                if step_loss is None:
-                    step_loss, loss_sum, correct = part
-                else:
-                    step_loss, loss_sum, correct = step_loss + part[0], loss_sum + part[1], correct + part[2]
-        self._update()
-        return step_loss, loss_sum, correct
-
-    def _update(self) -> None:
-        """Clip, optimiser step (through the loss scaler for fp16), schedule, EMA: after the gradients exist."""
-        if self.config.clip_grad_norm:
-            self.scaler.unscale_(self.optimizer)  # no-op without fp16
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm, foreach=True)  # no host sync
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)  # skips the step if a gradient overflowed (reads a flag: syncs)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        if self._weight_constraints:
-            self.model.apply_weight_constraints_()
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update()
-
-    def _graphed_step(self, images: torch.Tensor, labels: torch.Tensor, global_n: int) -> tuple[torch.Tensor, ...]:
-        """``_step`` through a captured CUDA graph (see graphs.py): same math, one launch."""
+    def _run_step(self, batch, global_n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step eagerly, or replayed from a CUDA graph captured on the first batch (same function)."""
+        if not self.fast.cuda_graphs:
+            return self.steps.step(batch, global_n)
         from cnnlab.train.graphs import GraphedStep
 
+        names = list(self.task.sums)
         if self._graphed is None:
-            self._ema_decay = torch.zeros((), device=images.device)
-            n = labels.shape[0]
+            self._ema_decay = torch.zeros((), device=self.run.device)
 
-            def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                with self.fast.autocast():
-                    loss, logits = self.objective(self.train_model, x, y)
-                loss.backward()
-                if self.config.clip_grad_norm:
-                    params = [p for group in self.optimizer.param_groups for p in group["params"]]
-                    torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm, foreach=True)
-                self.optimizer.step()
-                if self._weight_constraints:
-                    self.model.apply_weight_constraints_()
-                if self.ema is not None:
-                    self.ema.update_with_tensor_decay(self._ema_decay)
-                loss = loss.detach().float()
-                return loss, loss.double() * n, (logits.argmax(dim=1) == y).sum()
+            def captured(inputs: torch.Tensor, targets) -> tuple[torch.Tensor, ...]:
+                losses, sums = self.steps.step((inputs, targets), global_n, graphed=True)
+                return (losses, *(sums[n] for n in names))
 
-            modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
-            self._graphed = GraphedStep(step, images, labels, modules, self.optimizer)
+            modules = [*self.task.models.values()] + ([self.ema.module] if self.ema is not None else [])
+            self._graphed = GraphedStep(captured, batch[0], batch[1], modules, self.optimizer)
         if self.ema is not None:
             self._ema_decay.fill_(self.ema.current_decay())  # a device write between replays, no sync
             self.ema.updates += 1
-        outputs = self._graphed(images, labels)
+        outputs = self._graphed(*batch)
         self.scheduler.step()  # fills the device tensor η in place for the next replay
-        return tuple(o.clone() for o in outputs)
+        losses, *sums = (o.clone() for o in outputs)
+        return losses, dict(zip(names, sums, strict=True))
+
+    def _zero_accumulators(self) -> dict:
+        device = self.run.device
+        sums = {name: torch.zeros((), dtype=dtype, device=device) for name, dtype in self.task.sums.items()}
+        return {"sums": sums, "seen": 0, "seconds": 0.0}
 
     def _train_epoch(self, stop: _StopOnSignal) -> None:
-        cfg, run, model = self.config, self.run, self.model
+        cfg, run, task = self.config, self.run, self.task
         loader = run.train_loader
         batches = len(loader)
         device = run.device
-        acc = self._accumulators or _zero_accumulators(device)
-        loss_sum, correct = acc["loss_sum"].to(device), acc["correct"].to(device)
+        acc = self._accumulators or self._zero_accumulators()
+        sums = {name: value.to(device) for name, value in acc["sums"].items()}
         seen, seconds_before = acc["seen"], acc["seconds"]
-        self.reporter.start_epoch(self.epoch, cfg.epochs, batches, self.batch)
-        recent_losses = torch.empty(cfg.log_every, device=device)  # per-step losses since the last sync
+        self.monitor.start_epoch(self.epoch, cfg.epochs, batches, self.batch)
+        part_names = [p.part.name for p in self.parts]
+        recent_losses = torch.empty(cfg.log_every, len(part_names), device=device)  # since the last sync
         n_recent = 0
         seen_here, started = 0, time.perf_counter()
-        step_fn = self._graphed_step if self.fast.cuda_graphs else self._step
-        model.train()
-        for images, labels in loader.batches(self.epoch, self.batch):
-            if self.fast.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            global_n = self._global_batch(self.batch, labels.shape[0])
-            step_loss, step_loss_sum, step_correct = step_fn(images, labels, global_n)
+        for model in task.models.values():
+            model.train()
+        for batch in loader.batches(self.epoch, self.batch):
+            inputs, targets = batch
+            if self.fast.channels_last and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            batch = (inputs, targets)
+            n = task.count(batch)
+            step_losses, step_sums = self._run_step(batch, self._global_batch(self.batch, n))
             self.step += 1
             self.batch += 1
             with torch.no_grad():
-                recent_losses[n_recent] = step_loss
+                recent_losses[n_recent] = step_losses
                 n_recent += 1
-                loss_sum += step_loss_sum
-                correct += step_correct
-            seen += labels.shape[0]
-            seen_here += labels.shape[0]
+                for name, value in step_sums.items():
+                    sums[name] += value
+            seen += n
+            seen_here += n
             checkpoint_due = bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0
             # One process stops as soon as asked; several agree at the next sync point (a collective).
             stop_here = stop.requested is not None and self.world_size == 1
             if not (n_recent == cfg.log_every or self.batch == batches or checkpoint_due or stop_here):
                 continue
             # Sync point: the only host-device transfer of the step loop (and, distributed, one all-reduce).
-            flag = torch.tensor([1.0 if stop.requested else 0.0], dtype=torch.float64, device=device)
-            totals = torch.cat(
-                [
-                    recent_losses[:n_recent].double(),
-                    loss_sum.view(1),
-                    correct.double().view(1),
-                    torch.tensor([float(seen), float(seen_here)], dtype=torch.float64, device=device),
-                    flag,
-                ]
-            )
-            values = all_reduce_sum(totals).cpu()
-            bad = (~torch.isfinite(values[:n_recent])).nonzero()
+            counts = {"seen": seen, "seen_here": seen_here, "stop": 1.0 if stop.requested else 0.0}
+            totals = sync_totals(recent_losses[:n_recent], sums, counts, device)
+            bad = (~torch.isfinite(totals.recent)).nonzero()
             if len(bad):
-                self._non_finite(self.step - n_recent + int(bad[0]) + 1, float(values[int(bad[0])]))
-            global_seen, global_seen_here, stop_votes = float(values[-3]), float(values[-2]), float(values[-1])
+                row, column = (int(i) for i in bad[0])
+                self._non_finite(self.step - n_recent + row + 1, float(totals.recent[row, column]))
+            global_seen = totals.counts["seen"]
             elapsed = time.perf_counter() - started
             lr = float(self.optimizer.param_groups[0]["lr"])
-            recent_mean = float(values[:n_recent].mean())
-            speed = global_seen_here / max(elapsed, 1e-9)
-            mean_loss, accuracy = float(values[n_recent]) / global_seen, float(values[n_recent + 1]) / global_seen
-            self.reporter.update(self.batch, mean_loss, accuracy, speed, lr=lr)
-            if self._tensorboard is not None:
-                scalars = {"train/loss": recent_mean, "train/accuracy": accuracy, "train/lr": lr}
-                self._tensorboard.scalars(self.step, {**scalars, "train/images_per_s": speed})
+            speed = totals.counts["seen_here"] / max(elapsed, 1e-9)
+            recent_means = totals.recent.mean(dim=0).tolist()
+            recent = (
+                {"loss": recent_means[0]}
+                if len(part_names) == 1
+                else {f"{name}_loss": value for name, value in zip(part_names, recent_means, strict=True)}
+            )
+            shown = task.train_metrics(totals.sums, int(global_seen))
+            if "train_error" in shown:
+                recent["accuracy"] = 1 - shown["train_error"]
+            self.monitor.progress(
+                self.step, self.batch, task.progress_text(totals.sums, int(global_seen)), recent, speed, lr
+            )
             n_recent = 0
-            stopping = stop_votes > 0
+            stopping = totals.counts["stop"] > 0
             if checkpoint_due or stopping:
-                seconds = seconds_before + time.perf_counter() - started
                 self._accumulators = {
-                    "loss_sum": torch.tensor(float(values[-5]), dtype=torch.float64),  # totals over processes
-                    "correct": torch.tensor(int(values[-4]), dtype=torch.int64),
+                    "sums": {  # totals over processes
+                        name: torch.tensor(totals.sums[name], dtype=dtype) for name, dtype in task.sums.items()
+                    },
                     "seen": int(global_seen),
-                    "seconds": seconds,
+                    "seconds": seconds_before + time.perf_counter() - started,
                 }
                 if self.batch < batches or stopping:
                     self.save()
                 if stopping:
                     self._interrupted(stop.requested or "a signal to another process")
         seconds = seconds_before + time.perf_counter() - started
-        counts = torch.tensor([float(seen), float(seen_here)], dtype=torch.float64, device=device)
-        totals = all_reduce_sum(torch.cat([loss_sum.view(1), correct.double().view(1), counts]))
-        loss_total, correct_total, seen_total, seen_here_total = totals.cpu().tolist()  # sync (end of epoch)
+        totals = sync_totals(
+            torch.zeros(0, device=device), sums, {"seen": seen, "seen_here": seen_here}, device
+        )  # sync (end of epoch)
+        seen_total = totals.counts["seen"]
         if self.world_size > 1:  # every process scores its shard with rank 0's weights and BN statistics
-            broadcast_buffers(self.eval_model)
-        with self.fast.autocast():
-            result = evaluate(self.eval_model, run.test_loader, self.objective, distributed=self.world_size > 1)
+            for model in self._eval_nets().values():
+                broadcast_buffers(model)
+        evaluation = self._evaluate()
         row = {
             "epoch": self.epoch + 1,
-            "train_loss": loss_total / max(seen_total, 1),
-            "train_error": 1 - correct_total / max(seen_total, 1),
-            "test_loss": result["loss"],
-            "test_error": result["top1_error"],
-            "test_top5_error": result["top5_error"],
+            **task.train_metrics(totals.sums, int(seen_total)),
+            **evaluation,
             "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "images_per_s": seen_here_total / max(seconds - seconds_before, 1e-9),
+            "images_per_s": totals.counts["seen_here"] / max(seconds - seconds_before, 1e-9),
             "seconds": seconds,
             "train_images": int(seen_total),
         }
-        if not math.isfinite(row["test_loss"]):
-            self._non_finite(self.step, row["test_loss"], during="evaluation")
-        best_before = min((r["test_error"] for r in self.history), default=math.inf)
+        for key, value in evaluation.items():
+            if not math.isfinite(value):
+                self._non_finite(self.step, value, during=f"evaluation: {key}")
+        key = task.selection
+        best_before = min((r[key] for r in self.history), default=math.inf) if key else math.inf
+        is_best = key is not None and row[key] < best_before
         self.epoch, self.batch, self._accumulators = self.epoch + 1, 0, None
         self.history.append(row)
-        self.save(complete=self.epoch == cfg.epochs, best=row["test_error"] < best_before)
-        if self.is_main:
-            run.run_dir.write_metrics(self.history)
-            if self._tensorboard is not None:
-                self._log_epoch(row)
-        self.reporter.end_epoch(row)
+        self.save(complete=self.epoch == cfg.epochs, best=is_best)
+        with torch.no_grad(), self.fast.autocast():
+            self.monitor.end_epoch(self.step, row, self.history, self._eval_nets())
         for hook in self.epoch_hooks:
             hook(self, row)
         for callback in self.callbacks:
             callback(self, row)
 
-    def _log_epoch(self, row: dict) -> None:
-        assert self._tensorboard is not None
-        self._tensorboard.scalars(
-            self.step,
-            {
-                "epoch/train_loss": row["train_loss"],
-                "epoch/train_error": row["train_error"],
-                "test/loss": row["test_loss"],
-                "test/error": row["test_error"],
-                "test/top5_error": row["test_top5_error"],
-            },
-        )
-        if self._samples is None:  # the same 16 test images every epoch (taken once: a loader may start workers)
-            images, labels = next(iter(self.run.test_loader.batches()))
-            self._samples = images[:16].clone(), labels[:16].clone()
-        images, labels = self._samples
-        model = self.eval_model
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), self.fast.autocast():
-            logits = model(images)
-        model.train(was_training)
-        pre, classes = self.run.preprocessing, list(self.run.dataset.classes)
-        self._tensorboard.predictions(self.step, images, labels, logits, classes, pre.mean, pre.std)
+    def _evaluate(self) -> dict[str, float]:
+        """The task's evaluation, with every model in eval mode and no autograd (then back to training mode)."""
+        nets = self._eval_nets()
+        modes = {name: model.training for name, model in nets.items()}
+        for model in nets.values():
+            model.eval()
+        try:
+            with torch.no_grad(), self.fast.autocast():
+                return self.task.evaluate(nets, self.run, distributed=self.world_size > 1)
+        finally:
+            for name, model in nets.items():
+                model.train(modes[name])
 
     def _write_summary(self, status: str) -> None:
         """summary.json: best and last epoch, wall time, throughput, peak memory (rank 0)."""
-        if not self.is_main:
-            return
-        history = self.history
-        train_seconds = sum(r["seconds"] for r in history)
-        images = sum(r.get("train_images", 0) for r in history)
-        best = min(history, key=lambda r: r["test_error"]) if history else None
-        record = {
-            "status": status,
-            "model": self.config.model,
-            "data": self.config.data,
-            "epochs_completed": self.epoch,
-            "epochs": self.config.epochs,
-            "steps": self.step,
-            "best": best,
-            "last": history[-1] if history else None,
-            "wall_seconds": time.perf_counter() - getattr(self, "_started", time.perf_counter()),
-            "train_seconds": train_seconds,
-            "images_per_s": images / train_seconds if train_seconds > 0 else None,
-            "peak_memory": peak_memory(self.run.device),
-            "device": str(self.run.device),
-            "processes": self.world_size,
-            "fast_path": self.fast.describe(),
-            "versions": self.static_record["versions"],
-        }
-        self.run.run_dir.write_json("summary.json", record)
+        state = {"epoch": self.epoch, "step": self.step, "world_size": self.world_size}
+        self.monitor.write_summary(status, state, self.history, self.fast.describe(), self.static_record["versions"])
 
     def _non_finite(self, step: int, value: float, during: str = "training") -> None:
         checkpoint = self.run.run_dir.checkpoint
@@ -649,15 +605,33 @@ class Trainer:
         )
 
 
+def _load_part(part: PartState, saved: dict, step: int) -> None:
+    part.optimizer.load_state_dict(saved["optimizer"])
+    scheduler = part.scheduler
+    try:
+        scheduler.load_state_dict(saved["scheduler"])
+    except KeyError:  # written by an older cnnlab with another scheduler class: recompute η at this step
+        scheduler.last_epoch = step
+        lambdas = zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+        rates = [base * factor(step) for base, factor in lambdas]
+        for group, rate in zip(part.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates
+    if part.scaler.is_enabled() and "scaler" in saved:
+        part.scaler.load_state_dict(saved["scaler"])
+
+
+def _upgrade_accumulators(saved: dict | None) -> dict | None:
+    """Running sums as checkpointed; format 1 (before tasks) kept ``loss_sum`` and ``correct`` by name."""
+    if saved is None or "sums" in saved:
+        return saved
+    return {
+        "sums": {"loss": saved["loss_sum"], "correct": saved["correct"]},
+        "seen": saved["seen"],
+        "seconds": saved["seconds"],
+    }
+
+
 def _position(epoch: int, batch: int) -> str:
     """Where a state is, in words: "the end of epoch 3" or "epoch 4, batch 17" (epochs counted from 1)."""
     return f"the end of epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
-
-
-def _zero_accumulators(device: torch.device) -> dict:
-    return {
-        "loss_sum": torch.zeros((), dtype=torch.float64, device=device),
-        "correct": torch.zeros((), dtype=torch.int64, device=device),
-        "seen": 0,
-        "seconds": 0.0,
-    }
