@@ -234,5 +234,14 @@ def test_two_models_and_two_optimisers_train_under_torchrun(tmp_path):
     _same(payload["model_state"], rank0["generator"])
 
 
+def test_the_architecture_page_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    (example,) = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/architecture.md", "exec"), {"__name__": "docs_example"})
+    summary = json.loads((tmp_path / "runs" / "denoise" / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["task"] == "denoise"
+
+
 if __name__ == "__main__":
     _worker(sys.argv[1:])

@@ -511,6 +511,8 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             config.adv_alpha,
             config.adversarial,
             config.adv_steps,
+            loss=config.loss,
+            label_smoothing=config.label_smoothing,
         )
     trainer = Trainer(run, objective=objective, reporter=reporter, callbacks=(curves,))
     if payload is not None:

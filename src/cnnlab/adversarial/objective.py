@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.adversarial.attacks import check_epsilon, pgd
+from cnnlab.train.objective import LOSS_FUNCTIONS
 
 
 class AdversarialObjective:
@@ -24,6 +25,12 @@ class AdversarialObjective:
         alpha: weight of the clean loss (0.5 in the paper).
         method: "fgsm" or "pgd".
         pgd_steps: PGD iterations.
+        loss: ``cross_entropy`` or ``mse`` (``--loss``), for both terms.
+        label_smoothing: ε of both terms' targets in training (``--label-smoothing``).
+
+    Evaluation (``model.training`` False, as for :class:`~cnnlab.train.ClassificationObjective`) is the plain
+    loss of the clean images. Models with auxiliary classifiers (GoogLeNet) are refused: the paper's J̃ has no
+    term for them, and training them on clean images only would be a different objective.
     """
 
     def __init__(
@@ -34,9 +41,14 @@ class AdversarialObjective:
         alpha: float = 0.5,
         method: str = "fgsm",
         pgd_steps: int = 7,
+        loss: str = "cross_entropy",
+        label_smoothing: float = 0.0,
     ):
         from cnnlab.errors import ConfigError
 
+        if loss not in LOSS_FUNCTIONS:
+            raise ConfigError(f"--loss must be one of {sorted(LOSS_FUNCTIONS)}, got {loss!r}.")
+        self.loss_fn, self.label_smoothing = LOSS_FUNCTIONS[loss], label_smoothing
         if method not in ("fgsm", "pgd"):
             raise ConfigError(f"--adversarial must be fgsm or pgd, got {method!r}.")
         if not 0 <= alpha <= 1:
@@ -48,9 +60,18 @@ class AdversarialObjective:
     def __call__(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not torch.is_grad_enabled():  # evaluation: test metrics are the clean loss and predictions
+        if not model.training:  # evaluation: test metrics are the clean loss and predictions
             logits = model(images)
-            return F.cross_entropy(logits, labels), logits
+            return self.loss_fn(logits, labels), logits
+        if getattr(model, "aux_heads", None):
+            from cnnlab.errors import ConfigError
+
+            raise ConfigError(
+                "--adversarial cannot train a model with auxiliary classifiers (GoogLeNet's aux heads): Goodfellow's "
+                "objective has no term for them. Build it without them (--model-option aux_logits=false) or train "
+                "without --adversarial."
+            )
+        smoothing = self.label_smoothing
         mean, std = self.mean.to(images.device, images.dtype), self.std.to(images.device, images.dtype)
         if self.method == "fgsm" and not _fp16_autocast(images.device.type):
             # One backward pass of the clean loss gives both ∇ₓJ (for the example) and ∇θJ (for the update);
@@ -59,18 +80,18 @@ class AdversarialObjective:
             x = images.detach().requires_grad_(True)  # normalised; sign(∇pixels) = sign(∇x / std) = sign(∇x)
             with _InputConvTap(model, x) as tap:
                 logits = model(x)
-            clean = F.cross_entropy(logits, labels)
+            clean = self.loss_fn(logits, labels, smoothing)
             params = [p for p in model.parameters() if p.requires_grad]
             grads = torch.autograd.grad(clean, [x, *tap.outputs, *params], allow_unused=True)
             grad = tap.input_gradient(grads[0], grads[1 : 1 + len(tap.outputs)])
             clean_term = _replay_gradients(clean, params, grads[1 + len(tap.outputs) :])
             pixels = (images * std + mean).detach()  # (B, C, H, W) in [0, 1]
             adversarial = (pixels + self.eps * grad.sign()).clamp(0, 1)
-            adv_loss = F.cross_entropy(model((adversarial - mean) / std), labels)
+            adv_loss = self.loss_fn(model((adversarial - mean) / std), labels, smoothing)
             return self.alpha * clean_term + (1 - self.alpha) * adv_loss, logits
         pixels = (images * std + mean).detach().requires_grad_(True)  # (B, C, H, W) in [0, 1]
         logits = model((pixels - mean) / std)
-        clean = F.cross_entropy(logits, labels)
+        clean = self.loss_fn(logits, labels, smoothing)
         if self.method == "fgsm":
             # fp16: the clean backward above would run unscaled by the trainer's GradScaler and could underflow,
             # so keep the clean graph for the trainer's scaled backward instead (one more backward pass).
@@ -84,7 +105,7 @@ class AdversarialObjective:
 
             clean_term = clean
             adversarial = pgd(pixel_model, pixels.detach().clamp(0, 1), labels, self.eps, steps=self.pgd_steps)
-        adv_loss = F.cross_entropy(model((adversarial - mean) / std), labels)
+        adv_loss = self.loss_fn(model((adversarial - mean) / std), labels, smoothing)
         return self.alpha * clean_term + (1 - self.alpha) * adv_loss, logits
 
 

@@ -135,14 +135,23 @@ def list_datasets() -> list[str]:
 
 def get_dataset_info(name: str) -> DatasetInfo:
     if name.startswith("folder:"):
-        return DatasetInfo(name, _load_folder_spec, "your own images, one sub-folder per class", "crop-flip")
+        return DatasetInfo(name, _folder_loader(name), "your own images, one sub-folder per class", "crop-flip")
     if name not in _DATASETS:
         raise UnknownNameError("dataset", name, [*_DATASETS, "folder:PATH"])
     return _DATASETS[name]
 
 
-def _load_folder_spec(root: Path, fetch: bool = False, **kwargs: object) -> ImageDataset:
-    raise AssertionError("handled in load_dataset")  # pragma: no cover
+def _folder_loader(name: str) -> Callable[..., ImageDataset]:
+    """The loader of ``folder:PATH`` (relative paths are taken from the working directory, not the data root)."""
+
+    def load(root: Path, fetch: bool = False, val_split: float = 0.2, seed: int = 0) -> ImageDataset:
+        from cnnlab.data import sources  # sources builds on this module's records
+
+        if fetch:
+            raise DataError(f"{name} is your own folder: there is nothing to download.")
+        return sources.load_folder(name, root, val_split=val_split, seed=seed)
+
+    return load
 
 
 def default_data_root() -> Path:
@@ -163,15 +172,9 @@ def load_dataset(
         val_split: for ``folder:PATH`` without train/ and val/ sub-folders: the fraction held out for testing.
         seed: seed of that split.
     """
-    from cnnlab.data import sources
-
     root_path = Path(root).expanduser() if root is not None else default_data_root()
-    if name.startswith("folder:"):
-        if fetch:
-            raise DataError(f"{name} is your own folder: there is nothing to download.")
-        dataset = sources.load_folder(name, root_path, val_split=val_split, seed=seed)
-    else:
-        dataset = get_dataset_info(name).loader(root_path, fetch=fetch)
+    split = {"val_split": val_split, "seed": seed} if name.startswith("folder:") else {}
+    dataset = get_dataset_info(name).loader(root_path, fetch=fetch, **split)
     dataset.validate()
     return dataset
 

@@ -13,6 +13,25 @@ OPTIMIZERS = ("alexnet-sgd", "sgd", "adam", "adamw")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
+def option(default, help: str, *, choices=None, flag: str | None = None, resume: bool = False, cli: bool = True):
+    """A :class:`TrainConfig` field with what the command line needs to offer it (the ``train`` flags are
+    generated from these, as the ``viz`` flags are from :data:`~cnnlab.inspect.views.VIEWS`).
+
+    Args:
+        default: the field's default (``None``: the recipe's).
+        help: the flag's help text (say the unit and the default).
+        choices: the allowed values, if a closed set (or a function returning them, for tables defined later).
+        flag: how a boolean is set: ``"on"`` (``--name`` sets True), ``"off"`` (``--no-name`` sets False) or
+            ``"both"`` (``--name``/``--no-name``); other types take a value.
+        resume: ``--resume`` may change it (speed, devices, logging, length); every other field is the run's own.
+        cli: offered as a ``train`` flag (``model_options`` has its own repeatable ``--model-option``).
+    """
+    metadata = {"help": help, "choices": choices, "flag": flag, "resume": resume, "cli": cli}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. ``None`` means "the recipe's default for this model and data".
@@ -21,53 +40,121 @@ class TrainConfig:
     in :data:`RECIPES` > the defaults for every model (``RECIPES["*"]``).
     """
 
-    model: str = "lenet5"
-    data: str = "digits"
-    model_options: dict = field(default_factory=dict)  # the model's own keyword options, e.g. {"head": "softmax"}
-    recipe: str | None = None  # a paper's training recipe (PAPER_RECIPES), e.g. "alexnet-2012"
-    epochs: int | None = None  # passes over the training split
-    batch_size: int | None = None  # images per optimisation step, over all processes (the *global* batch)
-    lr: float | None = None  # η, learning rate per step (not scaled with the batch size)
-    optimizer: str | None = None  # alexnet-sgd (the 2012 paper's form) | sgd | adam | adamw (torch's)
-    momentum: float | None = None  # μ in Δw ← μ·Δw − wd·η·w − η·∂E/∂w; β1 for adam/adamw (default 0.9)
-    weight_decay: float | None = None  # wd in the same formula (AlexNet: 0.0005); decoupled for adamw
-    decay_norm_and_bias: bool = True  # False: no weight decay on biases and normalisation layers (own group)
-    schedule: str | None = None  # constant | step | multistep | cosine (to 0) | onecycle (default: cosine)
-    step_epochs: int | None = None  # step schedule: epochs between decays (default 10)
-    gamma: float | None = None  # step/multistep schedules: factor per decay (default 0.1)
-    milestones: list[int] | None = None  # multistep: optimisation steps at which η ×= gamma (ResNet: 32k, 48k)
-    warmup_epochs: float | None = None  # linear warm-up from ~0 to η over this many epochs (default 0: none)
-    label_smoothing: float = 0.0  # ε: targets (1 − ε)·one-hot + ε/K (Szegedy et al. 2016 used 0.1)
-    clip_grad_norm: float = 0.0  # clip the global L2 norm of the gradient to this (0: no clipping)
-    accumulate_steps: int = 1  # split each batch into this many micro-batches (memory); same gradient
-    ema_decay: float | None = None  # keep and evaluate an EMA of the weights, e.g. 0.999 per step (0: off)
-    augment: str | None = None  # augmentation preset(s), e.g. pad-crop-flip or crop+flip+pca (default: the dataset's)
-    adversarial: str | None = None  # fgsm | pgd: train on Goodfellow's J̃ = α·J(x) + (1 − α)·J(x_adv) (None: plain)
-    adv_eps: float = 0.25  # ε of the training attack, in pixel units (the pixel range is [0, 1])
-    adv_alpha: float = 0.5  # α: weight of the clean loss in J̃ (0.5 in Goodfellow et al. 2014)
-    adv_steps: int = 7  # pgd: iterations of the training attack
-    weight_constraints: bool = True  # apply the paper's rule after each step where a model has one (ZF, maxout)
-    loss: str = "cross_entropy"  # cross_entropy | mse (½·Σ(softmax − one-hot)², as in the beginner's guide)
-    seed: int = 0  # model init, data order and dropout; same seed on CPU -> bit-identical run
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    model: str = option("lenet5", "registered model name (default: lenet5; see `cnnlab models`)")
+    data: str = option("digits", "dataset name (default: digits, the 1,797 digits bundled with scikit-learn)")
+    # the model's own keyword options, e.g. {"head": "softmax"}
+    model_options: dict = option({}, "a model's own option", cli=False)  # noqa: RUF009 (a field() with metadata)
+    # a paper's training recipe (PAPER_RECIPES), e.g. "alexnet-2012"
+    recipe: str | None = option(
+        None, "a paper's optimisation settings; flags still win", choices=lambda: sorted(PAPER_RECIPES)
+    )
+    # passes over the training split
+    epochs: int | None = option(None, "passes over the training set (default: the recipe's; digits 40)", resume=True)
+    # images per optimisation step, over all processes (the *global* batch)
+    batch_size: int | None = option(None, "images per step (default: the recipe's; digits 16, else 32)")
+    # η, learning rate per step (not scaled with the batch size)
+    lr: float | None = option(
+        None, "learning rate η per step (default: the recipe: lenet5 0.003, head=softmax 0.1, others 0.05; ×10 for mse)"
+    )
+    # alexnet-sgd (the 2012 paper's form) | sgd | adam | adamw (torch's)
+    optimizer: str | None = option(None, "alexnet-sgd (default, the 2012 paper's form) | torch's", choices=OPTIMIZERS)
+    # μ in Δw ← μ·Δw − wd·η·w − η·∂E/∂w; β1 for adam/adamw (default 0.9)
+    momentum: float | None = option(None, "μ in Δw ← μΔw − wd·η·w − η·∂E/∂w; β1 for adam/adamw (default: 0.9)")
+    # wd in the same formula (AlexNet: 0.0005); decoupled for adamw
+    weight_decay: float | None = option(None, "wd in the same update (default: lenet5 0, others 5e-4)")
+    # False: no weight decay on biases and normalisation layers (own group)
+    decay_norm_and_bias: bool = option(True, "no weight decay on biases and normalisation layers", flag="off")
+    # constant | step | multistep | cosine (to 0) | onecycle (default: cosine)
+    schedule: str | None = option(
+        None, "learning-rate schedule, stepped per batch (default: cosine)", choices=SCHEDULES
+    )
+    # step schedule: epochs between decays (default 10)
+    step_epochs: int | None = option(None, "step schedule: epochs between decays (default: 10)")
+    # step/multistep schedules: factor per decay (default 0.1)
+    gamma: float | None = option(None, "step schedule: factor per decay (default: 0.1)")
+    # multistep: optimisation steps at which η ×= gamma (ResNet: 32k, 48k)
+    milestones: list[int] | None = option(  # noqa: RUF009 (a field() with metadata)
+        None, "multistep schedule: steps where η ×= gamma, e.g. 32000,48000"
+    )
+    # linear warm-up from ~0 to η over this many epochs (default 0: none)
+    warmup_epochs: float | None = option(None, "linear warm-up of η over this many epochs (default: 0)")
+    # ε: targets (1 − ε)·one-hot + ε/K (Szegedy et al. 2016 used 0.1)
+    label_smoothing: float = option(0.0, "ε: targets (1 − ε)·one-hot + ε/K (default: 0)")
+    # clip the global L2 norm of the gradient to this (0: no clipping)
+    clip_grad_norm: float = option(0.0, "clip the gradient's global L2 norm to this (default: off)")
+    # split each batch into this many micro-batches (memory); same gradient
+    accumulate_steps: int = option(1, "split each batch into N micro-batches: same gradient")
+    # keep and evaluate an EMA of the weights, e.g. 0.999 per step (0: off)
+    ema_decay: float | None = option(None, "evaluate and save an EMA of the weights, e.g. 0.999 (default: off)")
+    # augmentation preset(s), e.g. pad-crop-flip or crop+flip+pca (default: the dataset's)
+    augment: str | None = option(
+        None, "augmentation preset(s), e.g. none, pad-crop-flip, crop+flip+pca (default: the dataset's)"
+    )
+    # fgsm | pgd: train on Goodfellow's J̃ = α·J(x) + (1 − α)·J(x_adv) (None: plain)
+    adversarial: str | None = option(
+        None, "adversarial training: α·J(x) + (1 − α)·J(x + ε·sign ∇ₓJ)", choices=("fgsm", "pgd")
+    )
+    # ε of the training attack, in pixel units (the pixel range is [0, 1])
+    adv_eps: float = option(0.25, "ε of the training attack, pixel units in [0, 1] (default: 0.25)")
+    # α: weight of the clean loss in J̃ (0.5 in Goodfellow et al. 2014)
+    adv_alpha: float = option(0.5, "α, weight of the clean loss (default: 0.5, as Goodfellow et al.)")
+    # pgd: iterations of the training attack
+    adv_steps: int = option(7, "pgd: iterations of the training attack (default: 7)")
+    # apply the paper's rule after each step where a model has one (ZF, maxout)
+    weight_constraints: bool = option(
+        True, "skip the paper's per-step weight rule (ZF Net filter RMS 0.1, maxout max-norm)", flag="off"
+    )
+    # cross_entropy | mse (½·Σ(softmax − one-hot)², as in the beginner's guide)
+    loss: str = option("cross_entropy", "cross_entropy, or mse: ½Σ(softmax − one-hot)² (default: ce)", choices=LOSSES)
+    # model init, data order and dropout; same seed on CPU -> bit-identical run
+    seed: int = option(0, "seed of init, data order, augmentation (default: 0); CPU runs repeat bit for bit")
+    # auto | cpu | cuda | cuda:N | mps
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps (default: auto)", resume=True)
     # ---- speed (none of these changes what is computed beyond float rounding) ----
-    amp: str = "auto"  # auto (bf16 on CUDA; fp16 on GPUs without bf16; off on CPU/MPS) | bf16 | fp16 | off
-    channels_last: bool | None = None  # NHWC layout (None: on CUDA; on the CPU where the model gains from it)
-    compile: bool = False  # torch.compile the model (minutes of compile time; pays off on long GPU runs)
-    cuda_graphs: bool = False  # capture the whole step as one CUDA graph (small models on CUDA; drops last batch)
-    cudnn_benchmark: bool = True  # on CUDA, let cuDNN time its algorithms once per input shape and keep the fastest
-    sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch (SyncBatchNorm)
+    # auto (bf16 on CUDA; fp16 on GPUs without bf16; off on CPU/MPS) | bf16 | fp16 | off
+    amp: str = option(
+        "auto", "mixed precision (default: auto = bf16 on CUDA, off on CPU)", choices=AMP_MODES, resume=True
+    )
+    # NHWC layout (None: on CUDA; on the CPU where the model gains from it)
+    channels_last: bool | None = option(
+        None,
+        "NHWC memory layout (default: on CUDA; on the CPU for the models that gain from it, all but maxout)",
+        flag="both",
+        resume=True,
+    )
+    # torch.compile the model (minutes of compile time; pays off on long GPU runs)
+    compile: bool = option(False, "torch.compile the model", flag="on", resume=True)
+    # capture the whole step as one CUDA graph (small models on CUDA; drops last batch)
+    cuda_graphs: bool = option(False, "replay each step as a CUDA graph", flag="on", resume=True)
+    # on CUDA, let cuDNN time its algorithms once per input shape and keep the fastest
+    cudnn_benchmark: bool = option(
+        True, "on CUDA, do not let cuDNN time its algorithms per input shape", flag="off", resume=True
+    )
+    # with several processes: BatchNorm statistics over the global batch (SyncBatchNorm)
+    sync_bn: bool = option(False, "several GPUs: BatchNorm over the global batch", flag="on")
     # ---- files and monitoring ----
-    data_root: str | None = None  # where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)
-    labels_per_class: int | None = None  # train on this many images per class only (few-label transfer); None: all
-    val_split: float = 0.2  # folder:PATH without train/ and val/ sub-folders: fraction of images held out to test
-    num_workers: int = 2  # streamed photo datasets: decoding processes (0: decode in the training process)
-    strict: bool = False  # streamed photos: an undecodable file is an error (False: skipped, and listed)
-    out: str | None = None  # run directory (default: runs/<model>-<data>-<time>)
-    log_every: int = 10  # steps between host syncs (progress bar, NaN check); no sync in between
-    checkpoint_every: int = 0  # also checkpoint every this many optimisation steps (0: at epoch ends only)
-    keep_last: int = 2  # step checkpoints kept in checkpoints/ (>= 2 lets a corrupt latest fall back)
-    tensorboard: bool = False  # write TensorBoard event files to <run dir>/tensorboard (needs `tensorboard`)
+    # where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)
+    data_root: str | None = option(
+        None, "where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)", resume=True
+    )
+    # train on this many images per class only (few-label transfer); None: all
+    labels_per_class: int | None = option(None, "train on only N labelled images per class (seeded)")
+    # folder:PATH without train/ and val/ sub-folders: fraction of images held out to test
+    val_split: float = option(0.2, "folder:PATH without train/ and val/: test fraction (default 0.2)")
+    # streamed photo datasets: decoding processes (0: decode in the training process)
+    num_workers: int = option(2, "photo folders: decoding processes (default: 2)", resume=True)
+    # streamed photos: an undecodable file is an error (False: skipped, and listed)
+    strict: bool = option(False, "photo folders: fail on unreadable files", flag="on")
+    # run directory (default: runs/<model>-<data>-<time>)
+    out: str | None = option(None, "run directory (default: runs/<model>-<data>-<date>-<time>)")
+    # steps between host syncs (progress bar, NaN check); no sync in between
+    log_every: int = option(10, "steps between progress updates (host syncs) (default: 10)", resume=True)
+    # also checkpoint every this many optimisation steps (0: at epoch ends only)
+    checkpoint_every: int = option(0, "also checkpoint every N steps (default: at epoch ends)", resume=True)
+    # step checkpoints kept in checkpoints/ (>= 2 lets a corrupt latest fall back)
+    keep_last: int = option(2, "step checkpoints kept in <run>/checkpoints (default: 2)", resume=True)
+    # write TensorBoard event files to <run dir>/tensorboard (needs `tensorboard`)
+    tensorboard: bool = option(False, "TensorBoard events in <run>/tensorboard", flag="on", resume=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -333,3 +420,25 @@ def _check_cuda_graphs(config: TrainConfig) -> None:
             f"--cuda-graphs cannot be combined with {', '.join(bad)}: the captured step must be one fixed "
             "sequence of kernels without host synchronisation. Drop one of them (bf16 needs no scaler)."
         )
+
+
+def resume_config(saved: TrainConfig, given: dict, model_options: dict | None = None) -> TrainConfig:
+    """The config a resumed run continues with: the run's own, with only what ``--resume`` may change taken from
+    ``given`` (fields whose metadata says ``resume``: length, devices, speed, checkpoints, logging).
+
+    The same command line can be re-run (``--resume auto``): a value equal to the run's own is accepted.
+
+    Raises:
+        ConfigError: ``given`` changes a field the run fixed (named as flags), or asks for fewer epochs than done.
+    """
+    may_change = {f.name for f in fields(TrainConfig) if f.metadata.get("resume")}
+    fixed = sorted(k for k, v in given.items() if k not in may_change and k != "out" and v != getattr(saved, k))
+    if model_options and model_options != saved.model_options:
+        fixed.append("model_option")
+    if fixed:
+        flags = ", ".join("--" + f.replace("_", "-") for f in fixed)
+        raise ConfigError(
+            f"--resume continues a run with its own settings; {flags} cannot change. Only --epochs (to train "
+            "longer), --device, --data-root and the speed, checkpoint and logging flags may be given."
+        )
+    return resolve(replace(saved, **{k: v for k, v in given.items() if k in may_change}))

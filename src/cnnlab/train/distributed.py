@@ -38,11 +38,6 @@ def rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
-def is_main_process() -> bool:
-    """True on rank 0, and in every run that is not distributed: the process that writes files and logs."""
-    return rank_and_world_size()[0] == 0
-
-
 @dataclass(frozen=True)
 class DistributedContext:
     rank: int  # this process among all of them, 0 .. world_size − 1

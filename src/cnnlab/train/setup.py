@@ -20,6 +20,7 @@ from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import CheckpointError, ConfigError, DeviceError, InputSizeError
 from cnnlab.models import ClassifierModel, ModelInfo
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.distributed import rank_and_world_size
 from cnnlab.train.rundir import RunDir, default_run_dir
 
 
@@ -110,15 +111,6 @@ def subset_per_class(split, per_class: int, seed: int):
     return ImageSet(split.images[index], split.labels[index])
 
 
-def distributed_rank_and_size() -> tuple[int, int]:
-    """(rank, world size) of this process if torch.distributed is initialised (e.g. under torchrun), else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 @dataclass
 class TrainingRun:
     """Everything a :class:`~cnnlab.train.trainer.Trainer` needs, built from one resolved config."""
@@ -155,7 +147,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     preprocessing = plan_preprocessing(dataset, info, model)
     models.check_input_shape(model, preprocessing.input_size)
     model.to(device)
-    rank, world_size = distributed_rank_and_size()
+    rank, world_size = rank_and_world_size()
     shard = {"rank": rank, "world_size": world_size}  # training and evaluation are both sharded over processes
     # Evaluation is sharded like training (each process scores its slice; the trainer adds the sums up).
     eval_batch = -(-max(config.batch_size, 256) // world_size) * world_size

@@ -7,7 +7,6 @@ data differs. Frozen stages keep their batch-norm statistics too (torchvision's 
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -92,10 +91,3 @@ def head_and_body_parameters(model: ClassifierModel) -> tuple[list[nn.Parameter]
     head = [p for p in params if id(p) not in body_ids]
     body = [p for p in params if id(p) in body_ids]
     return head, body
-
-
-@torch.no_grad()
-def describe(model: ClassifierModel, stages: list[str]) -> str:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return f"frozen stages: {', '.join(stages) or 'none'}; trainable parameters {trainable:,} of {total:,}"

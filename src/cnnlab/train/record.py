@@ -1,0 +1,275 @@
+"""The run record, typed: what a cnnlab checkpoint says, and everything built from it.
+
+This module is the one reader of a checkpoint's insides (``checkpoint.py`` writes, loads and validates the file
+itself; ``rundir.py`` owns the folder). Commands, views, attacks, transfer and export ask a :class:`RunRecord`
+for the model, its preprocessing, its classes, its dataset and a test loader, so the rules live once: which
+data root a run's own dataset is read from, what makes a dataset fit a model, and the errors that say so.
+
+>>> record = RunRecord.load("runs/lenet5-digits")      # a run directory or a checkpoint file
+>>> model = record.build_model("cpu")                  # the trained weights, in eval mode
+>>> dataset, loader = record.test_loader(batch_size=256, device="cpu")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from cnnlab.errors import CheckpointError, DataError
+
+if TYPE_CHECKING:
+    from cnnlab.data import ImageDataset, Preprocessing
+    from cnnlab.models import ClassifierModel
+    from cnnlab.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to rebuild the model from the registry: ``create(name, num_classes=..., in_chans=..., **options)``."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stood when the checkpoint was written (epochs counted from 0, as completed)."""
+
+    epoch: int
+    batch: int
+    step: int
+    complete: bool
+
+
+@dataclass
+class RunRecord:
+    """A loaded checkpoint.
+
+    Attributes:
+        path: the checkpoint file.
+        task: ``classification`` or another task's name.
+        model: the registry model it rebuilds (None for tasks whose models are not in the registry).
+        classes: class names, index order.
+        data: the dataset it was trained on (a registered name or ``folder:PATH``).
+        config: the resolved training config, as saved (a dict: a newer cnnlab may have more fields).
+        history: one row per completed epoch.
+        progress: the training position, or None for a weights-only file.
+        transfer: for a fine-tuned run, where it came from and what was frozen.
+    """
+
+    path: Path
+    task: str
+    model: ModelSpec | None
+    classes: list[str]
+    data: str | None
+    config: dict
+    versions: dict
+    git: str | None
+    history: list[dict]
+    progress: Progress | None
+    transfer: dict | None
+    _payload: dict = field(repr=False)
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        """Read a checkpoint file, or a run directory's ``checkpoint.pt`` (safely: ``weights_only=True``).
+
+        Raises:
+            CheckpointError: missing, corrupt, unsafe or not written by cnnlab (the message says which).
+        """
+        from cnnlab.train.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+        resolved = resolve_checkpoint_path(path)
+        return cls.from_payload(load_checkpoint(resolved), resolved)
+
+    @classmethod
+    def from_payload(cls, payload: dict, path: str | Path) -> RunRecord:
+        """A record from a payload :func:`~cnnlab.train.checkpoint.load_checkpoint` validated."""
+        spec = payload.get("model")
+        state = payload.get("train_state")
+        model = None
+        if spec is not None:
+            options = dict(spec.get("options", {}))
+            model = ModelSpec(spec["name"], int(spec["num_classes"]), int(spec["in_chans"]), options)
+        progress = None
+        if state is not None:
+            progress = Progress(int(state["epoch"]), int(state["batch"]), int(state["step"]), bool(state["complete"]))
+        return cls(
+            path=Path(path),
+            task=str(payload.get("task", "classification")),
+            model=model,
+            classes=[str(c) for c in payload.get("classes", [])],
+            data=payload.get("data"),
+            config=dict(payload.get("config") or {}),
+            versions=dict(payload.get("versions") or {}),
+            git=payload.get("git"),
+            history=list(payload.get("history") or []),
+            progress=progress,
+            transfer=payload.get("transfer"),
+            _payload=payload,
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory the checkpoint belongs to (``checkpoints/step<N>.pt`` lies one level down)."""
+        from cnnlab.train.checkpoint import CHECKPOINTS_DIR
+
+        parent = self.path.parent
+        return parent.parent if parent.name == CHECKPOINTS_DIR else parent
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name if self.model is not None else self.task
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        from cnnlab.data import Preprocessing
+
+        if "preprocessing" not in self._payload:
+            raise CheckpointError(f"{self.path} has no preprocessing record (a {self.task} checkpoint).")
+        return Preprocessing.from_dict(self._payload["preprocessing"])
+
+    @property
+    def data_root(self) -> str | None:
+        """Where the run read its data from (None: the default data root)."""
+        return self.config.get("data_root")
+
+    def train_config(self) -> TrainConfig:
+        """The saved config as a :class:`TrainConfig` (an unknown field, from a newer cnnlab, is an error)."""
+        from cnnlab.train.config import TrainConfig
+
+        return TrainConfig.from_dict(self.config)
+
+    @property
+    def resumable(self) -> bool:
+        return self.progress is not None
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The evaluated weights (the EMA's when training kept one)."""
+        return self._payload["model_state"]
+
+    def training_payload(self) -> dict:
+        """The whole checkpoint, for :meth:`Trainer.load_state_dict` (the engine's own reader of its state)."""
+        return self._payload
+
+    def as_dict(self) -> dict:
+        """The descriptive records (no weights, no training state), e.g. for a report's provenance table."""
+        keep = ("task", "model", "preprocessing", "classes", "data", "config", "versions", "git", "transfer")
+        return {k: self._payload[k] for k in keep if k in self._payload}
+
+    # ---- building --------------------------------------------------------------------------------------------
+    def build_model(self, device: torch.device | str = "cpu") -> ClassifierModel:
+        """The registry model the record describes, with its trained weights, in eval mode on ``device``."""
+        from cnnlab import models
+
+        if self.model is None:
+            raise CheckpointError(
+                f"{self.path} is a {self.task!r} checkpoint: its models are not in cnnlab's registry, so it cannot "
+                "be rebuilt by name. Load its weights into the task's own models."
+            )
+        spec = self.model
+        model = models.create(spec.name, num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.options)
+        try:
+            model.load_state_dict(self.weights())
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"The checkpoint's weights do not fit model {spec.name!r} as this cnnlab builds it: "
+                f"{str(error).splitlines()[0]}. It may come from another cnnlab version."
+            ) from None
+        return model.to(device).eval()
+
+    def dataset(self, data: str | None = None, data_root: str | Path | None = None) -> ImageDataset:
+        """The named dataset (default: the run's own, from the data root it was trained from), checked to have
+        images of the model's channels.
+
+        Raises:
+            DataError: a dataset of another number of channels (or one that is not available here).
+        """
+        from cnnlab.data import load_dataset
+
+        name = data or self.data
+        if name is None:
+            raise DataError(f"{self.path} names no dataset; give one with --data.")
+        if data_root is None and name == self.data:  # the run's own data: where it was trained from
+            data_root = self.data_root
+        dataset = load_dataset(name, data_root)
+        channels = self.preprocessing.in_chans
+        if dataset.image_shape[0] != channels:
+            raise DataError(
+                f"Dataset {name!r} has {dataset.image_shape[0]}-channel images but the model takes {channels}; "
+                "use a dataset of the kind it was trained on."
+            )
+        return dataset
+
+    def check_classes(self, dataset: ImageDataset) -> None:
+        """Raise :class:`DataError` unless ``dataset``'s labels can be compared with the model's predictions."""
+        if dataset.num_classes != len(self.classes):
+            raise DataError(
+                f"Dataset {dataset.name!r} has {dataset.num_classes} classes but the model predicts "
+                f"{len(self.classes)}; its labels cannot be compared with the predictions (fine-tune it for the "
+                "new classes first)."
+            )
+
+    def test_loader(
+        self,
+        data: str | None = None,
+        data_root: str | Path | None = None,
+        batch_size: int = 256,
+        device: torch.device | str = "cpu",
+    ):
+        """(dataset, loader over its test split) fitted with the run's preprocessing, labels checked."""
+        from cnnlab.data import DeviceTensorLoader
+        from cnnlab.data.streaming import StreamingLoader
+
+        dataset = self.dataset(data, data_root)
+        self.check_classes(dataset)
+        preprocessing = self.preprocessing
+        device = torch.device(device)
+        if dataset.streaming:
+            loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, batch_size, device=device)
+        else:
+            images = preprocessing.fit(dataset.test.images)
+            loader = DeviceTensorLoader(images, dataset.test.labels, preprocessing, batch_size, device=device)
+        return dataset, loader
+
+
+def load_record(path: str | Path) -> RunRecord:
+    """:meth:`RunRecord.load`."""
+    return RunRecord.load(path)
+
+
+def write_run_config(run, static_record: dict, command: list[str]) -> None:
+    """``config.json``: the resolved config, the model and its paper, preprocessing, data, device, versions, git
+    revision and the command, for people and tools that read a run without loading its checkpoint."""
+    from cnnlab import models
+
+    model = static_record.get("model")
+    if model is not None and model["name"] in models.list_models(include_aliases=True):
+        info = models.get_model_info(model["name"])
+        model = {**model, "paper": info.paper, "year": info.year}
+    record = {
+        "config": run.config.to_dict(),
+        "task": static_record.get("task", "classification"),
+        "model": model,
+        "preprocessing": run.preprocessing.to_dict(),
+        "data": {
+            "name": run.config.data,
+            "source": run.dataset.source,
+            "train_samples": len(run.dataset.train),
+            "test_samples": len(run.dataset.test),
+            "classes": run.dataset.classes,
+        },
+        "device": str(run.device),
+        "versions": static_record["versions"],
+        "git": static_record["git"],
+        "command": list(command),
+    }
+    if "transfer" in static_record:
+        record["transfer"] = static_record["transfer"]
+    run.run_dir.write_json("config.json", record)
