@@ -19,9 +19,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data import targets
 from cnnlab.errors import ConfigError, UnknownNameError
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def apply_with_boxes(step: Augmentation, images: torch.Tensor, boxes: torch.Tensor | None, generator: torch.Generator):
+    """One augmentation on images and their boxes (B, M, 4): those that move pixels move the boxes alike; the
+    others (colour, lighting) leave boxes as they are; a warp boxes cannot follow (elastic) is refused."""
+    if hasattr(step, "apply"):
+        return step.apply(images, boxes, generator)
+    if boxes is not None and getattr(step, "warps", False):
+        raise ConfigError(
+            f"{type(step).__name__} bends the image locally, so boxes cannot follow it; drop it from --augment "
+            "for a task with boxes."
+        )
+    return step(images, generator), boxes
 
 
 def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
@@ -58,6 +72,11 @@ class Compose:
             images = step(images, generator)
         return images
 
+    def apply(self, images: torch.Tensor, boxes: torch.Tensor | None, generator: torch.Generator):
+        for step in self.steps:
+            images, boxes = apply_with_boxes(step, images, boxes, generator)
+        return images, boxes
+
 
 @dataclass(frozen=True)
 class RandomCrop:
@@ -75,6 +94,10 @@ class RandomCrop:
     uint8_ok = True
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(images, None, generator)[0]
+
+    def apply(self, images: torch.Tensor, boxes: torch.Tensor | None, generator: torch.Generator):
+        """(images, boxes (B, M, 4) XYXY pixels or None) moved alike; see :mod:`cnnlab.data.targets`."""
         b, c, h, w = images.shape
         out_h, out_w = self.size or (h, w)
         if self.padding:
@@ -86,13 +109,19 @@ class RandomCrop:
         top = _to(torch.randint(0, height - out_h + 1, (b, 1), generator=generator), images, torch.int64)
         left = _to(torch.randint(0, width - out_w + 1, (b, 1), generator=generator), images, torch.int64)
         cols = left + torch.arange(out_w, device=device)  # (B, out_w)
+        mirrored = None
         if self.flip:
             mirrored = _to(torch.rand(b, 1, generator=generator) < 0.5, images, torch.bool)
             cols = torch.where(mirrored, cols.flip(1), cols)
         rows = top + torch.arange(out_h, device=device)  # (B, out_h)
         index = (rows.unsqueeze(2) * width + cols.unsqueeze(1)).view(b, 1, out_h * out_w)
         index = index.expand(b, c, out_h * out_w)
-        return images.reshape(b, c, height * width).gather(2, index).view(b, c, out_h, out_w)
+        images = images.reshape(b, c, height * width).gather(2, index).view(b, c, out_h, out_w)
+        if boxes is not None:
+            boxes = targets.crop_boxes(targets.pad_boxes(boxes, self.padding), top, left, (out_h, out_w))
+            if mirrored is not None:
+                boxes = targets.flip_boxes(boxes, out_w, mirrored.view(-1))
+        return images, boxes
 
 
 @dataclass(frozen=True)
@@ -105,11 +134,18 @@ class RandomFlip:
     uint8_ok = True
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(images, None, generator)[0]
+
+    def apply(self, images: torch.Tensor, boxes: torch.Tensor | None, generator: torch.Generator):
+        h, w = images.shape[-2:]
         for enabled, dim in ((self.horizontal, -1), (self.vertical, -2)):
             if enabled:
                 flip = torch.rand(images.shape[0], generator=generator) < self.p
                 images = torch.where(_per_sample(flip.float(), images) > 0, images.flip(dim), images)
-        return images
+                if boxes is not None:
+                    mirror = targets.flip_boxes if dim == -1 else targets.flip_boxes_vertically
+                    boxes = mirror(boxes, w if dim == -1 else h, flip)
+        return images, boxes
 
 
 def _affine(images: torch.Tensor, forward: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -143,8 +179,8 @@ class RandomAffine:
     rotate: float = 0.0
     stretch: float = 0.0
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n = images.shape[0]
+    def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (B, 2, 2) linear part and (B, 2) shift of each image's map, in normalised coordinates."""
         scale = _uniform(generator, n, 1 - self.scale, 1 + self.scale)
         squeeze = _uniform(generator, n, 1 - self.squeeze, 1 + self.squeeze)
         stretch = _uniform(generator, 2 * n, 1 - self.stretch, 1 + self.stretch).view(n, 2)
@@ -155,7 +191,19 @@ class RandomAffine:
         cos, sin = torch.cos(angle), torch.sin(angle)
         row0 = torch.stack([cos * sx, (cos * shear - sin) * sy], 1)
         row1 = torch.stack([sin * sx, (sin * shear + cos) * sy], 1)
-        return _affine(images, torch.stack([row0, row1], 1), shift)  # rotation · shear · scale
+        forward = torch.stack([row0, row1], 1)  # rotation · shear · scale
+        return forward, shift
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        forward, shift = self.draw(images.shape[0], generator)
+        return _affine(images, forward, shift)
+
+    def apply(self, images: torch.Tensor, boxes: torch.Tensor | None, generator: torch.Generator):
+        forward, shift = self.draw(images.shape[0], generator)
+        size = tuple(images.shape[-2:])
+        if boxes is not None:
+            boxes = targets.affine_boxes(boxes, targets.normalized_to_pixels(forward, shift, size, size), size)
+        return _affine(images, forward, shift), boxes
 
 
 @dataclass(frozen=True)
@@ -173,6 +221,9 @@ class ScaleJitter:
     s_max: float = 2.0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(images, None, generator)[0]
+
+    def apply(self, images: torch.Tensor, boxes: torch.Tensor | None, generator: torch.Generator):
         b, c, h, w = images.shape
         side = _uniform(generator, b, self.s_min, self.s_max) * min(h, w)  # S in pixels of the stored image
         frac_h, frac_w = (self.size[0] / side).clamp(max=1.0), (self.size[1] / side).clamp(max=1.0)
@@ -181,7 +232,13 @@ class ScaleJitter:
         zero = torch.zeros(b)
         theta = torch.stack([torch.stack([frac_w, zero, tx], 1), torch.stack([zero, frac_h, ty], 1)], 1)
         grid = F.affine_grid(_to(theta, images), [b, c, *self.size], align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if boxes is not None:  # theta maps output to input coordinates: invert it for the boxes
+            forward = torch.diag_embed(torch.stack([1 / frac_w, 1 / frac_h], 1))
+            shift = -torch.stack([tx / frac_w, ty / frac_h], 1)
+            matrix = targets.normalized_to_pixels(forward, shift, (h, w), tuple(self.size))
+            boxes = targets.affine_boxes(boxes, matrix, tuple(self.size))
+        return images, boxes
 
 
 @dataclass(frozen=True)
@@ -305,6 +362,7 @@ class ElasticDistortion:
 
     alpha: float = 34.0
     sigma: float = 4.0
+    warps = True  # boxes cannot follow (see apply_with_boxes)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = images.shape

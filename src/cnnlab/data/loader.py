@@ -12,8 +12,9 @@ from typing import Protocol
 
 import torch
 
-from cnnlab.data.augment import Augmentation
+from cnnlab.data.augment import Augmentation, apply_with_boxes
 from cnnlab.data.preprocessing import Preprocessing
+from cnnlab.data.targets import BoxTargets, crop_boxes, drop_degenerate
 from cnnlab.errors import ConfigError
 
 
@@ -30,8 +31,13 @@ class Loader(Protocol):
         ...
 
 
-def apply_augmentation(augment: Augmentation, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Run pixel-moving steps (crop, flip) on uint8, the rest on [0, 1] floats; returns uint8 or float."""
+def apply_augmentation(
+    augment: Augmentation, images: torch.Tensor, generator: torch.Generator, boxes: BoxTargets | None = None
+):
+    """Run pixel-moving steps (crop, flip) on uint8, the rest on [0, 1] floats; returns uint8 or float images,
+    or with ``boxes``, (images, boxes moved with the pixels; boxes pushed out of the image become padding)."""
+    if boxes is not None:
+        return _augment_with_boxes(augment, images, generator, boxes)
     steps = getattr(augment, "steps", None)
     prefix = augment.uint8_prefix if steps is not None else (1 if getattr(augment, "uint8_ok", False) else 0)
     if steps is None:
@@ -45,12 +51,24 @@ def apply_augmentation(augment: Augmentation, images: torch.Tensor, generator: t
     return images
 
 
+def _augment_with_boxes(augment: Augmentation, images: torch.Tensor, generator: torch.Generator, boxes: BoxTargets):
+    steps = list(getattr(augment, "steps", None) or [augment])
+    prefix = augment.uint8_prefix if hasattr(augment, "uint8_prefix") else int(getattr(augment, "uint8_ok", False))
+    moved = boxes.boxes
+    for i, step in enumerate(steps):
+        if i == prefix:
+            images = images.float() / 255
+        images, moved = apply_with_boxes(step, images, moved, generator)
+    return images, drop_degenerate(boxes.with_boxes(moved))
+
+
 class DeviceTensorLoader:
     """A dataset held whole on the device as uint8, batched and normalised there (no per-sample Python).
 
     Args:
         images: uint8 (N, C, H, W), already fitted to the model's input size.
-        labels: int64 (N,).
+        labels: the targets: int64 labels (N,), any tensor whose first axis is the sample (clean images,
+            token ids...), or :class:`~cnnlab.data.targets.BoxTargets` (boxes move with augmentations).
         preprocessing: normalisation (mean/std) applied per batch on the device.
         batch_size: images per batch.
         shuffle: new seeded order every epoch.
@@ -116,16 +134,32 @@ class DeviceTensorLoader:
             if self.world_size > 1:  # this rank's contiguous slice of the global batch
                 share = -(-len(index) // self.world_size)
                 mine = slice(self.rank * share, (self.rank + 1) * share)
+            boxes = isinstance(self.labels, BoxTargets)
             if self.augment is None:
-                images = self.images[index[mine]]  # uint8 (B, C, H, W)
+                images, targets = self.images[index[mine]], self.labels[index[mine]]  # uint8 (B, C, H, W)
             else:
                 # Every process draws the distortions of the whole global batch from one generator and keeps its
                 # slice, so N processes see exactly the images one process would (the draws are small; the
                 # pixel work on the other slices is the price of that equality).
                 generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 100_003 + b) * 64)
-                images = apply_augmentation(self.augment, self.images[index], generator)[mine]
-            index = index[mine]
-            yield self.preprocessing.normalize(self.preprocessing.center_crop(images)), self.labels[index]
+                if boxes:  # boxes move with the pixels they frame
+                    images, targets = apply_augmentation(
+                        self.augment, self.images[index], generator, self.labels[index]
+                    )
+                    images, targets = images[mine], targets[mine]
+                else:
+                    images = apply_augmentation(self.augment, self.images[index], generator)[mine]
+                    targets = self.labels[index[mine]]
+            if boxes:
+                targets = self._center_crop_boxes(targets, images.shape[-2:])
+            yield self.preprocessing.normalize(self.preprocessing.center_crop(images)), targets
+
+    def _center_crop_boxes(self, targets: BoxTargets, size: tuple[int, int]) -> BoxTargets:
+        crop = self.preprocessing.crop
+        if crop is None or tuple(size) == tuple(crop):
+            return targets
+        top, left = round((size[0] - crop[0]) / 2.0), round((size[1] - crop[1]) / 2.0)  # as torchvision
+        return drop_degenerate(targets.with_boxes(crop_boxes(targets.boxes, top, left, tuple(crop))))
 
     def raw_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 images at the stored size, labels) in order, unaugmented and uncropped (test-time views)."""
