@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run exactly: a checkpoint, a run directory (its newest readable checkpoint), or auto "
         "(the newest in --out if there is one, else start there: re-run the same command after a preemption)",
     )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--out holds a run: delete its checkpoints, metrics and summary and start afresh (default: refuse)",
+    )
     t.add_argument("--recipe", choices=sorted(PAPER_RECIPES), help="a paper's optimisation settings; flags still win")
     t.add_argument("--optimizer", choices=OPTIMIZERS, help="alexnet-sgd (default, the 2012 paper's form) | torch's")
     t.add_argument("--milestones", type=_int_list, help="multistep schedule: steps where η ×= gamma, e.g. 32000,48000")
@@ -312,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, help="seed (default: 0)")
     ft.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     ft.add_argument("--out", help="run directory (default: runs/<model>-<data>-finetune-<time>)")
+    ft.add_argument(
+        "--overwrite", action="store_true", help="--out holds a run: delete its checkpoints, metrics and summary first"
+    )
 
     fe = command("features", "Off-the-shelf features: pooled activations of one stage for every image, to a .npz.")
     fe.add_argument("source", help="checkpoint file or run directory")
@@ -467,6 +475,8 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
 
     main = context is None or context.is_main  # rank 0 alone prints and writes files
     say = console.print if main else (lambda *a, **k: None)
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite starts a run afresh and --resume continues one; give one of them.")
     found = find_resume_checkpoint(args.resume, explicit.get("out"), warn=say) if args.resume else None
     options = _parse_model_options(args.model_option)
     if found is not None:
@@ -489,8 +499,11 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
         run = build_run(per_process_config(config, context), run_dir=run_path)
     else:
         config = per_process_config(resolve(TrainConfig(**explicit, model_options=options)), context)
-        run = build_run(config)
+        # --resume auto with nothing to resume starts the run there, whatever an earlier attempt left
+        run = build_run(config, overwrite=args.overwrite or args.resume == "auto")
         payload = None
+    if run.run_dir.removed_orphans:
+        say(f"note: removed {len(run.run_dir.removed_orphans)} unfinished *.tmp file(s) of writes a kill cut short")
 
     last_plot = [0.0]
 
@@ -518,6 +531,7 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
         say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
         if trainer.epoch >= config.epochs:
             say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+            _complete_run_records(run, trainer, config)
             return 0
     if main:
         _write_run_config(run, trainer)
@@ -547,6 +561,20 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             _robustness_after_training(run, trainer, config, say)
         print(f"run directory: {run.run_dir.path}")
     return 0
+
+
+def _complete_run_records(run, trainer, config) -> None:
+    """Write what a kill after the last checkpoint left unwritten: metrics.csv, curves.png, summary.json."""
+    from cnnlab.inspect import plot_curves
+
+    if not trainer.is_main or not trainer.history:
+        return
+    run.run_dir.write_metrics(trainer.history)  # the full history, from the checkpoint
+    if not run.run_dir.curves.exists():
+        plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
+    if not run.run_dir.summary.exists():
+        trainer.fit()  # no epochs are left: it only writes summary.json
+        print(f"wrote the missing {run.run_dir.summary}")
 
 
 ROBUSTNESS_IMAGES = 10_000  # test images attacked for the curve written after adversarial training
@@ -881,7 +909,7 @@ def _finetune(args: argparse.Namespace, context, console) -> int:
         )
     )
     # new data, preprocessing and loaders; its fresh model is replaced by the source's
-    run = build_run(per_process_config(config, context))
+    run = build_run(per_process_config(config, context), overwrite=args.overwrite)
     note = adapt_input_channels(source_model, run.dataset.image_shape[0])
     if note:
         say(note)

@@ -5,9 +5,12 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so l
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +37,11 @@ def save_checkpoint(payload: dict, path: str | Path, previous: str | Path | None
         CheckpointError: if the file cannot be written (the message says the previous one is intact).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
@@ -48,14 +52,63 @@ def save_checkpoint(payload: dict, path: str | Path, previous: str | Path | None
             os.fsync(dir_fd)  # make the rename itself durable
         finally:
             os.close(dir_fd)
-    except OSError as error:
-        Path(tmp_name).unlink(missing_ok=True)
+    except (OSError, RuntimeError) as error:
+        # torch.save reports a failed write as RuntimeError (from its zip writer), the OSError as its context
+        cause = _os_error(error)
+        if cause is None:
+            raise
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
         kept = Path(previous) if previous is not None else path
         intact = f"The previous checkpoint at {kept} is intact." if kept.exists() else "No earlier checkpoint exists."
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed = _serialized_size(payload)
+            free = shutil.disk_usage(path.parent).free
+            raise CheckpointError(
+                f"The disk is full: could not write checkpoint {path} ({cause.strerror}); the partial file was "
+                f"removed. The checkpoint needs {_megabytes(needed)} and {_megabytes(free)} are free on that file "
+                f"system. {intact} Free at least {_megabytes(max(needed - free, 0) or needed)} and resume."
+            ) from None
         raise CheckpointError(
-            f"Could not write checkpoint {path}: {error}. {intact} Free disk space and retry."
+            f"Could not write checkpoint {path}: {cause.strerror or cause}. {intact} "
+            "Make the folder writable (or free disk space) and retry."
         ) from None
     return path
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind ``error`` (itself, or in its cause/context chain), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class _CountingWriter(io.RawIOBase):
+    """A file that keeps nothing and counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.size += len(data)
+        return len(data)
+
+
+def _serialized_size(payload: dict) -> int:
+    """Bytes ``torch.save(payload)`` writes (serialised into nothing: no disk needed)."""
+    counter = _CountingWriter()
+    torch.save(payload, counter)
+    return counter.size
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.1f} kB"
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
