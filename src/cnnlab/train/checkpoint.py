@@ -62,12 +62,16 @@ def save_checkpoint(payload: dict, path: str | Path, previous: str | Path | None
         kept = Path(previous) if previous is not None else path
         intact = f"The previous checkpoint at {kept} is intact." if kept.exists() else "No earlier checkpoint exists."
         if cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            needed = _serialized_size(payload)
-            free = shutil.disk_usage(path.parent).free
+            needed, free = _serialized_size(payload, kept), shutil.disk_usage(path.parent).free
+            space = (
+                f"The checkpoint needs {_megabytes(needed)} and {_megabytes(free)} are free there. "
+                if needed is not None
+                else ""
+            )
+            more = _megabytes(max(needed - free, 0) or needed) if needed is not None else "space"
             raise CheckpointError(
                 f"The disk is full: could not write checkpoint {path} ({cause.strerror}); the partial file was "
-                f"removed. The checkpoint needs {_megabytes(needed)} and {_megabytes(free)} are free on that file "
-                f"system. {intact} Free at least {_megabytes(max(needed - free, 0) or needed)} and resume."
+                f"removed. {space}{intact} Free at least {more} and resume."
             ) from None
         raise CheckpointError(
             f"Could not write checkpoint {path}: {cause.strerror or cause}. {intact} "
@@ -100,11 +104,15 @@ class _CountingWriter(io.RawIOBase):
         return len(data)
 
 
-def _serialized_size(payload: dict) -> int:
-    """Bytes ``torch.save(payload)`` writes (serialised into nothing: no disk needed)."""
+def _serialized_size(payload: dict, previous: Path) -> int | None:
+    """Bytes ``torch.save(payload)`` writes (serialised into nothing: no disk needed); else the size of the
+    previous checkpoint; None if neither is known."""
     counter = _CountingWriter()
-    torch.save(payload, counter)
-    return counter.size
+    try:
+        torch.save(payload, counter)
+        return counter.size
+    except Exception:
+        return previous.stat().st_size if previous.is_file() else None
 
 
 def _megabytes(size: int) -> str:
@@ -135,12 +143,21 @@ def load_checkpoint(path: str | Path) -> dict:
         CheckpointError: missing, truncated or corrupt, or not written by cnnlab.
     """
     path = resolve_checkpoint_path(path)
+    kind = _file_kind(path)
+    if kind is not None:
+        raise CheckpointError(
+            f"{path} is not a checkpoint: it is {kind}, not a file written by torch.save. Give a checkpoint.pt "
+            "or a run directory written by `cnnlab train`."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = f" (such as {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path} is not a cnnlab checkpoint: it holds Python objects that safe loading (weights_only=True) "
-            f"refuses ({str(error).splitlines()[0]}). Use a checkpoint written by `cnnlab train`."
+            f"{path} is not a cnnlab checkpoint: it holds Python objects{what} beyond the tensors, numbers and "
+            "strings cnnlab writes, and loading such objects can run code, so the file may be unsafe; cnnlab "
+            "never loads it. Use a checkpoint written by `cnnlab train`."
         ) from None
     except Exception as error:  # torch.load raises many types on corrupt bytes (RuntimeError, EOFError, KeyError...)
         size = path.stat().st_size
@@ -163,6 +180,38 @@ def load_checkpoint(path: str | Path) -> dict:
         if key not in payload:
             raise CheckpointError(f"{path} is a damaged cnnlab checkpoint: its {key!r} record is missing.")
     return payload
+
+
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x93NUMPY", "a NumPy array file"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def _file_kind(path: Path) -> str | None:
+    """What ``path`` is when it is plainly not a torch.save file (None for a zip archive, a pickle, or unknown)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None  # torch.load reports it
+    if not head:
+        return "empty (0 bytes)"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "JSON text"
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    try:
+        head.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return "a text file"
 
 
 def step_number(path: str | Path) -> int:
