@@ -574,8 +574,10 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
 
 
 class _LearningWatch:
-    """Epoch callback: warns (once) when training diverges without NaN: the training error stays at chance
-    level after two epochs (or in a one-epoch run), or the loss grows tenfold over its lowest value."""
+    """Epoch callback: warns (once) when training diverges without NaN: the training error is still at chance
+    level after ``patience_steps`` steps, or the loss grows tenfold over its lowest value."""
+
+    patience_steps = 100  # LeNet-5 on the digits is well below chance after 100 steps at any sane rate
 
     def __init__(self, say) -> None:
         self.say, self.warned, self.lowest = say, False, math.inf
@@ -586,7 +588,7 @@ class _LearningWatch:
         classes = trainer.model.num_classes
         chance = 1 - 1 / classes
         loss, error, epoch = row["train_loss"], row["train_error"], row["epoch"]
-        at_chance = error >= chance - 0.02 and (epoch >= 2 or trainer.config.epochs == 1)
+        at_chance = error >= chance - 0.02 and trainer.step >= self.patience_steps
         exploded = loss > 10 * self.lowest and loss - self.lowest > 1
         self.lowest = min(self.lowest, loss)
         if not (at_chance or exploded):
@@ -710,6 +712,7 @@ def _test_loader(payload: dict, model, preprocessing, data_name: str | None, dat
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cnnlab.train import ClassificationObjective, evaluate
 
+    _require_positive("--batch-size", args.batch_size)
     payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
     data_name, _, loader = _test_loader(
         payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
@@ -766,8 +769,10 @@ def _cmd_attack(args: argparse.Namespace) -> int:
                 f"--target {args.target} is out of range: the model has classes 0..{model.num_classes - 1}."
             )
         run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        out = output_dir(Path(args.out) if args.out else run_dir / f"attack-{args.method}")
+        out = Path(args.out) if args.out else run_dir / f"attack-{args.method}"
         jobs.append((checkpoint, payload, model, preprocessing, device, data_name, loader, out))
+    for job in jobs:
+        output_dir(job[-1])
     curves = {}
     for index, (checkpoint, payload, model, preprocessing, device, data_name, loader, out) in enumerate(jobs):
         pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
