@@ -70,7 +70,7 @@ CASES = [
     (["train", "--resume", "{run}", "--overwrite"], ["--overwrite", "--resume"]),
     (["train", "--lr", "nan"], ["--lr"]),
     # eval / predict / summary: files that are not checkpoints or images
-    (["eval", "{tmp}/plain.txt"], ["{tmp}/plain.txt", "not a checkpoint", "text"]),
+    (["eval", "{tmp}/plain.txt"], ["{tmp}/plain.txt", "not a cnnlab checkpoint", "text"]),
     (["eval", "{run}/config.json"], ["config.json", "JSON"]),
     (["eval", "{tmp}/evil.pt"], ["evil.pt", "may be unsafe"]),
     (["eval", "{tmp}/image.png"], ["image.png", "PNG image"]),

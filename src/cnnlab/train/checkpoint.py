@@ -146,7 +146,7 @@ def load_checkpoint(path: str | Path) -> dict:
     kind = _file_kind(path)
     if kind is not None:
         raise CheckpointError(
-            f"{path} is not a checkpoint: it is {kind}, not a file written by torch.save. Give a checkpoint.pt "
+            f"{path} is not a cnnlab checkpoint: it is {kind}, not a file written by torch.save. Give a checkpoint.pt "
             "or a run directory written by `cnnlab train`."
         )
     try:
