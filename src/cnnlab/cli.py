@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
+import os
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError, ConfigError, DataError, NonFiniteLossError, TrainingInterrupted
+from cnnlab.errors import (
+    CheckpointError,
+    CnnlabError,
+    ConfigError,
+    DataError,
+    NonFiniteLossError,
+    TrainingInterrupted,
+)
 
 EXAMPLES = {
     "train": """
@@ -176,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run exactly: a checkpoint, a run directory (its newest readable checkpoint), or auto "
         "(the newest in --out if there is one, else start there: re-run the same command after a preemption)",
     )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--out holds a run: delete its checkpoints, metrics and summary and start afresh (default: refuse)",
+    )
     t.add_argument("--recipe", choices=sorted(PAPER_RECIPES), help="a paper's optimisation settings; flags still win")
     t.add_argument("--optimizer", choices=OPTIMIZERS, help="alexnet-sgd (default, the 2012 paper's form) | torch's")
     t.add_argument("--milestones", type=_int_list, help="multistep schedule: steps where η ×= gamma, e.g. 32000,48000")
@@ -252,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--method", choices=("fgsm", "pgd", "lbfgs"), default="fgsm", help="attack (default: fgsm)")
     a.add_argument("--eps", default="0,0.05,0.1,0.15,0.2,0.25,0.3", help="comma-separated ε in pixel units [0, 1]")
     a.add_argument("--target", type=int, help="targeted attack: drive predictions to this class index")
-    a.add_argument("--norm", choices=("linf", "l2"), default="linf", help="pgd: the ε-ball's norm (default: linf)")
+    a.add_argument("--norm", choices=("linf", "l2"), help="pgd: the ε-ball's norm (default: linf)")
     a.add_argument("--steps", type=int, default=10, help="pgd: iterations (default: 10)")
     a.add_argument("--limit", type=int, help="attack only the first N test images (lbfgs is slow: default 100)")
     a.add_argument("--batch-size", type=int, default=500, help="images per batch (default: 500)")
@@ -312,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, help="seed (default: 0)")
     ft.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     ft.add_argument("--out", help="run directory (default: runs/<model>-<data>-finetune-<time>)")
+    ft.add_argument(
+        "--overwrite", action="store_true", help="--out holds a run: delete its checkpoints, metrics and summary first"
+    )
 
     fe = command("features", "Off-the-shelf features: pooled activations of one stage for every image, to a .npz.")
     fe.add_argument("source", help="checkpoint file or run directory")
@@ -334,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-root", help="where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
     d.add_argument("--augment", help="preview: augmentation preset(s), e.g. pad-crop-flip or crop+flip+pca")
     d.add_argument("--out", help="preview: PNG path (default: <name>-<augment>.png)")
-    d.add_argument("--count", type=int, default=8, help="preview: images per row (default: 8)")
+    d.add_argument("--count", type=int, default=8, help="preview: images per row, 1-64 (default: 8)")
     d.add_argument("--val-split", type=float, default=0.2, help="folder:PATH without train/ and val/: test fraction")
 
     b = command("bench", "Benchmarks, measured side by side against the plain PyTorch/torchvision way.")
@@ -467,6 +484,8 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
 
     main = context is None or context.is_main  # rank 0 alone prints and writes files
     say = console.print if main else (lambda *a, **k: None)
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite starts a run afresh and --resume continues one; give one of them.")
     found = find_resume_checkpoint(args.resume, explicit.get("out"), warn=say) if args.resume else None
     options = _parse_model_options(args.model_option)
     if found is not None:
@@ -489,8 +508,11 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
         run = build_run(per_process_config(config, context), run_dir=run_path)
     else:
         config = per_process_config(resolve(TrainConfig(**explicit, model_options=options)), context)
-        run = build_run(config)
+        # --resume auto with nothing to resume starts the run there, whatever an earlier attempt left
+        run = build_run(config, overwrite=args.overwrite or args.resume == "auto")
         payload = None
+    if run.run_dir.removed_orphans:
+        say(f"note: removed {len(run.run_dir.removed_orphans)} unfinished *.tmp file(s) of writes a kill cut short")
 
     last_plot = [0.0]
 
@@ -500,6 +522,7 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             last_plot[0] = time.monotonic()
 
     reporter = RichReporter(console) if main else QuietReporter()
+    watch = _LearningWatch(say)
     objective = None
     if config.adversarial:
         from cnnlab.adversarial import AdversarialObjective
@@ -514,12 +537,13 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             loss=config.loss,
             label_smoothing=config.label_smoothing,
         )
-    trainer = Trainer(run, objective=objective, reporter=reporter, callbacks=(curves,))
+    trainer = Trainer(run, objective=objective, reporter=reporter, callbacks=(curves, watch))
     if payload is not None:
         trainer.load_state_dict(payload)
         say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
         if trainer.epoch >= config.epochs:
             say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+            _complete_run_records(run, trainer, config)
             return 0
     if main:
         _write_run_config(run, trainer)
@@ -549,6 +573,54 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             _robustness_after_training(run, trainer, config, say)
         print(f"run directory: {run.run_dir.path}")
     return 0
+
+
+class _LearningWatch:
+    """Epoch callback: warns (once) when training diverges without NaN: the training error is still at chance
+    level after ``patience_steps`` steps, or the loss grows tenfold over its lowest value."""
+
+    patience_steps = 100  # LeNet-5 on the digits is well below chance after 100 steps at any sane rate
+
+    def __init__(self, say) -> None:
+        self.say, self.warned, self.lowest = say, False, math.inf
+
+    def __call__(self, trainer, row: dict) -> None:
+        if self.warned:
+            return
+        classes = trainer.model.num_classes
+        chance = 1 - 1 / classes
+        loss, error, epoch = row["train_loss"], row["train_error"], row["epoch"]
+        at_chance = error >= chance - 0.02 and trainer.step >= self.patience_steps
+        exploded = loss > 10 * self.lowest and loss - self.lowest > 1
+        self.lowest = min(self.lowest, loss)
+        if not (at_chance or exploded):
+            return
+        self.warned = True
+        lr = trainer.config.lr
+        what = (
+            f"the training error is {error:.1%}, at chance for {classes} classes ({chance:.0%}): the network is not "
+            "learning"
+            if at_chance
+            else f"the training loss rose to {loss:.4g} from {self.lowest:.4g}: training is diverging"
+        )
+        self.say(
+            f"warning: after epoch {epoch}, {what}. The learning rate --lr {lr:g} is probably too high; "
+            f"try --lr {lr / 10:g}."
+        )
+
+
+def _complete_run_records(run, trainer, config) -> None:
+    """Write what a kill after the last checkpoint left unwritten: metrics.csv, curves.png, summary.json."""
+    from cnnlab.inspect import plot_curves
+
+    if not trainer.is_main or not trainer.history:
+        return
+    run.run_dir.write_metrics(trainer.history)  # the full history, from the checkpoint
+    if not run.run_dir.curves.exists():
+        plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
+    if not run.run_dir.summary.exists():
+        trainer.fit()  # no epochs are left: it only writes summary.json
+        print(f"wrote the missing {run.run_dir.summary}")
 
 
 ROBUSTNESS_IMAGES = 10_000  # test images attacked for the curve written after adversarial training
@@ -625,6 +697,12 @@ def _test_loader(payload: dict, model, preprocessing, data_name: str | None, dat
             f"Dataset {data_name!r} has {dataset.num_classes} classes but the checkpoint's model predicts "
             f"{model.num_classes}; fine-tune it for the new classes first."
         )
+    if data_name != payload["data"]:
+        print(
+            f"warning: the model was trained on {payload['data']!r}, not {data_name!r}: the shapes fit, but its "
+            "classes may not mean the same there, so read the figures as a transfer test.",
+            file=sys.stderr,
+        )
     if dataset.streaming:
         loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, batch_size, device=device)
     else:
@@ -636,6 +714,7 @@ def _test_loader(payload: dict, model, preprocessing, data_name: str | None, dat
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cnnlab.train import ClassificationObjective, evaluate
 
+    _require_positive("--batch-size", args.batch_size)
     payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
     data_name, _, loader = _test_loader(
         payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
@@ -668,10 +747,21 @@ def _parse_eps(text: str) -> list[float]:
 def _cmd_attack(args: argparse.Namespace) -> int:
     from cnnlab.adversarial import PixelModel, check_epsilon, plot_examples, plot_robustness, robustness_curve
     from cnnlab.adversarial.evaluate import attack_batch, test_split_pixels
+    from cnnlab.outputs import output_dir
 
-    eps_values = [check_epsilon(e, args.norm) for e in _parse_eps(args.eps)]
-    curves = {}
-    for index, checkpoint in enumerate(args.checkpoint):
+    if args.norm is not None and args.method != "pgd":
+        raise ConfigError(
+            f"--norm {args.norm} applies to pgd only: {args.method} is an "
+            f"{'L∞ (sign-gradient)' if args.method == 'fgsm' else 'L2 (smallest perturbation)'} attack by "
+            "definition. Use --method pgd --norm l2, or leave --norm out."
+        )
+    norm = args.norm or "linf"
+    eps_values = [check_epsilon(e, norm) for e in _parse_eps(args.eps)]
+    for flag in ("limit", "steps", "batch_size"):
+        _require_positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    # Every checkpoint, dataset, target and output folder is checked before the first attack starts.
+    jobs = []
+    for checkpoint in args.checkpoint:
         payload, model, preprocessing, device = _checkpoint_model(checkpoint, args.device)
         data_name, _, loader = _test_loader(
             payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
@@ -680,9 +770,16 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--target {args.target} is out of range: the model has classes 0..{model.num_classes - 1}."
             )
+        run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        out = Path(args.out) if args.out else run_dir / f"attack-{args.method}"
+        jobs.append((checkpoint, payload, model, preprocessing, device, data_name, loader, out))
+    for job in jobs:
+        output_dir(job[-1])
+    curves = {}
+    for index, (checkpoint, payload, model, preprocessing, device, data_name, loader, out) in enumerate(jobs):
         pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
         limit = args.limit if args.limit is not None else (100 if args.method == "lbfgs" else None)
-        options = {"steps": args.steps, "norm": args.norm, "num_classes": model.num_classes}
+        options = {"steps": args.steps, "norm": norm, "num_classes": model.num_classes}
         eps_run = [0.0] if args.method == "lbfgs" else eps_values
         rows = robustness_curve(
             model, preprocessing, loader, eps_run, args.method, target=args.target, limit=limit, **options
@@ -697,9 +794,6 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             line = f"{r.eps:6.3f} {r.accuracy:9.2%} {r.confidence:11.2%} {r.linf:8.4f} {r.l2:8.4f}"
             print(line + (f"  {r.target_rate:10.2%}" if r.target_rate is not None else ""))
         curves[Path(checkpoint).name if Path(checkpoint).is_dir() else str(checkpoint)] = rows
-        run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
-        out = Path(args.out) if args.out else run_dir / f"attack-{args.method}"
-        out.mkdir(parents=True, exist_ok=True)
         pixels, labels = next(test_split_pixels(loader, preprocessing))
         pixels, labels = pixels[:6], labels[:6]
         show_eps = max(eps_values)
@@ -718,15 +812,22 @@ def _cmd_fool(args: argparse.Namespace) -> int:
     import torch
     from torchvision.utils import save_image
 
-    from cnnlab.adversarial import PixelModel, fooling_images
+    from cnnlab.adversarial import PixelModel, fooling_image_batches
+    from cnnlab.adversarial.attacks import FOOLING_BATCH
+    from cnnlab.outputs import image_suffixes, output_file
 
+    _require_positive("--count", args.count)
+    _require_positive("--steps", args.steps)
     payload, model, preprocessing, device = _checkpoint_model(args.checkpoint, args.device)
     if not 0 <= args.target_class < model.num_classes:
         raise ConfigError(
             f"--class {args.target_class} is out of range: the model has classes 0..{model.num_classes - 1}."
         )
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    out = Path(args.out) if args.out else run_dir / f"fooling-class-{args.target_class}.png"
+    output_file(out, "--out", image_suffixes(), "image")
     pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
-    images, confidence = fooling_images(
+    batches = fooling_image_batches(
         pixel_model,
         args.target_class,
         preprocessing.input_size,
@@ -735,15 +836,41 @@ def _cmd_fool(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(0),
         device=device,
     )
-    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
-    out = Path(args.out) if args.out else run_dir / f"fooling-class-{args.target_class}.png"
-    scale = max(1, 96 // images.shape[-1])
-    save_image(torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest"), out, nrow=args.count)
+    confidences, written = [], []
+    for index, (images, confidence) in enumerate(batches):  # one image file per batch: memory stays bounded
+        path = out if args.count <= FOOLING_BATCH else out.with_name(f"{out.stem}-{index + 1:05d}{out.suffix}")
+        scale = max(1, 96 // images.shape[-1])
+        grid = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+        save_image(grid, path, nrow=min(len(images), 16))
+        confidences += confidence.tolist()
+        written.append(path)
     name = payload["classes"][args.target_class]
-    confidences = ", ".join(f"{c:.1%}" for c in confidence.tolist())
-    print(f"{args.count} noise images the network calls {name!r}: confidence {confidences}")
-    print(f"wrote {out}")
+    if len(confidences) <= 16:
+        summary = ", ".join(f"{c:.1%}" for c in confidences)
+    else:
+        ranked = sorted(confidences)
+        summary = f"min {ranked[0]:.1%}, median {ranked[len(ranked) // 2]:.1%}, max {ranked[-1]:.1%}"
+    print(f"{args.count} noise images grown towards {name!r}: confidence {summary}")
+    missed = sum(c < 0.5 for c in confidences)
+    if missed:
+        print(
+            f"warning: {missed} of {args.count} images are not called {name!r} with confidence ≥ 50% after "
+            f"{args.steps} steps; give more --steps.",
+            file=sys.stderr,
+        )
+    print(f"wrote {written[0]}" + (f" ... {written[-1]} ({len(written)} files)" if len(written) > 1 else ""))
     return 0
+
+
+def _require_positive(flag: str, value: float | None, whole: bool = True) -> None:
+    """A flag that must be a positive number (a whole one if ``whole``): a ConfigError naming it otherwise."""
+    import math
+
+    if value is None:
+        return
+    if not (math.isfinite(value) and value > 0):
+        kind = "whole number" if whole else "number"
+        raise ConfigError(f"{flag} must be a positive {kind}, got {value:g}.")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -786,7 +913,13 @@ def _saved_or_registered_model(spec: str, **create_options: object):
     registered model name built with ``create_options`` (e.g. ``device="meta"`` for shapes only)."""
     from cnnlab import models
 
-    if Path(spec).exists():
+    path = Path(spec)
+    if not path.exists() and (path.suffix in (".pt", ".pth") or "/" in spec or "\\" in spec):
+        raise CheckpointError(
+            f"Checkpoint {spec!r} does not exist. Give a checkpoint file, a run directory, or a model name "
+            "(`cnnlab models` lists them)."
+        )
+    if path.exists():
         from cnnlab.data import Preprocessing
         from cnnlab.train import load_checkpoint, model_from_checkpoint
 
@@ -850,6 +983,11 @@ def _finetune(args: argparse.Namespace, context, console) -> int:
 
     main = context is None or context.is_main  # rank 0 alone prints and writes files
     say = console.print if main else (lambda *a, **k: None)
+    _require_positive("--lr-head", args.lr_head, whole=False)
+    _require_positive("--lr-body", args.lr_body, whole=False)
+    _require_positive("--unfreeze-at", args.unfreeze_at)
+    if args.unfreeze_at is not None and not (args.freeze or args.train_from):
+        raise ConfigError("--unfreeze-at unfreezes the stages --freeze or --train-from froze; give one of them.")
     if args.source.endswith(":torchvision"):
         from cnnlab import models
 
@@ -882,8 +1020,13 @@ def _finetune(args: argparse.Namespace, context, console) -> int:
             **explicit,
         )
     )
+    if args.unfreeze_at is not None and args.unfreeze_at >= config.epochs:
+        raise ConfigError(
+            f"--unfreeze-at {args.unfreeze_at} is not before the last of the {config.epochs} epochs, so nothing "
+            f"would train unfrozen; give 1..{config.epochs - 1}, or more --epochs."
+        )
     # new data, preprocessing and loaders; its fresh model is replaced by the source's
-    run = build_run(per_process_config(config, context))
+    run = build_run(per_process_config(config, context), overwrite=args.overwrite)
     note = adapt_input_channels(source_model, run.dataset.image_shape[0])
     if note:
         say(note)
@@ -946,13 +1089,17 @@ def _cmd_features(args: argparse.Namespace) -> int:
     import time
 
     from cnnlab.data import DeviceTensorLoader, Preprocessing, load_dataset
+    from cnnlab.outputs import output_file
     from cnnlab.train import load_checkpoint, model_from_checkpoint, resolve_device
     from cnnlab.train.setup import subset_per_class
     from cnnlab.transfer import adapt_input_channels, extract_features, feature_layers, save_features
 
+    _require_positive("--batch-size", args.batch_size)
+    _require_positive("--labels-per-class", args.labels_per_class)
     payload = load_checkpoint(args.source)
     device = resolve_device(args.device)
     model = model_from_checkpoint(payload, device)
+    output_file(args.out, "--out", {".npz"}, "features file (NumPy .npz)")
     if args.layer not in feature_layers(model):
         from cnnlab.errors import UnknownNameError
 
@@ -997,6 +1144,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 def _cmd_linear_probe(args: argparse.Namespace) -> int:
     from cnnlab.transfer import linear_probe, load_features
 
+    _require_positive("--c", args.c, whole=False)
     features = load_features(args.features)
     result = linear_probe(features, args.classifier, args.c)
     meta = features.get("meta", {})
@@ -1009,8 +1157,13 @@ def _cmd_linear_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_viz(args: argparse.Namespace) -> int:
-    from cnnlab.inspect.views import options_from_args, run_view
+    from cnnlab.errors import UnknownNameError
+    from cnnlab.inspect.views import VIEWS, options_from_args, run_view
+    from cnnlab.outputs import output_dir
 
+    if args.kind not in VIEWS:
+        raise UnknownNameError("view", args.kind, VIEWS)
+    output_dir(args.out)
     result = run_view(
         args.kind,
         args.checkpoint,
@@ -1030,7 +1183,17 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.inspect import write_report
+    from cnnlab.train import load_checkpoint
 
+    given = Path(args.run_dir)
+    if given.is_file():  # a checkpoint file stands for its run directory only if it is that run's checkpoint.pt
+        load_checkpoint(given)
+        latest = given.parent / "checkpoint.pt"
+        if not (latest.is_file() and os.path.samefile(given, latest)):
+            raise ConfigError(
+                f"`cnnlab report` describes a whole run directory, and {given} is not its checkpoint.pt; give the "
+                f"run directory ({given.parent}), or look at this one checkpoint with `cnnlab viz`."
+            )
     path = write_report(
         args.run_dir,
         device=args.device,
@@ -1045,17 +1208,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from cnnlab.export import check_onnx, export_model
+    from cnnlab.outputs import output_file
 
-    model, shape = _saved_or_registered_model(args.model)
-    shape = _parse_shape(args.input) if args.input else shape
     fmt = args.format or ("safetensors" if str(args.out).endswith(".safetensors") else "onnx")
+    if args.check and fmt != "onnx":
+        raise ConfigError("--check runs the exported ONNX file; it does not apply to safetensors. Leave it out.")
+    requested = _parse_shape(args.input) if args.input else None
+    model, shape = _saved_or_registered_model(args.model)
+    shape = requested or shape
+    output_file(args.out, "--out", None, f"{fmt} file")
     path = export_model(model, args.out, fmt, shape)
     print(f"wrote {path} ({fmt}, input {'×'.join(map(str, shape))})")
     if args.check:
-        if fmt != "onnx":
-            raise ConfigError("--check runs the exported ONNX file; it does not apply to safetensors.")
         print(f"onnxruntime vs PyTorch: largest absolute difference {check_onnx(model, path):.2e}")
     return 0
+
+
+PREVIEW_MAX_COUNT = 64  # images per row of a preview: a figure, not a dump (memory stays bounded)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -1070,12 +1239,18 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if not args.name:
         raise ConfigError(f"`cnnlab data {args.action}` needs a dataset name; `cnnlab data list` shows them.")
     info = get_dataset_info(args.name)
+    if args.action == "preview":
+        from cnnlab.outputs import image_suffixes, output_file
+
+        if not 1 <= args.count <= PREVIEW_MAX_COUNT:
+            raise ConfigError(f"--count must be between 1 and {PREVIEW_MAX_COUNT} images per row, got {args.count}.")
+        spec = args.augment or info.augment
+        out = args.out or f"{args.name.replace(':', '_').replace('/', '_')}-{spec.replace('+', '_')}.png"
+        output_file(out, "--out", image_suffixes(), "image")
     dataset = load_dataset(args.name, args.data_root, fetch=args.action == "get", val_split=args.val_split)
     if args.action == "preview":
         from cnnlab.data.preview import preview_grid
 
-        spec = args.augment or info.augment
-        out = args.out or f"{args.name.replace(':', '_').replace('/', '_')}-{spec.replace('+', '_')}.png"
         print(f"wrote {preview_grid(dataset, spec, out, count=args.count)} (row 1: as stored; rows 2-4: {spec})")
         return 0
     c, h, w = dataset.image_shape
@@ -1098,6 +1273,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnlab.train import resolve_device
 
+    if args.names and args.kind != "models":
+        raise ConfigError(
+            f"`cnnlab bench {args.kind}` takes no model names ({', '.join(args.names)}); they are for "
+            "`cnnlab bench models MODEL ...`."
+        )
+    for flag in ("batch_size", "repeats", "input_size"):
+        _require_positive("--" + flag.replace("_", "-"), getattr(args, flag))
     device = resolve_device(args.device)
     if args.kind == "models":
         from cnnlab.bench.models import bench_models

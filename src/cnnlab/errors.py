@@ -47,6 +47,19 @@ class CheckpointError(CnnlabError):
     """A checkpoint that is missing, truncated, or not written by cnnlab."""
 
 
+class OutputError(CnnlabError):
+    """An output path that cannot be written: read-only, a missing parent, a file where a folder is expected (or
+    the reverse), a full disk."""
+
+
+class RunExistsError(OutputError):
+    """Training into a run directory that already holds a run, without ``--resume`` or ``--overwrite``."""
+
+
+class RunDirLockedError(CnnlabError):
+    """A run directory another process is writing (each run directory has one writer at a time)."""
+
+
 class DataError(CnnlabError):
     """A dataset that is missing, malformed, or does not fit the model."""
 

@@ -235,3 +235,34 @@ def fooling_images(
     with torch.no_grad():
         probs = model(x).softmax(1)[:, target_class]
     return x.detach(), probs
+
+
+FOOLING_BATCH = 64  # images grown at once: memory stays bounded whatever the count asked for
+
+
+def fooling_image_batches(
+    model: nn.Module,
+    target_class: int,
+    shape: tuple[int, int, int],
+    *,
+    count: int,
+    batch_size: int = FOOLING_BATCH,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    **options: float,
+):
+    """:func:`fooling_images` for any ``count``, ``batch_size`` images at a time: yields (images, confidence)
+    per batch (moved to the CPU), so memory does not grow with ``count``. ``options``: steps, step_size,
+    confidence.
+
+    Raises:
+        ConfigError: ``count`` or ``batch_size`` below 1.
+    """
+    if count < 1 or batch_size < 1:
+        raise ConfigError(f"The number of fooling images must be at least 1, got {count}.")
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        images, confidence = fooling_images(
+            model, target_class, shape, count=n, generator=generator, device=device, **options
+        )
+        yield images.cpu(), confidence.cpu()

@@ -156,8 +156,8 @@ def bench_models(
             return torch.autocast(dev.type, enabled=False)
         return torch.autocast(dev.type, dtype=torch_dtype)
 
-    rows = []
-    for info in infos:
+    shapes = []
+    for info in infos:  # every shape is checked (on the meta device: free) before any model is timed
         if input_size is None:
             side = _quick_side(info.name) if quick else info.input_size[1]
             shape = (info.input_size[0], side, side)
@@ -165,6 +165,12 @@ def bench_models(
             shape = (info.input_size[0], input_size, input_size)
         else:
             shape = tuple(input_size)
+        if min(shape) < 1:
+            raise ConfigError(f"input_size must be positive, got {'×'.join(map(str, shape))}.")
+        models.check_input_shape(models.create(info.name, device="meta", in_chans=shape[0]), shape)
+        shapes.append(shape)
+    rows = []
+    for info, shape in zip(infos, shapes, strict=True):
         load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
         torch.manual_seed(seed)
         ours = models.create(info.name, num_classes=info.num_classes, in_chans=shape[0])

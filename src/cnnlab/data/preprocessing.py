@@ -101,7 +101,7 @@ class Preprocessing:
 
         path = Path(path)
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 image.load()
                 mode = "L" if self.in_chans == 1 else "RGB"
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -117,6 +117,8 @@ class Preprocessing:
             raise ImageDecodeError(f"Image file {str(path)!r} does not exist.") from None
         except IsADirectoryError:
             raise ImageDecodeError(f"{str(path)!r} is a directory, not an image file.") from None
+        except ImageDecodeError:
+            raise
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise ImageDecodeError(
                 f"Cannot decode image file {str(path)!r}: {error}. Give a PNG or JPEG (or another format Pillow reads)."
@@ -145,3 +147,39 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     mean = scaled.mean(dim=(0, 2, 3))
     std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-6)
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
+
+
+MAX_PIXELS_VARIABLE = "CNNLAB_MAX_IMAGE_PIXELS"
+
+
+def open_image(path: str | Path):
+    """``PIL.Image.open`` with Pillow's guard against decompression bombs turned into a clear error.
+
+    Pillow refuses images over ``Image.MAX_IMAGE_PIXELS`` × 2 (about 179 million pixels by default); the
+    environment variable ``CNNLAB_MAX_IMAGE_PIXELS`` raises the limit (to that many pixels).
+
+    Raises:
+        ImageDecodeError: the image is larger than the limit (the message says how to lift it).
+    """
+    import os
+    import warnings
+
+    from PIL import Image
+
+    limit = os.environ.get(MAX_PIXELS_VARIABLE)
+    if limit:
+        try:
+            Image.MAX_IMAGE_PIXELS = int(limit) // 2  # Pillow refuses above twice this (and warns above it)
+        except ValueError:
+            raise ImageDecodeError(f"{MAX_PIXELS_VARIABLE}={limit!r} must be a whole number of pixels.") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError:
+        allowed = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise ImageDecodeError(
+            f"Image file {str(path)!r} is too large to decode safely: more than {allowed:,} pixels (a guard against "
+            f"decompression bombs). Resize it, or if you trust the file lift the limit: "
+            f"{MAX_PIXELS_VARIABLE}=<pixels> cnnlab ..."
+        ) from None

@@ -173,10 +173,10 @@ class ViewContext:
         return [InputImage(f"test-{i}", pixels[i], x[i], int(test.labels[i]) if known else None) for i in range(count)]
 
     def _load_file(self, path: Path) -> InputImage:
-        from PIL import Image
+        from cnnlab.data.preprocessing import open_image
 
         pixels = self.preprocessing.load_image(path)  # raises ImageDecodeError for missing or undecodable files
-        with Image.open(path) as image:
+        with open_image(path) as image:
             mode, (width, height) = image.mode, image.size
         pre = self.preprocessing
         wanted = "L" if pre.in_chans == 1 else "RGB"

@@ -5,9 +5,12 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so l
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +37,11 @@ def save_checkpoint(payload: dict, path: str | Path, previous: str | Path | None
         CheckpointError: if the file cannot be written (the message says the previous one is intact).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
@@ -48,14 +52,71 @@ def save_checkpoint(payload: dict, path: str | Path, previous: str | Path | None
             os.fsync(dir_fd)  # make the rename itself durable
         finally:
             os.close(dir_fd)
-    except OSError as error:
-        Path(tmp_name).unlink(missing_ok=True)
+    except (OSError, RuntimeError) as error:
+        # torch.save reports a failed write as RuntimeError (from its zip writer), the OSError as its context
+        cause = _os_error(error)
+        if cause is None:
+            raise
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
         kept = Path(previous) if previous is not None else path
         intact = f"The previous checkpoint at {kept} is intact." if kept.exists() else "No earlier checkpoint exists."
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed, free = _serialized_size(payload, kept), shutil.disk_usage(path.parent).free
+            space = (
+                f"The checkpoint needs {_megabytes(needed)} and {_megabytes(free)} are free there. "
+                if needed is not None
+                else ""
+            )
+            more = _megabytes(max(needed - free, 0) or needed) if needed is not None else "space"
+            raise CheckpointError(
+                f"The disk is full: could not write checkpoint {path} ({cause.strerror}); the partial file was "
+                f"removed. {space}{intact} Free at least {more} and resume."
+            ) from None
         raise CheckpointError(
-            f"Could not write checkpoint {path}: {error}. {intact} Free disk space and retry."
+            f"Could not write checkpoint {path}: {cause.strerror or cause}. {intact} "
+            "Make the folder writable (or free disk space) and retry."
         ) from None
     return path
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind ``error`` (itself, or in its cause/context chain), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class _CountingWriter(io.RawIOBase):
+    """A file that keeps nothing and counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.size += len(data)
+        return len(data)
+
+
+def _serialized_size(payload: dict, previous: Path) -> int | None:
+    """Bytes ``torch.save(payload)`` writes (serialised into nothing: no disk needed); else the size of the
+    previous checkpoint; None if neither is known."""
+    counter = _CountingWriter()
+    try:
+        torch.save(payload, counter)
+        return counter.size
+    except Exception:
+        return previous.stat().st_size if previous.is_file() else None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.1f} kB"
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -82,12 +143,21 @@ def load_checkpoint(path: str | Path) -> dict:
         CheckpointError: missing, truncated or corrupt, or not written by cnnlab.
     """
     path = resolve_checkpoint_path(path)
+    kind = _file_kind(path)
+    if kind is not None:
+        raise CheckpointError(
+            f"{path} is not a cnnlab checkpoint: it is {kind}, not a file written by torch.save. Give a checkpoint.pt "
+            "or a run directory written by `cnnlab train`."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = f" (such as {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path} is not a cnnlab checkpoint: it holds Python objects that safe loading (weights_only=True) "
-            f"refuses ({str(error).splitlines()[0]}). Use a checkpoint written by `cnnlab train`."
+            f"{path} is not a cnnlab checkpoint: it holds Python objects{what} beyond the tensors, numbers and "
+            "strings cnnlab writes, and loading such objects can run code, so the file may be unsafe; cnnlab "
+            "never loads it. Use a checkpoint written by `cnnlab train`."
         ) from None
     except Exception as error:  # torch.load raises many types on corrupt bytes (RuntimeError, EOFError, KeyError...)
         size = path.stat().st_size
@@ -113,6 +183,38 @@ def load_checkpoint(path: str | Path) -> dict:
         if key not in payload:
             raise CheckpointError(f"{path} is a damaged cnnlab checkpoint: its {key!r} record is missing.")
     return payload
+
+
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x93NUMPY", "a NumPy array file"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def _file_kind(path: Path) -> str | None:
+    """What ``path`` is when it is plainly not a torch.save file (None for a zip archive, a pickle, or unknown)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None  # torch.load reports it
+    if not head:
+        return "empty (0 bytes)"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "JSON text"
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    try:
+        head.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return "a text file"
 
 
 def step_number(path: str | Path) -> int:

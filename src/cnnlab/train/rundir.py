@@ -10,6 +10,12 @@ runs/<name>/
     summary.json    best and last metrics, wall time, images/s, peak memory (written when training stops)
     curves.png      training curves (written by the caller's epoch callback)
     tensorboard/    TensorBoard event files (with ``tensorboard`` on)
+    .lock           held (``flock``) by the one process writing the run; holds its PID
+
+One writer at a time: opening a run directory for writing takes an exclusive ``flock`` on its ``.lock``, which
+the kernel releases however the process ends (``kill -9`` included), so a stale lock cannot outlive its
+holder; a second writer is refused at once with the holder's PID. With the lock held, ``*.tmp`` files are
+leftovers of writes that a kill cut short, and are removed.
 
 Hard links make ``checkpoint.pt`` and ``best.pt`` cost no extra space or time; where the file system has none
 they are copies. Every name is replaced atomically (rename), so a crash leaves each one whole, old or new.
@@ -17,14 +23,20 @@ they are copies. Every name is replaced atomically (rename), so a crash leaves e
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
 import shutil
+import socket
+import sys
 import time
+import warnings
+import weakref
 from pathlib import Path
 
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, OutputError, RunDirLockedError, RunExistsError
 from cnnlab.train.checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -57,10 +69,86 @@ def default_run_dir(model: str, data: str, root: str | Path = "runs") -> Path:
     return path
 
 
+LOCK_NAME = ".lock"
+# Files whose presence means a directory holds a run (work that a new run there would destroy)
+RUN_RECORDS = (CHECKPOINT_NAME, BEST_NAME, CHECKPOINTS_DIR, "config.json", "metrics.csv", "summary.json")
+# What training writes into a run directory: what --overwrite deletes (nothing else in the folder is touched)
+TRAINING_OUTPUTS = (*RUN_RECORDS, "curves.png", "tensorboard", "robustness.json", "robustness.png")
+
+
 class RunDir:
-    def __init__(self, path: str | Path):
+    """A run directory opened for writing: created if needed, locked against other writers, orphans removed.
+
+    Args:
+        path: the directory.
+        new: a new run starts here: refuse a directory that already holds one (:data:`RUN_RECORDS`) unless
+            ``overwrite``, which deletes the old run's :data:`TRAINING_OUTPUTS` (after taking the lock).
+        overwrite: see ``new``.
+        lock: take the writer's lock (False for the processes of a distributed run that write nothing).
+
+    Raises:
+        OutputError: the directory cannot be created or written.
+        RunExistsError: ``new`` and the directory holds a run, without ``overwrite``.
+        RunDirLockedError: another process holds the lock.
+    """
+
+    def __init__(self, path: str | Path, *, new: bool = False, overwrite: bool = False, lock: bool = True):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.created = not self.path.exists()
+        self.removed_orphans: list[Path] = []
+        if new and not overwrite:
+            check_new_run_dir(self.path)
+        _make_directory(self.path)
+        self._lock = _acquire_lock(self.path) if lock else None
+        if self._lock is not None:
+            weakref.finalize(self, self._lock)  # a RunDir that is dropped lets go of its share of the lock
+        if lock:
+            if new and overwrite:
+                self._delete_training_outputs()
+            elif new:
+                check_new_run_dir(self.path)  # again under the lock: another run may have started meanwhile
+            self.removed_orphans = self._remove_orphans()
+
+    def release(self) -> None:
+        """Let another process write this run directory (closing this handle on the lock)."""
+        if self._lock is not None:
+            self._lock()
+            self._lock = None
+
+    def abandon(self) -> None:
+        """Release the lock and remove the directory if this object created it and nothing else was written."""
+        was_writer = self._lock is not None
+        self.release()
+        if self.created and was_writer:
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # something else is in it: keep it
+                self.path.rmdir()
+
+    def _delete_training_outputs(self) -> None:
+        for name in TRAINING_OUTPUTS:
+            target = self.path / name
+            try:
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            except OSError as error:
+                raise OutputError(f"--overwrite could not delete {target}: {error.strerror}.") from None
+
+    def _remove_orphans(self) -> list[Path]:
+        """Delete ``*.tmp`` files in the run and checkpoints folders: with the lock held, nothing is writing them."""
+        removed = []
+        for folder in (self.path, self.path / CHECKPOINTS_DIR):
+            if not folder.is_dir():
+                continue
+            for item in folder.iterdir():
+                if (item.name.endswith(".tmp") or item.name.endswith(".tmp.png")) and item.is_file():
+                    try:
+                        item.unlink()
+                    except OSError:
+                        continue
+                    removed.append(item)
+        return removed
 
     @property
     def checkpoint(self) -> Path:
@@ -116,19 +204,134 @@ class RunDir:
     def write_json(self, name: str, record: dict) -> Path:
         target = self.path / name
         tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, target)
+        try:
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+            os.replace(tmp, target)
+        except OSError as error:
+            raise _write_failed(target, tmp, error) from None
         return target
 
     def write_metrics(self, rows: list[dict]) -> None:
         """Rewrite metrics.csv from the full history (so a resumed run never holds rows it has not re-done)."""
         tmp = self.metrics.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
-        os.replace(tmp, self.metrics)
+        try:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+            os.replace(tmp, self.metrics)
+        except OSError as error:
+            raise _write_failed(self.metrics, tmp, error) from None
+
+
+def check_new_run_dir(path: str | Path) -> None:
+    """Refuse to start a new run in ``path`` if it holds one (its files would be replaced and its checkpoints
+    pruned), or if it cannot be a directory.
+
+    Raises:
+        RunExistsError: ``path`` holds a run's files.
+        OutputError: ``path`` is a file.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"--out {str(path)!r} is a file, not a directory; give a new or empty directory.")
+    found = [name for name in RUN_RECORDS if (path / name).exists()]
+    if found:
+        raise RunExistsError(
+            f"{path} already holds a run ({', '.join(found)}); training there would replace it. To continue it: "
+            f"cnnlab train --resume {path} (with --epochs N to train longer); to start afresh, choose another "
+            "--out, or add --overwrite to delete its checkpoints, metrics and summary."
+        )
+
+
+def _make_directory(path: Path) -> None:
+    """Create ``path`` (and its parents) or say in one line why it cannot be."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"--out {str(path)!r} is a file, not a directory; give a new or empty directory.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(
+            f"Cannot write the run directory {path}: {error.strerror or error}"
+            f"{f' ({error.filename})' if error.filename and str(error.filename) != str(path) else ''}. "
+            "Choose a writable --out."
+        ) from None
+
+
+_HELD: dict[str, list] = {}  # resolved path -> [file object holding the flock, number of RunDirs sharing it]
+
+
+def _acquire_lock(path: Path):
+    """Take the exclusive lock of ``path`` for this process; returns a function releasing this holder's share.
+
+    The kernel drops a ``flock`` when its file is closed, including when the process dies (``kill -9``).
+    Several RunDirs of one process share one lock (a library user may open a run again to resume it).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return None
+    key = str(path.resolve())
+    if key not in _HELD:
+        lock_path = path / LOCK_NAME
+        try:
+            handle = open(lock_path, "a+")  # noqa: SIM115 (held open: the lock lives as long as the file)
+        except OSError as error:
+            raise OutputError(
+                f"Cannot create the lock file {lock_path}: {error.strerror}. Choose a writable --out."
+            ) from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunDirLockedError(
+                    f"{path} is being written by another process ({holder}); a run directory has one writer at a "
+                    "time. Wait for it to end or stop it, or choose another --out."
+                ) from None
+            why = f"cannot lock {lock_path} ({error.strerror}); make sure no other run writes there"
+            warnings.warn(why, stacklevel=3)
+            return None
+        handle.seek(0)
+        handle.truncate()
+        command = " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"PID {os.getpid()} on {socket.gethostname()}, since {since}: {command}")
+        handle.flush()
+        _HELD[key] = [handle, 0]
+    _HELD[key][1] += 1
+    released = [False]
+
+    def release() -> None:
+        if released[0] or key not in _HELD:
+            return
+        released[0] = True
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            _HELD.pop(key)[0].close()
+
+    return release
+
+
+def _write_failed(target: Path, tmp: Path, error: OSError) -> OutputError:
+    """The error for a failed write of ``target`` through ``tmp`` (removed), saying whether the old file is kept."""
+    tmp.unlink(missing_ok=True)
+    kept = f"the previous {target.name} is unchanged" if target.exists() else f"{target.name} was not written"
+    return OutputError(f"Could not write {target}: {error.strerror or error}; {kept}. {_fix_for(error)}")
+
+
+def _fix_for(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return "Free disk space and retry."
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "Make the folder writable, or choose another --out."
+    return "Check the folder and retry."
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:

@@ -125,13 +125,31 @@ class TrainingRun:
     run_dir: RunDir
 
 
-def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> TrainingRun:
-    """Load the data, build the model (seeded), plan preprocessing and create the loaders and run directory.
+def build_run(config: TrainConfig, run_dir: str | Path | None = None, overwrite: bool = False) -> TrainingRun:
+    """Open the run directory, load the data, build the model (seeded), plan preprocessing, create the loaders.
 
     ``config`` must be resolved (:func:`cnnlab.train.config.resolve`); an ``augment`` of None takes the
     dataset's preset (what its papers used), and the returned run's config records the preset used. Every
     check that can fail runs here, before anything is written or trained.
+
+    The run directory is opened first (see :class:`~cnnlab.train.rundir.RunDir`): ``run_dir`` is an existing run
+    being resumed; without it a new run starts in ``config.out`` (or a fresh ``runs/...``), which must not hold a
+    run unless ``overwrite``. If a later check fails, a directory created here is removed again.
+
+    Raises:
+        RunExistsError, RunDirLockedError, OutputError: from opening the run directory.
     """
+    rank, world_size = rank_and_world_size()
+    path = run_dir or config.out or default_run_dir(config.model, config.data)
+    opened = RunDir(path, new=run_dir is None and rank == 0, overwrite=overwrite, lock=rank == 0)
+    try:
+        return _build_run(config, opened, rank, world_size)
+    except BaseException:
+        opened.abandon()
+        raise
+
+
+def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) -> TrainingRun:
     device = resolve_device(config.device)
     dataset = load_dataset(config.data, config.data_root, val_split=config.val_split, seed=config.seed)
     if config.labels_per_class is not None:
@@ -147,7 +165,6 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
     preprocessing = plan_preprocessing(dataset, info, model)
     models.check_input_shape(model, preprocessing.input_size)
     model.to(device)
-    rank, world_size = rank_and_world_size()
     shard = {"rank": rank, "world_size": world_size}  # training and evaluation are both sharded over processes
     # Evaluation is sharded like training (each process scores its slice; the trainer adds the sums up).
     eval_batch = -(-max(config.batch_size, 256) // world_size) * world_size
@@ -196,8 +213,7 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None) -> Trainin
             device=device,
             **shard,
         )
-    path = run_dir or config.out or default_run_dir(config.model, config.data)
-    return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, RunDir(path))
+    return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, opened)
 
 
 def _context(preprocessing: Preprocessing, pca) -> AugmentContext:

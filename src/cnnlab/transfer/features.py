@@ -51,6 +51,8 @@ def save_features(path: str | Path, train: tuple, test: tuple, meta: dict) -> Pa
     import json
 
     path = Path(path)
+    if path.suffix != ".npz":  # numpy would append .npz, and the file written would not be the one named
+        raise ConfigError(f"The features file must end in .npz, got {str(path)!r}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         path, train_x=train[0], train_y=train[1], test_x=test[0], test_y=test[1], meta=np.array(json.dumps(meta))
@@ -63,13 +65,23 @@ def load_features(path: str | Path) -> dict:
     import json
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a folder; give the .npz file written by `cnnlab features`.")
     if not path.is_file():
         raise DataError(f"Features file {str(path)!r} does not exist; write one with `cnnlab features`.")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head != b"PK\x03\x04":  # an .npz is a zip archive
+        what = "empty (0 bytes)" if not head else "not a zip archive"
+        raise DataError(f"{path} is not an .npz features file ({what}); write one with `cnnlab features`.")
     try:
         with np.load(path, allow_pickle=False) as data:
             content = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path} is not a readable .npz features file ({error}).") from None
+    except (OSError, ValueError, EOFError, KeyError) as error:
+        raise DataError(
+            f"{path} is a damaged .npz features file ({type(error).__name__}: {error}); write it again with "
+            "`cnnlab features`."
+        ) from None
     missing = {"train_x", "train_y", "test_x", "test_y"} - set(content)
     if missing:
         raise DataError(f"{path} lacks {sorted(missing)}: it was not written by `cnnlab features`.")
