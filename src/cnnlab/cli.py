@@ -606,13 +606,12 @@ def _checkpoint_model(path: str, device_name: str):
 
 def _test_loader(payload: dict, model, preprocessing, data_name: str | None, data_root, batch_size: int, device):
     """The test split of ``data_name`` (default: the checkpoint's), fitted with the checkpoint's preprocessing."""
-    from cnnlab.data import DeviceTensorLoader, load_dataset
+    from cnnlab.data import DeviceTensorLoader
     from cnnlab.data.streaming import StreamingLoader
+    from cnnlab.train.setup import dataset_from_checkpoint
 
     data_name = data_name or payload["data"]
-    if data_root is None and data_name == payload["data"]:  # the run's own data: where it was trained from
-        data_root = payload.get("config", {}).get("data_root")
-    dataset = load_dataset(data_name, data_root)
+    dataset = dataset_from_checkpoint(payload, data_name, data_root)  # the run's own root and held-out split
     if dataset.image_shape[0] != preprocessing.in_chans:
         raise DataError(
             f"Dataset {data_name!r} has {dataset.image_shape[0]}-channel images but the checkpoint's model takes "
