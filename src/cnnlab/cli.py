@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         choices=("flip", "10crop", "multiscale"),
         help="test-time augmentation: average softmax over the image and its mirror, the ten crops (corners, "
-        "centre, mirrored), or three scales",
+        "centre, mirrored), or three scales; mirrors and corners only if training flipped and cropped",
     )
 
     p = command("predict", "Top-k classes with probabilities for image files (PNG, JPEG, any mode).")
@@ -638,9 +638,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
     )
     if args.tta:
-        from cnnlab.data.tta import evaluate_tta
+        from cnnlab.data.tta import evaluate_tta, plan_tta
 
-        result = evaluate_tta(model, loader, preprocessing, args.tta)
+        plan = plan_tta(args.tta, (payload.get("config") or {}).get("augment"))  # only views training covered
+        if plan.note:
+            print(f"note: {plan.note}", file=sys.stderr)
+        result = evaluate_tta(model, loader, preprocessing, plan)
     else:
         result = evaluate(model, loader, ClassificationObjective("cross_entropy"))
     k = min(5, payload["model"]["num_classes"])
