@@ -1,5 +1,7 @@
 """Your own folder of images (``--data folder:PATH``) works in every view and in the report (issue #15, item 1)."""
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,18 @@ def folder_run(tmp_path_factory) -> Path:
     data = _digit_folder(tmp / "digits")
     run = tmp / "run"
     argv = ["train", "--model", "lenet5-modern", "--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8"]
-    assert main([*argv, "--num-workers", "0", "--device", "cpu", "--out", str(run)]) == 0
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        assert main([*argv, "--num-workers", "0", "--device", "cpu", "--out", str(run)]) == 0
+    (tmp / "train.log").write_text(log.getvalue())
     return run
+
+
+def test_a_3_class_run_reports_top_3_error_everywhere(folder_run, cli):
+    log = (folder_run.parent / "train.log").read_text()
+    assert "top-5" not in log and log.count("top-3 error") == 2  # the epoch line and the final line
+    code, out, _ = cli("eval", folder_run, "--device", "cpu")
+    assert code == 0 and "top-3 error" in out and "top-5" not in out
 
 
 @pytest.mark.parametrize("kind", [k for k in VIEWS if k != "curves"] + ["curves"])

@@ -796,3 +796,18 @@ def test_occlusion_falls_back_to_plain_passes_when_the_incremental_result_disagr
     with pytest.warns(UserWarning, match="Incremental occlusion disagreed with plain forward passes"):
         result = occlusion(model, x, size=8, stride=4, incremental=True)
     torch.testing.assert_close(result.probs, expected.probs)
+
+
+def test_summary_parameter_verdicts_say_what_they_compare():
+    from cnnlab.inspect.summary import parameter_verdict, summarize
+
+    googlenet = summarize(models.create("googlenet"), (3, 224, 224))
+    assert googlenet.trainable == 6_998_552 and googlenet.not_run == {"aux1": 3_188_840, "aux2": 3_190_888}
+    text = " ".join(parameter_verdict(googlenet))
+    assert "6,379,728 trainable parameters in aux1, aux2" in text and "13,378,280 matches the expected" in text
+    resnet = " ".join(parameter_verdict(summarize(models.create("resnet18"), (3, 64, 64))))
+    assert "the paper states no parameter count (only 1.8×10⁹ multiply-adds)" in resnet and "states not" not in resnet
+    custom = " ".join(parameter_verdict(summarize(models.create("lenet5-modern", num_classes=3), (1, 32, 32))))
+    assert "not compared" in custom and "differs" not in custom and "—" not in custom
+    modern = " ".join(parameter_verdict(summarize(models.create("lenet5-modern"), (1, 32, 32))))
+    assert modern == "Trainable parameters 61,706 matches the expected 61,706 (see docs/models.md)."

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-last", type=int, help="step checkpoints kept in <run>/checkpoints (default: 2)")
     t.add_argument("--tensorboard", action="store_true", default=None, help="TensorBoard events in <run>/tensorboard")
 
-    e = command("eval", "Top-1 and top-5 error of a checkpoint on a dataset's test split.")
+    e = command("eval", "Top-1 and top-k error (k = min(5, classes)) of a checkpoint on a dataset's test split.")
     e.add_argument("checkpoint", help="checkpoint file or run directory")
     e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     e.add_argument("--data-root", help="where datasets live")
@@ -499,7 +499,8 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
             last_plot[0] = time.monotonic()
 
-    reporter = RichReporter(console) if main else QuietReporter()
+    top_k = min(5, run.dataset.num_classes)  # what evaluate() measures as the "top5" error
+    reporter = RichReporter(console, top_k) if main else QuietReporter()
     objective = None
     if config.adversarial:
         from cnnlab.adversarial import AdversarialObjective
@@ -540,7 +541,7 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
         final = history[-1]
         print(
             f"final test error {final['test_error']:.2%} (accuracy {1 - final['test_error']:.2%}), "
-            f"top-5 error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
+            f"top-{top_k} error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
             f"({time.perf_counter() - started:.1f} s wall, training and evaluation)"
         )
         if config.adversarial:
@@ -908,7 +909,7 @@ def _finetune(args: argparse.Namespace, context, console) -> int:
 
     trainer = Trainer(
         run,
-        reporter=RichReporter(console) if main else QuietReporter(),
+        reporter=RichReporter(console, min(5, run.dataset.num_classes)) if main else QuietReporter(),
         callbacks=(curves,),
         epoch_hooks=(gradual_unfreeze,),
         param_groups=groups,

@@ -20,9 +20,11 @@ class Reporter(Protocol):
 class RichReporter:
     """One progress bar per epoch, then a line with the epoch's test results."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, top_k: int = 5):
+        """``top_k``: the k of the top-k error the trainer measures, min(5, classes), for its label."""
         self.console = console or Console(stderr=True)
         self.progress: Progress | None = None
+        self.top_k = top_k
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None:
         self.progress = Progress(
@@ -54,7 +56,7 @@ class RichReporter:
             self.progress = None
         self.console.print(
             f"  test loss {row['test_loss']:.4f}  test error {row['test_error']:.2%}  "
-            f"top-5 error {row['test_top5_error']:.2%}  lr {row['lr']:.3g}  "
+            f"top-{self.top_k} error {row['test_top5_error']:.2%}  lr {row['lr']:.3g}  "
             f"({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)"
         )
 
