@@ -811,3 +811,14 @@ def test_summary_parameter_verdicts_say_what_they_compare():
     assert "not compared" in custom and "differs" not in custom and "—" not in custom
     modern = " ".join(parameter_verdict(summarize(models.create("lenet5-modern"), (1, 32, 32))))
     assert modern == "Trainable parameters 61,706 matches the expected 61,706 (see docs/models.md)."
+
+
+def test_bench_viz_finds_mnist_under_the_data_root_like_every_command(tmp_path, monkeypatch):
+    from cnnlab.bench.viz import read_mnist_images
+    from test_datasets import _write_mnist
+
+    _write_mnist(tmp_path / "MNIST" / "raw", n_train=12, n_test=10)
+    assert read_mnist_images(tmp_path).shape == (12, 1, 28, 28)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))  # the default root, as for --data mnist
+    assert read_mnist_images(split="test").shape == (10, 1, 28, 28)
+    assert read_mnist_images(tmp_path / "nowhere") is None  # the benchmark then uses synthetic images

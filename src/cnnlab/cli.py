@@ -94,6 +94,7 @@ examples:
   cnnlab bench train --data-root ../shared/datasets   # engine vs a plain loop; time to 99% on MNIST
   cnnlab bench adversarial     # FGSM over 10,000 images; adversarial vs normal epoch
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
+  cnnlab bench viz --data-root ../shared/datasets   # occlusion and top-patches timings
 """,
     "export": """
 examples:
@@ -340,10 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = command("bench", "Benchmarks, measured side by side against the plain PyTorch/torchvision way.")
     b.add_argument(
         "kind",
-        choices=("data", "models", "train", "adversarial", "transfer"),
+        choices=("data", "models", "train", "adversarial", "transfer", "viz"),
         help="what to measure (see docs/benchmarks.md)",
     )
-    b.add_argument("--data-root", help="train: where real MNIST is, for the time-to-accuracy run")
+    b.add_argument("--data-root", help="train, viz: where real MNIST is (default: $CNNLAB_DATA, ~/.cache/cnnlab)")
     b.add_argument("names", nargs="*", metavar="MODEL", help="models: which (default: lenet5-modern resnet20 vgg11)")
     b.add_argument("--quick", action="store_true", help="a few seconds: checks that it runs, not its speed")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
@@ -1126,6 +1127,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from cnnlab.bench import train as bench_train
 
         print(bench_train.run(quick=args.quick, device=str(device), mnist_root=args.data_root))
+        return 0
+    if args.kind == "viz":
+        from cnnlab.bench import viz
+
+        print(viz.format_rows(viz.run(quick=args.quick, device=str(device), data_root=args.data_root)))
         return 0
     if args.kind == "adversarial":
         from cnnlab.bench import adversarial
