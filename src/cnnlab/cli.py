@@ -449,13 +449,12 @@ def _parse_model_options(pairs: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from cnnlab.train.distributed import distributed_session
+    from cnnlab.train.progress import log_console
 
     explicit = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) is not None}
     with distributed_session(explicit.get("device", "auto")) as context:  # None unless started by torchrun
-        return _train(args, explicit, context, Console(stderr=True))
+        return _train(args, explicit, context, log_console())
 
 
 def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
@@ -834,12 +833,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from cnnlab.train.distributed import distributed_session
+    from cnnlab.train.progress import log_console
 
     with distributed_session(args.device or "auto") as context:  # None unless started by torchrun
-        return _finetune(args, context, Console(stderr=True))
+        return _finetune(args, context, log_console())
 
 
 def _finetune(args: argparse.Namespace, context, console) -> int:
@@ -1196,6 +1194,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cnnlab`` command; returns the exit status."""
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # answered before the parser imports torch
+        from cnnlab import __version__
+
+        print(f"cnnlab {__version__}")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
