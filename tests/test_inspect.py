@@ -822,3 +822,13 @@ def test_bench_viz_finds_mnist_under_the_data_root_like_every_command(tmp_path, 
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))  # the default root, as for --data mnist
     assert read_mnist_images(split="test").shape == (10, 1, 28, 28)
     assert read_mnist_images(tmp_path / "nowhere") is None  # the benchmark then uses synthetic images
+
+
+@pytest.mark.parametrize("mistakes", [0, 3, 41])
+def test_confusion_colour_bar_counts_in_whole_numbers(mistakes):
+    from cnnlab.inspect.mistakes import render_confusion
+
+    fig = render_confusion(np.array([[30, mistakes], [1, 25]]), ["a", "b"])
+    fig.canvas.draw()
+    ticks = fig.axes[1].get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
