@@ -796,3 +796,39 @@ def test_occlusion_falls_back_to_plain_passes_when_the_incremental_result_disagr
     with pytest.warns(UserWarning, match="Incremental occlusion disagreed with plain forward passes"):
         result = occlusion(model, x, size=8, stride=4, incremental=True)
     torch.testing.assert_close(result.probs, expected.probs)
+
+
+def test_summary_parameter_verdicts_say_what_they_compare():
+    from cnnlab.inspect.summary import parameter_verdict, summarize
+
+    googlenet = summarize(models.create("googlenet"), (3, 224, 224))
+    assert googlenet.trainable == 6_998_552 and googlenet.not_run == {"aux1": 3_188_840, "aux2": 3_190_888}
+    text = " ".join(parameter_verdict(googlenet))
+    assert "6,379,728 trainable parameters in aux1, aux2" in text and "13,378,280 matches the expected" in text
+    resnet = " ".join(parameter_verdict(summarize(models.create("resnet18"), (3, 64, 64))))
+    assert "the paper states no parameter count (only 1.8×10⁹ multiply-adds)" in resnet and "states not" not in resnet
+    custom = " ".join(parameter_verdict(summarize(models.create("lenet5-modern", num_classes=3), (1, 32, 32))))
+    assert "not compared" in custom and "differs" not in custom and "—" not in custom
+    modern = " ".join(parameter_verdict(summarize(models.create("lenet5-modern"), (1, 32, 32))))
+    assert modern == "Trainable parameters 61,706 matches the expected 61,706 (see docs/models.md)."
+
+
+def test_bench_viz_finds_mnist_under_the_data_root_like_every_command(tmp_path, monkeypatch):
+    from cnnlab.bench.viz import read_mnist_images
+    from test_datasets import _write_mnist
+
+    _write_mnist(tmp_path / "MNIST" / "raw", n_train=12, n_test=10)
+    assert read_mnist_images(tmp_path).shape == (12, 1, 28, 28)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path))  # the default root, as for --data mnist
+    assert read_mnist_images(split="test").shape == (10, 1, 28, 28)
+    assert read_mnist_images(tmp_path / "nowhere") is None  # the benchmark then uses synthetic images
+
+
+@pytest.mark.parametrize("mistakes", [0, 3, 41])
+def test_confusion_colour_bar_counts_in_whole_numbers(mistakes):
+    from cnnlab.inspect.mistakes import render_confusion
+
+    fig = render_confusion(np.array([[30, mistakes], [1, 25]]), ["a", "b"])
+    fig.canvas.draw()
+    ticks = fig.axes[1].get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)

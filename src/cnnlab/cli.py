@@ -103,6 +103,7 @@ examples:
   cnnlab bench train --data-root ../shared/datasets   # engine vs a plain loop; time to 99% on MNIST
   cnnlab bench adversarial     # FGSM over 10,000 images; adversarial vs normal epoch
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
+  cnnlab bench viz --data-root ../shared/datasets   # occlusion and top-patches timings
 """,
     "export": """
 examples:
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-last", type=int, help="step checkpoints kept in <run>/checkpoints (default: 2)")
     t.add_argument("--tensorboard", action="store_true", default=None, help="TensorBoard events in <run>/tensorboard")
 
-    e = command("eval", "Top-1 and top-5 error of a checkpoint on a dataset's test split.")
+    e = command("eval", "Top-1 and top-k error (k = min(5, classes)) of a checkpoint on a dataset's test split.")
     e.add_argument("checkpoint", help="checkpoint file or run directory")
     e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     e.add_argument("--data-root", help="where datasets live")
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         choices=("flip", "10crop", "multiscale"),
         help="test-time augmentation: average softmax over the image and its mirror, the ten crops (corners, "
-        "centre, mirrored), or three scales",
+        "centre, mirrored), or three scales; mirrors and corners only if training flipped and cropped",
     )
 
     p = command("predict", "Top-k classes with probabilities for image files (PNG, JPEG, any mode).")
@@ -357,10 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = command("bench", "Benchmarks, measured side by side against the plain PyTorch/torchvision way.")
     b.add_argument(
         "kind",
-        choices=("data", "models", "train", "adversarial", "transfer"),
+        choices=("data", "models", "train", "adversarial", "transfer", "viz"),
         help="what to measure (see docs/benchmarks.md)",
     )
-    b.add_argument("--data-root", help="train: where real MNIST is, for the time-to-accuracy run")
+    b.add_argument("--data-root", help="train, viz: where real MNIST is (default: $CNNLAB_DATA, ~/.cache/cnnlab)")
     b.add_argument("names", nargs="*", metavar="MODEL", help="models: which (default: lenet5-modern resnet20 vgg11)")
     b.add_argument("--quick", action="store_true", help="a few seconds: checks that it runs, not its speed")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
@@ -465,13 +466,12 @@ def _parse_model_options(pairs: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from cnnlab.train.distributed import distributed_session
+    from cnnlab.train.progress import log_console
 
     explicit = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) is not None}
     with distributed_session(explicit.get("device", "auto")) as context:  # None unless started by torchrun
-        return _train(args, explicit, context, Console(stderr=True))
+        return _train(args, explicit, context, log_console())
 
 
 def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
@@ -521,6 +521,7 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
             plot_curves(trainer.history, run.run_dir.curves, f"{config.model} on {config.data}")
             last_plot[0] = time.monotonic()
 
+    top_k = min(5, run.dataset.num_classes)  # what evaluate() measures as the "top5" error
     reporter = RichReporter(console) if main else QuietReporter()
     watch = _LearningWatch(say)
     objective = None
@@ -566,7 +567,7 @@ def _train(args: argparse.Namespace, explicit: dict, context, console) -> int:
         final = history[-1]
         print(
             f"final test error {final['test_error']:.2%} (accuracy {1 - final['test_error']:.2%}), "
-            f"top-5 error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
+            f"top-{top_k} error {final['test_top5_error']:.2%}, after {final['epoch']} epochs "
             f"({time.perf_counter() - started:.1f} s wall, training and evaluation)"
         )
         if config.adversarial:
@@ -680,13 +681,12 @@ def _checkpoint_model(path: str, device_name: str):
 
 def _test_loader(payload: dict, model, preprocessing, data_name: str | None, data_root, batch_size: int, device):
     """The test split of ``data_name`` (default: the checkpoint's), fitted with the checkpoint's preprocessing."""
-    from cnnlab.data import DeviceTensorLoader, load_dataset
+    from cnnlab.data import DeviceTensorLoader
     from cnnlab.data.streaming import StreamingLoader
+    from cnnlab.train.setup import dataset_from_checkpoint
 
     data_name = data_name or payload["data"]
-    if data_root is None and data_name == payload["data"]:  # the run's own data: where it was trained from
-        data_root = payload.get("config", {}).get("data_root")
-    dataset = load_dataset(data_name, data_root)
+    dataset = dataset_from_checkpoint(payload, data_name, data_root)  # the run's own root and held-out split
     if dataset.image_shape[0] != preprocessing.in_chans:
         raise DataError(
             f"Dataset {data_name!r} has {dataset.image_shape[0]}-channel images but the checkpoint's model takes "
@@ -720,9 +720,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         payload, model, preprocessing, args.data, args.data_root, args.batch_size, device
     )
     if args.tta:
-        from cnnlab.data.tta import evaluate_tta
+        from cnnlab.data.tta import evaluate_tta, plan_tta
 
-        result = evaluate_tta(model, loader, preprocessing, args.tta)
+        plan = plan_tta(args.tta, (payload.get("config") or {}).get("augment"))  # only views training covered
+        if plan.note:
+            print(f"note: {plan.note}", file=sys.stderr)
+        result = evaluate_tta(model, loader, preprocessing, plan)
     else:
         result = evaluate(model, loader, ClassificationObjective("cross_entropy"))
     k = min(5, payload["model"]["num_classes"])
@@ -965,12 +968,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from cnnlab.train.distributed import distributed_session
+    from cnnlab.train.progress import log_console
 
     with distributed_session(args.device or "auto") as context:  # None unless started by torchrun
-        return _finetune(args, context, Console(stderr=True))
+        return _finetune(args, context, log_console())
 
 
 def _finetune(args: argparse.Namespace, context, console) -> int:
@@ -1308,6 +1310,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         print(bench_train.run(quick=args.quick, device=str(device), mnist_root=args.data_root))
         return 0
+    if args.kind == "viz":
+        from cnnlab.bench import viz
+
+        print(viz.format_rows(viz.run(quick=args.quick, device=str(device), data_root=args.data_root)))
+        return 0
     if args.kind == "adversarial":
         from cnnlab.bench import adversarial
 
@@ -1371,6 +1378,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cnnlab`` command; returns the exit status."""
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # answered before the parser imports torch
+        from cnnlab import __version__
+
+        print(f"cnnlab {__version__}")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

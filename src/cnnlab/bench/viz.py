@@ -5,10 +5,10 @@
   and bfloat16; target < 30 s on 2 CPU cores. In float32 the plain way (Captum's ``Occlusion`` on the model
   as it is, same batching) runs in the same call, rounds alternating, for the speed-up column. LeNet-5 on
   32×32 with the default square for comparison.
-- top patches: LeNet-5 (faithful and modern) over MNIST's 60,000 training images (real MNIST from
-  ``$CNNLAB_MNIST`` or ../shared/datasets/MNIST/raw beside the checkout if present, else synthetic uint8
-  images of the same shape: the cost does not depend on the pixels), at the first stage and at the default
-  layer; target < 10 s on 2 CPU cores.
+- top patches: LeNet-5 (faithful and modern) over MNIST's 60,000 training images (real MNIST from the data
+  root, found as by every command: ``--data-root``, else ``$CNNLAB_DATA``, else ``~/.cache/cnnlab``; without
+  it synthetic uint8 images of the same shape: the cost does not depend on the pixels), at the first stage
+  and at the default layer; target < 10 s on 2 CPU cores.
 
 ``quick=True`` shrinks every workload (64×64 ResNet-50 input, 6,000 images) so CI can run it in seconds; its
 numbers are not comparable with the targets.
@@ -16,8 +16,6 @@ numbers are not comparable with the targets.
 
 from __future__ import annotations
 
-import gzip
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,11 +23,6 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import Preprocessing
-
-MNIST_DIRS = (
-    Path(os.environ.get("CNNLAB_MNIST", "/nonexistent")),
-    Path(__file__).resolve().parents[4] / "shared" / "datasets" / "MNIST" / "raw",  # beside the checkout
-)
 
 
 @dataclass
@@ -71,17 +64,17 @@ class VizBenchRow:
         return {**asdict(self), "items_per_s": self.items_per_s, "speedup": self.speedup}
 
 
-def read_mnist_images(root: Path | None = None, split: str = "train") -> torch.Tensor | None:
-    """MNIST images as uint8 (N, 1, 28, 28) from the raw ``*-images-idx3-ubyte.gz`` file, or None if absent."""
-    name = ("train" if split == "train" else "t10k") + "-images-idx3-ubyte.gz"
-    for folder in (root,) if root is not None else MNIST_DIRS:
-        path = Path(folder) / name
-        if path.is_file():
-            with gzip.open(path) as handle:
-                data = handle.read()
-            n, h, w = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
-            return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).view(n, 1, h, w)
-    return None
+def read_mnist_images(root: str | Path | None = None, split: str = "train") -> torch.Tensor | None:
+    """MNIST images as uint8 (N, 1, 28, 28) from the data root (default: ``$CNNLAB_DATA``, else
+    ``~/.cache/cnnlab``; the files in ``<root>/MNIST/raw`` as for ``--data mnist``), or None if absent."""
+    from cnnlab.data import load_dataset
+    from cnnlab.errors import CnnlabError
+
+    try:
+        dataset = load_dataset("mnist", root)
+    except CnnlabError:
+        return None
+    return getattr(dataset, split).images
 
 
 def _resnet50(device: torch.device) -> tuple[torch.nn.Module, str]:
@@ -238,8 +231,10 @@ def bench_viz(
     *,
     repeats: int = 1,
     precisions: tuple[str, ...] = ("float32", "bfloat16"),
+    data_root: str | Path | None = None,
 ) -> list[VizBenchRow]:
-    """Occlusion and top-patches timings (see the module docstring); ``quick`` for CI-sized workloads.
+    """Occlusion and top-patches timings (see the module docstring); ``quick`` for CI-sized workloads;
+    ``data_root``: where real MNIST is (default: ``$CNNLAB_DATA``, else ``~/.cache/cnnlab``).
 
     Threads are whatever ``torch.get_num_threads()`` says; set them (and keep the machine idle) before
     recording numbers.
@@ -269,12 +264,12 @@ def bench_viz(
     lenet = models.create("lenet5").to(device).eval()
     rows.append(bench_occlusion(lenet, "lenet5", 32, 5, 1, repeats=repeats, device=device))
 
-    images = read_mnist_images()
+    images = read_mnist_images(data_root)
     note = "real MNIST"
     if images is None:
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (60_000, 1, 28, 28), dtype=torch.uint8, generator=generator)
-        note = "synthetic uint8 images (MNIST not found)"
+        note = "synthetic uint8 images (MNIST not found under the data root; give --data-root)"
     if quick:
         images = images[:6_000]
     for name in ("lenet5", "lenet5-modern"):
@@ -293,9 +288,9 @@ def bench_viz(
     return rows
 
 
-def run(quick: bool = False, device: str = "cpu") -> list[VizBenchRow]:
+def run(quick: bool = False, device: str = "cpu", data_root: str | Path | None = None) -> list[VizBenchRow]:
     """The benchmark of `cnnlab bench viz` (same as :func:`bench_viz`)."""
-    return bench_viz(quick=quick, device=device)
+    return bench_viz(quick=quick, device=device, data_root=data_root)
 
 
 def format_rows(rows: list[VizBenchRow]) -> str:
@@ -316,7 +311,11 @@ def format_rows(rows: list[VizBenchRow]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m cnnlab.bench.viz [--quick]
-    import sys
+if __name__ == "__main__":  # python -m cnnlab.bench.viz [--quick] [--data-root DIR]
+    import argparse
 
-    print(format_rows(bench_viz(quick="--quick" in sys.argv)))
+    parser = argparse.ArgumentParser(prog="python -m cnnlab.bench.viz", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI-sized workloads: checks that it runs")
+    parser.add_argument("--data-root", help="where real MNIST is (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+    args = parser.parse_args()
+    print(format_rows(bench_viz(quick=args.quick, data_root=args.data_root)))

@@ -452,13 +452,23 @@ def validate_augmentation(spec: str) -> None:
             raise UnknownNameError("augmentation preset", part, list_augmentations())
 
 
-def build_augmentation(spec: str, ctx: AugmentContext) -> Augmentation | None:
-    """The augmentation for a preset/atom spec such as ``pad-crop-flip`` or ``crop+flip+pca``; None for none."""
+def augmentation_atoms(spec: str) -> list[str]:
+    """The atoms of a preset/atom spec, presets expanded: ``alexnet-2012+rotate`` -> crop, flip, pca, rotate."""
     validate_augmentation(spec)
     atoms: list[str] = []
     for part in (p for p in spec.split("+") if p):
         atoms += [a for a in PRESETS[part].split("+") if a] if part in PRESETS else [part]
-    steps = [ATOMS[a](ctx) for a in atoms]
+    return atoms
+
+
+def mirrors_in_training(spec: str) -> bool:
+    """Whether a model trained with ``spec`` saw left-right mirrored images (the ``flip`` atom)."""
+    return "flip" in augmentation_atoms(spec)
+
+
+def build_augmentation(spec: str, ctx: AugmentContext) -> Augmentation | None:
+    """The augmentation for a preset/atom spec such as ``pad-crop-flip`` or ``crop+flip+pca``; None for none."""
+    steps = [ATOMS[a](ctx) for a in augmentation_atoms(spec)]
     fused: list[Augmentation] = []
     for step in steps:  # a crop followed by a horizontal flip: one gather instead of two passes
         previous = fused[-1] if fused else None

@@ -10,10 +10,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from cnnlab.errors import DataError, UnknownNameError
+
+if TYPE_CHECKING:
+    from cnnlab.data.preprocessing import Preprocessing
 
 
 @dataclass
@@ -32,6 +36,14 @@ class ImageSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def model_inputs(self, preprocessing: Preprocessing, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``count`` images (default: all) as the model sees them at test time, and their labels.
+
+        Returns:
+            uint8 (n, C, h, w) resized, padded and centre-cropped to ``preprocessing.input_size``; int64 (n,) labels.
+        """
+        return preprocessing.center_crop(preprocessing.fit(self.images[:count])), self.labels[:count]
+
 
 @dataclass
 class FileImageSet:
@@ -46,6 +58,31 @@ class FileImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def model_inputs(self, preprocessing: Preprocessing, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``count`` files (default: all) decoded as the model sees them at test time, and their labels.
+
+        Files that cannot be decoded are skipped with a warning naming them, so the labels returned are those of
+        the images returned. Everything is decoded into memory: pass ``count`` for large collections.
+
+        Returns:
+            uint8 (n, C, h, w) resized and centre-cropped to ``preprocessing.input_size``; int64 (n,) labels.
+        """
+        from cnnlab.data.streaming import StreamingLoader
+
+        paths, labels = self.paths[:count], self.labels[:count]
+        workers = 0 if len(paths) <= 256 else 2  # worker start-up costs more than decoding a few hundred files
+        loader = StreamingLoader(paths, labels, preprocessing, 256, num_workers=workers)
+        batches = list(loader.raw_batches())  # uint8 at the stored size, unreadable files dropped
+        if loader.skipped:
+            import warnings
+
+            listing = "\n  ".join(sorted(loader.skipped)[:20])
+            warnings.warn(f"Skipped {len(loader.skipped)} unreadable image file(s):\n  {listing}", stacklevel=2)
+        if not batches:
+            raise DataError(f"None of the {len(paths)} image files could be decoded; check the folder's files.")
+        images = torch.cat([b[0] for b in batches])
+        return preprocessing.center_crop(images), torch.cat([b[1] for b in batches])
 
 
 @dataclass

@@ -120,7 +120,9 @@ def render_confusion(matrix: np.ndarray, classes: list[str], title: str = "") ->
         fontsize=10,
     )
     scale = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, vmax), cmap=reds)
-    fig.colorbar(scale, ax=ax, shrink=0.8, label="mistakes (count)")
+    bar = fig.colorbar(scale, ax=ax, shrink=0.8, label="mistakes (count)")
+    bar.locator = matplotlib.ticker.MaxNLocator(nbins=min(6, int(vmax)), integer=True)  # counts: whole numbers
+    bar.update_ticks()
     return fig
 
 

@@ -93,7 +93,7 @@ class _Report:
                 self.ctx.check_classes(dataset)
             except CnnlabError as error:
                 raise _Skip(f"the dataset {self.ctx.payload.get('data')!r} is not available here ({error})") from None
-            self._data = (dataset, self.ctx.preprocessing.fit(dataset.test.images), dataset.test.labels)
+            self._data = (dataset, *dataset.test.model_inputs(self.ctx.preprocessing))
         return self._data
 
 
@@ -286,10 +286,11 @@ def _section_occlusion(r: _Report, count: int, size: int | None, stride: int | N
 def _section_patches(r: _Report, units: int) -> str:
     from cnnlab.inspect.hooks import default_spatial_layer
     from cnnlab.inspect.patches import render_top_patches, top_patches
+    from cnnlab.inspect.views import searchable_split
 
     dataset, _, _ = r.test_split()
     layer = default_spatial_layer(r.ctx.model, r.ctx.preprocessing.input_size)
-    images = r.ctx.preprocessing.fit(dataset.train.images)
+    images, _ = searchable_split(dataset, "train", []).model_inputs(r.ctx.preprocessing)
     result = top_patches(r.ctx.model, images, r.ctx.preprocessing, layer)
     caption = (
         f"Layer {layer}: for each of the first {min(units, len(result.channels))} of {len(result.channels)} channels, "

@@ -8,7 +8,8 @@ use the convolution arithmetic of :mod:`cnnlab.layers.arithmetic` along the trac
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -37,6 +38,15 @@ class ModelSummary:
     rows: list[LayerRow]
     paper_params: int | None  # the registry's expected trainable count at default options
     paper_statement: str = ""  # the figure as the paper states it ("60 million"), if it states one
+    # Trainable parameters of modules this forward pass does not run (GoogLeNet's auxiliary heads, used only in
+    # training), by top-level module; the rows leave them out, the registry's expected count includes them.
+    not_run: dict[str, int] = field(default_factory=dict)
+    default_shape: bool = True  # built with the registry's default classes and input channels
+
+    @property
+    def all_trainable(self) -> int:
+        """Every trainable parameter of the model: the rows' and those of modules the forward pass skips."""
+        return self.trainable + sum(self.not_run.values())
 
     @property
     def trainable(self) -> int:
@@ -126,13 +136,62 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], graph_fields:
 
     name = getattr(model, "model_name", type(model).__name__)
     info = _MODELS.get(name)
+    seen = {id(p) for trace in traces for p in trace.module.parameters()}
+    not_run: dict[str, int] = {}
+    for param_name, param in model.named_parameters():
+        if param.requires_grad and id(param) not in seen:
+            top = param_name.split(".")[0]
+            not_run[top] = not_run.get(top, 0) + param.numel()
+    default_shape = info is not None and (
+        getattr(model, "num_classes", info.num_classes) == info.num_classes
+        and getattr(model, "in_chans", info.input_size[0]) == info.input_size[0]
+    )
     return ModelSummary(
         name,
         tuple(input_shape),
         rows,
         info.param_count if info else None,
         getattr(info, "paper_params", "") if info else "",
+        not_run,
+        default_shape,
     )
+
+
+def parameter_verdict(summary: ModelSummary) -> list[str]:
+    """Sentences comparing the trainable count with the registry's expected one and the paper's statement."""
+    lines = []
+    total = summary.all_trainable
+    if summary.not_run:
+        modules = ", ".join(summary.not_run)
+        lines.append(
+            f"Not run by this forward pass and not in the rows: {sum(summary.not_run.values()):,} trainable "
+            f"parameters in {modules} (used only in training); {total:,} in all."
+        )
+    if summary.paper_params is None:
+        return lines
+    statement = summary.paper_statement.strip()
+    if not summary.default_shape:
+        lines.append(
+            f"Trainable parameters {total:,} for this model's classes and input channels; the registry's "
+            f"{summary.paper_params:,} is for its defaults, so the two are not compared."
+        )
+        return lines
+    verdict = "matches" if summary.paper_params == total else "differs from"
+    leading = re.match(r"[\d,]+", statement)
+    if leading and leading.group().replace(",", "") == str(summary.paper_params):
+        lines.append(f"Trainable parameters {total:,} {verdict} the paper's {summary.paper_params:,}.")
+        return lines
+    if not statement or statement.startswith("—"):  # not the paper's model: nothing the paper could state
+        stated = ""
+    elif statement.startswith("not"):  # "not stated (states 1.8×10⁹ multiply-adds)", "not in the paper"
+        aside = re.search(r"\((?:states )?(.*)\)", statement)
+        stated = "; the paper states no parameter count" + (f" (only {aside.group(1)})" if aside else "")
+    else:
+        stated = f"; the paper states {statement}"
+    lines.append(
+        f"Trainable parameters {total:,} {verdict} the expected {summary.paper_params:,}{stated} (see docs/models.md)."
+    )
+    return lines
 
 
 def render_summary(summary: ModelSummary, console: object | None = None) -> None:
@@ -179,18 +238,6 @@ def render_summary(summary: ModelSummary, console: object | None = None) -> None
         "RF = receptive field in input pixels: size, jump (stride product), start (centre of the first unit's "
         "field, pixel i has centre i); 'all' after flattening.",
     ]
-    if summary.paper_params is not None:
-        verdict = "matches" if summary.paper_params == summary.trainable else "differs from"
-        stated = f"; the paper states {summary.paper_statement}" if summary.paper_statement else ""
-        import re
-
-        leading = re.match(r"[\d,]+", summary.paper_statement or "")
-        if leading and leading.group().replace(",", "") == str(summary.paper_params):
-            lines.append(f"Trainable parameters {summary.trainable:,} {verdict} the paper's {summary.paper_params:,}.")
-        else:
-            lines.append(
-                f"Trainable parameters {summary.trainable:,} {verdict} the expected {summary.paper_params:,}{stated} "
-                "(see docs/models.md)."
-            )
+    lines += parameter_verdict(summary)
     for line in lines:
         console.print(line)  # type: ignore[attr-defined]

@@ -127,13 +127,11 @@ class ViewContext:
 
     def dataset(self, data: str | None = None, data_root: str | None = None) -> ImageDataset:
         """The named dataset (default: the checkpoint's), checked against the model's channels and classes."""
-        from cnnlab.data import load_dataset
+        from cnnlab.train.setup import dataset_from_checkpoint
 
         name = data or self.payload["data"]
-        if data_root is None and name == self.payload["data"]:  # the run's own data: where it was trained from
-            data_root = self.payload.get("config", {}).get("data_root")
         if (name, data_root) not in self._datasets:
-            dataset = load_dataset(name, data_root)
+            dataset = dataset_from_checkpoint(self.payload, name, data_root)  # the run's own split and root
             if dataset.image_shape[0] != self.preprocessing.in_chans:
                 raise DataError(
                     f"Dataset {name!r} has {dataset.image_shape[0]}-channel images but the model takes "
@@ -165,12 +163,10 @@ class ViewContext:
         if count < 1:
             raise ConfigError(f"count must be a positive integer, got {count}.")
         dataset = self.dataset(data, data_root)
-        test = dataset.test
-        count = min(count, len(test))
-        pixels = self.preprocessing.fit(test.images[:count])
+        pixels, labels = dataset.test.model_inputs(self.preprocessing, count)  # decodes only these from a folder
         x = self.preprocessing.normalize(pixels.to(self.device))
         known = dataset.num_classes == len(self.classes)
-        return [InputImage(f"test-{i}", pixels[i], x[i], int(test.labels[i]) if known else None) for i in range(count)]
+        return [InputImage(f"test-{i}", pixels[i], x[i], int(labels[i]) if known else None) for i in range(len(labels))]
 
     def _load_file(self, path: Path) -> InputImage:
         from cnnlab.data.preprocessing import open_image
@@ -210,6 +206,22 @@ class ViewContext:
                 f"{len(changed)} nn.ReLU(inplace=True) module(s) ({', '.join(changed[:3])}...) were switched to "
                 "inplace=False for the backward hooks; the results are the same."
             )
+
+
+MAX_SEARCHED_FILES = 10_000  # photos decoded into memory for a search: ~4.5 GB at 3×224×224 uint8
+
+
+def searchable_split(dataset: ImageDataset, split: str, notes: list[str]):
+    """The split to search for top patches: all of it, or for a large photo folder an evenly spaced sample of
+    :data:`MAX_SEARCHED_FILES` files (every class represented), since the search holds its images in memory."""
+    from cnnlab.data import FileImageSet
+
+    pool = getattr(dataset, split)
+    if isinstance(pool, FileImageSet) and len(pool) > MAX_SEARCHED_FILES:
+        step = -(-len(pool) // MAX_SEARCHED_FILES)
+        notes.append(f"Searched every {step}th of the {len(pool):,} {split} files, to hold them in memory.")
+        pool = FileImageSet(pool.paths[::step], pool.labels[::step])
+    return pool
 
 
 def _one_layer(kind: str, layer: str | Sequence[str] | None) -> str | None:
@@ -283,8 +295,7 @@ def _view_top_patches(
         raise ConfigError("top-patches searches a dataset, not image files; use --data to choose the dataset.")
     layer = _one_layer("top-patches", layer) or default_spatial_layer(ctx.model, ctx.preprocessing.input_size)
     dataset = ctx.dataset(data, data_root)
-    pool = getattr(dataset, split)
-    fitted = ctx.preprocessing.fit(pool.images)
+    fitted, _ = searchable_split(dataset, split, ctx.notes).model_inputs(ctx.preprocessing)
     channels = [channel] if channel is not None else None
     result = top_patches(ctx.model, fitted, ctx.preprocessing, layer, channels, k=k, batch_size=batch_size)
     if channel is None and len(result.channels) > max_units:
@@ -359,9 +370,8 @@ def _predictions(ctx: ViewContext, split: str, data, data_root, batch_size):
 
     dataset = ctx.dataset(data, data_root)
     ctx.check_classes(dataset)
-    pool = getattr(dataset, split)
-    fitted = ctx.preprocessing.fit(pool.images)
-    return dataset, fitted, predict(ctx.model, fitted, pool.labels, ctx.preprocessing, batch_size=batch_size)
+    fitted, labels = getattr(dataset, split).model_inputs(ctx.preprocessing)
+    return dataset, fitted, predict(ctx.model, fitted, labels, ctx.preprocessing, batch_size=batch_size)
 
 
 def _view_confusion(ctx: ViewContext, images, layer, channel, *, split, data, data_root, batch_size) -> list[Path]:

@@ -8,6 +8,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+def log_console() -> Console:
+    """The console for training logs, on stderr. Piped or redirected output gets 200 columns: rich's default of
+    80 (or $COLUMNS) off a terminal would split every epoch line in two."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=max(console.width, 200))
+    return console
+
+
 class Reporter(Protocol):
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None: ...
     def update(self, batches_done: int, text: str, images_per_s: float, lr: float | None = None) -> None: ...
@@ -19,7 +28,7 @@ class RichReporter:
     """One progress bar per epoch, then a line with the epoch's test results."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or log_console()
         self.progress: Progress | None = None
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None:

@@ -220,6 +220,24 @@ def _context(preprocessing: Preprocessing, pca) -> AugmentContext:
     return AugmentContext(preprocessing.stored_size, preprocessing.input_size[1:], preprocessing.in_chans, pca)
 
 
+def dataset_from_checkpoint(payload: dict, data: str | None = None, data_root: str | None = None) -> ImageDataset:
+    """The dataset a checkpoint was trained on (default), or another one, loaded as training split it.
+
+    The run's own data comes from its own data root unless ``data_root`` says otherwise, and a ``folder:PATH``
+    is split with the run's ``val_split`` and ``seed``, so the test split is the one training held out.
+    """
+    name = data or payload["data"]
+    config = payload.get("config") or {}
+    if name != payload["data"]:
+        return load_dataset(name, data_root)
+    return load_dataset(
+        name,
+        data_root if data_root is not None else config.get("data_root"),
+        val_split=config.get("val_split", 0.2),
+        seed=config.get("seed", 0),
+    )
+
+
 def model_from_checkpoint(payload: dict, device: torch.device | str = "cpu") -> ClassifierModel:
     """Rebuild the model a checkpoint describes and load its weights (strictly)."""
     spec = payload["model"]
