@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import DeviceTensorLoader, load_dataset
-from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, model_from_checkpoint, resolve
+from cnnlab.train import RunRecord, TrainConfig, Trainer, build_run, resolve
 from cnnlab.train.setup import subset_per_class
 from cnnlab.transfer import (
     extract_features,
@@ -71,7 +71,7 @@ def finetune(
     run = build_run(config)
     groups = None
     if source is not None:
-        model = model_from_checkpoint(load_checkpoint(source))
+        model = RunRecord.load(source).build_model()
         model.reset_classifier(run.dataset.num_classes)
         run.model = model.to(run.device)
         freeze(run.model, frozen_stages(run.model, freeze_through) if freeze_through else [])
@@ -82,11 +82,8 @@ def finetune(
 
 
 def probes(source: Path, data: str, root: str) -> dict[str, dict[int, float]]:
-    payload = load_checkpoint(source)
-    model = model_from_checkpoint(payload)
-    from cnnlab.data import Preprocessing
-
-    pre = Preprocessing.from_dict(payload["preprocessing"])
+    record = RunRecord.load(source)
+    model, pre = record.build_model(), record.preprocessing
     dataset = load_dataset(data, root)
     results: dict[str, dict[int, float]] = {}
     test_loader = DeviceTensorLoader(pre.fit(dataset.test.images), dataset.test.labels, pre, 1000)

@@ -60,8 +60,7 @@ def test_eval_reports_the_runs_final_error(cli, trained_run):
 
 
 def test_predict_matches_the_model_on_the_same_pixels(cli, trained_run, tmp_path):
-    from cnnlab.data import Preprocessing
-    from cnnlab.train import model_from_checkpoint
+    from cnnlab.train import RunRecord
 
     digits = load_dataset("digits")
     paths = []
@@ -75,8 +74,8 @@ def test_predict_matches_the_model_on_the_same_pixels(cli, trained_run, tmp_path
     assert code == 0
     lines = out.strip().splitlines()
     assert len(lines) == 5 and all(line.count("%") == 3 for line in lines)
-    payload = load_checkpoint(trained_run)
-    model, pre = model_from_checkpoint(payload), Preprocessing.from_dict(payload["preprocessing"])
+    record = RunRecord.load(trained_run)
+    model, pre = record.build_model(), record.preprocessing
     batch = pre.normalize(torch.stack([pre.load_image(p) for p in paths]))
     expected = model(batch).argmax(1).tolist()
     assert [line.split(": ")[1].split()[0] for line in lines[:4]] == [str(e) for e in expected]

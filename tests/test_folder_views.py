@@ -65,11 +65,14 @@ def test_report_works_on_folder_data(folder_run, cli):
 
 
 def test_views_and_eval_use_the_split_training_held_out(tmp_path):
-    from cnnlab.data import load_dataset
-    from cnnlab.train.setup import dataset_from_checkpoint
+    from cnnlab.data import Preprocessing, load_dataset
+    from cnnlab.train import RunRecord
 
     spec = f"folder:{_digit_folder(tmp_path / 'd')}"
-    payload = {"data": spec, "config": {"seed": 3, "val_split": 0.3, "data_root": None}}
     trained = load_dataset(spec, val_split=0.3, seed=3)  # as build_run splits it
-    assert dataset_from_checkpoint(payload).test.paths == trained.test.paths
+    pre = Preprocessing(
+        trained.image_shape[0], (8, 8), 0, (0.5,) * trained.image_shape[0], (0.25,) * trained.image_shape[0]
+    )
+    payload = {"data": spec, "config": {"seed": 3, "val_split": 0.3, "data_root": None}, "preprocessing": pre.to_dict()}
+    assert RunRecord.from_payload(payload, tmp_path / "checkpoint.pt").dataset().test.paths == trained.test.paths
     assert load_dataset(spec).test.paths != trained.test.paths  # the default split would test on training images

@@ -632,7 +632,7 @@ def test_views_read_the_runs_own_dataset_from_where_it_was_trained(trained_run, 
     _write_mnist(tmp_path / "MNIST" / "raw", n_train=10, n_test=10)
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "elsewhere"))
     ctx = ViewContext(trained_run, "cpu", tmp_path / "out")
-    ctx.payload["data"], ctx.payload["config"]["data_root"] = "mnist", str(tmp_path)
+    ctx.record.data, ctx.record.config["data_root"] = "mnist", str(tmp_path)
     assert len(ctx.dataset().test) == 10
     with pytest.raises(DataError, match="MNIST/raw"):  # another root named explicitly is used as given
         ctx.dataset(data_root=str(tmp_path / "elsewhere"))

@@ -92,7 +92,7 @@ class _Report:
                 dataset = self.ctx.dataset(None, self.data_root)
                 self.ctx.check_classes(dataset)
             except CnnlabError as error:
-                raise _Skip(f"the dataset {self.ctx.payload.get('data')!r} is not available here ({error})") from None
+                raise _Skip(f"the dataset {self.ctx.record.data!r} is not available here ({error})") from None
             self._data = (dataset, *dataset.test.model_inputs(self.ctx.preprocessing))
         return self._data
 
@@ -104,7 +104,8 @@ def _section_config(r: _Report) -> str:
         record = json.loads(path.read_text())
         source = "config.json"
     else:
-        record = {k: r.ctx.payload.get(k) for k in ("config", "model", "preprocessing", "versions", "git")}
+        kept = r.ctx.record.as_dict()
+        record = {k: kept.get(k) for k in ("config", "model", "preprocessing", "versions", "git")}
         source = "the checkpoint (no config.json in the run directory)"
     config = record.get("config") or {}
     rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]
@@ -164,11 +165,11 @@ def _section_curves(r: _Report) -> str:
     if metrics.is_file():
         rows, source = read_metrics(metrics), "metrics.csv"
     else:
-        rows, source = list(r.ctx.payload.get("history", [])), "the checkpoint's history (no metrics.csv)"
+        rows, source = list(r.ctx.record.history), "the checkpoint's history (no metrics.csv)"
     if not rows:
         raise _Skip("the run has no metrics.csv and its checkpoint holds no training history")
     with tempfile.TemporaryDirectory() as tmp:
-        path = plot_curves(rows, Path(tmp) / "curves.png", f"{r.ctx.model_name} on {r.ctx.payload.get('data', '?')}")
+        path = plot_curves(rows, Path(tmp) / "curves.png", f"{r.ctx.model_name} on {r.ctx.record.data or '?'}")
         image = _png_file(path, "training curves")
     last = rows[-1]
     text = (
@@ -363,7 +364,7 @@ def write_report(
         ("Top patches", lambda: _section_patches(r, units)),
         ("Most confident mistakes", lambda: _section_mistakes(r, mistakes)),
     ]
-    adversarial = (r.ctx.payload.get("config") or {}).get("adversarial")
+    adversarial = r.ctx.record.config.get("adversarial")
     if adversarial or (run_dir / "robustness.json").is_file() or any(run_dir.glob("attack-*/robustness.png")):
         sections.append(("Robustness", lambda: _section_robustness(r)))  # only runs that were attacked or trained so
     body, skipped = [], []
@@ -375,8 +376,7 @@ def write_report(
             skipped.append(title)
             content = f'<p class="skip"><strong>{html.escape(title)} skipped:</strong> {html.escape(str(reason))}</p>'
         body.append(f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{content}</section>')
-    payload = r.ctx.payload
-    history = payload.get("history") or []
+    history = r.ctx.record.history
     result = (
         f"test error {history[-1]['test_error']:.2%} after {int(history[-1]['epoch'])} epochs"
         if history
@@ -385,7 +385,7 @@ def write_report(
     from cnnlab import __version__
 
     header = (
-        f"<h1>{html.escape(r.ctx.model_name)} on {html.escape(str(payload.get('data', '?')))}</h1>"
+        f"<h1>{html.escape(r.ctx.model_name)} on {html.escape(str(r.ctx.record.data or '?'))}</h1>"
         f'<p class="meta">Run {html.escape(str(run_dir.resolve()))}: {html.escape(result)}. Report by cnnlab '
         f"{html.escape(__version__)} on {html.escape(time.strftime('%Y-%m-%d %H:%M'))}, "
         f"in {time.perf_counter() - started:.1f} s.</p>"

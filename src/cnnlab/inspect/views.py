@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cnnlab.errors import CheckpointError, ConfigError, DataError, UnknownNameError
+from cnnlab.errors import CheckpointError, ConfigError, UnknownNameError
 from cnnlab.inspect.grid import safe_name, save
 
 if TYPE_CHECKING:
@@ -107,45 +107,32 @@ class ViewContext:
     """A loaded checkpoint and everything views derive from it (dataset loaded once, on demand)."""
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device, out_dir: str | Path):
-        from cnnlab.data import Preprocessing
-        from cnnlab.train import load_checkpoint, model_from_checkpoint, resolve_device
-        from cnnlab.train.checkpoint import resolve_checkpoint_path
+        from cnnlab.train import resolve_device
+        from cnnlab.train.record import RunRecord
 
-        self.checkpoint = resolve_checkpoint_path(checkpoint)
-        self.payload = load_checkpoint(self.checkpoint)
+        self.record = RunRecord.load(checkpoint)
+        self.checkpoint = self.record.path
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
-        self.model: nn.Module = model_from_checkpoint(self.payload, self.device)
-        self.preprocessing = Preprocessing.from_dict(self.payload["preprocessing"])
-        self.classes: list[str] = list(self.payload["classes"])
+        self.model: nn.Module = self.record.build_model(self.device)
+        self.preprocessing = self.record.preprocessing
+        self.classes: list[str] = list(self.record.classes)
         self.out_dir = Path(out_dir)
         self.notes: list[str] = []
         self._datasets: dict[tuple[str, str | None], ImageDataset] = {}
 
     @property
     def model_name(self) -> str:
-        return str(self.payload["model"]["name"])
+        return self.record.model_name
 
     def dataset(self, data: str | None = None, data_root: str | None = None) -> ImageDataset:
-        """The named dataset (default: the checkpoint's), checked against the model's channels and classes."""
-        from cnnlab.train.setup import dataset_from_checkpoint
-
-        name = data or self.payload["data"]
+        """The named dataset (default: the checkpoint's, its own split), checked against the model's channels."""
+        name = data or self.record.data
         if (name, data_root) not in self._datasets:
-            dataset = dataset_from_checkpoint(self.payload, name, data_root)  # the run's own split and root
-            if dataset.image_shape[0] != self.preprocessing.in_chans:
-                raise DataError(
-                    f"Dataset {name!r} has {dataset.image_shape[0]}-channel images but the model takes "
-                    f"{self.preprocessing.in_chans}; use a dataset of the kind it was trained on."
-                )
-            self._datasets[name, data_root] = dataset
+            self._datasets[name, data_root] = self.record.dataset(name, data_root)
         return self._datasets[name, data_root]
 
     def check_classes(self, dataset: ImageDataset) -> None:
-        if dataset.num_classes != len(self.classes):
-            raise DataError(
-                f"Dataset {dataset.name!r} has {dataset.num_classes} classes but the model predicts "
-                f"{len(self.classes)}; its labels cannot be compared with the predictions."
-            )
+        self.record.check_classes(dataset)
 
     def inputs(
         self, images: Sequence[str | Path], count: int = 1, data: str | None = None, data_root: str | None = None
@@ -401,7 +388,7 @@ def _view_curves(ctx: ViewContext, images, layer, channel) -> list[Path]:
     if metrics.is_file():
         rows = read_metrics(metrics)
     else:
-        rows = list(ctx.payload.get("history", []))
+        rows = list(ctx.record.history)
         if rows:
             ctx.notes.append(f"No {metrics}; the curves come from the checkpoint's own history.")
     if not rows:
@@ -411,7 +398,7 @@ def _view_curves(ctx: ViewContext, images, layer, channel) -> list[Path]:
         )
     path = ctx.path("curves")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return [plot_curves(rows, path, f"{ctx.model_name} on {ctx.payload.get('data', '?')}")]
+    return [plot_curves(rows, path, f"{ctx.model_name} on {ctx.record.data or '?'}")]
 
 
 _SPLIT = ViewOption("split", str, "test", "dataset split: train or test", ("train", "test"))

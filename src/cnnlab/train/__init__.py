@@ -6,7 +6,8 @@ from cnnlab.train.ema import ModelEMA
 from cnnlab.train.evaluate import evaluate
 from cnnlab.train.objective import ClassificationObjective, Objective
 from cnnlab.train.optim import AlexNetSGD, make_optimizer, make_scheduler
-from cnnlab.train.setup import TrainingRun, build_run, model_from_checkpoint, resolve_device
+from cnnlab.train.record import ModelSpec, RunRecord
+from cnnlab.train.setup import TrainingRun, build_run, resolve_device
 from cnnlab.train.task import ClassificationTask, Part, Task
 from cnnlab.train.trainer import Trainer
 
@@ -16,8 +17,10 @@ __all__ = [
     "ClassificationObjective",
     "ClassificationTask",
     "ModelEMA",
+    "ModelSpec",
     "Objective",
     "Part",
+    "RunRecord",
     "Task",
     "TrainConfig",
     "Trainer",
@@ -29,7 +32,6 @@ __all__ = [
     "load_latest_checkpoint",
     "make_optimizer",
     "make_scheduler",
-    "model_from_checkpoint",
     "resolve",
     "resolve_device",
     "save_checkpoint",

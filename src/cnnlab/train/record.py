@@ -185,8 +185,11 @@ class RunRecord:
         return model.to(device).eval()
 
     def dataset(self, data: str | None = None, data_root: str | Path | None = None) -> ImageDataset:
-        """The named dataset (default: the run's own, from the data root it was trained from), checked to have
-        images of the model's channels.
+        """The named dataset (default: the run's own), checked to have images of the model's channels.
+
+        The run's own data is read from the data root it was trained from (unless ``data_root`` says otherwise),
+        and a ``folder:PATH`` is split with the run's ``val_split`` and ``seed``, so its test split is the one
+        training held out (another split would test on training images).
 
         Raises:
             DataError: a dataset of another number of channels (or one that is not available here).
@@ -196,9 +199,12 @@ class RunRecord:
         name = data or self.data
         if name is None:
             raise DataError(f"{self.path} names no dataset; give one with --data.")
-        if data_root is None and name == self.data:  # the run's own data: where it was trained from
-            data_root = self.data_root
-        dataset = load_dataset(name, data_root)
+        if name == self.data:
+            root = data_root if data_root is not None else self.data_root
+            split = {"val_split": self.config.get("val_split", 0.2), "seed": self.config.get("seed", 0)}
+            dataset = load_dataset(name, root, **split)
+        else:
+            dataset = load_dataset(name, data_root)
         channels = self.preprocessing.in_chans
         if dataset.image_shape[0] != channels:
             raise DataError(

@@ -17,7 +17,7 @@ from cnnlab.data.augment import (
     validate_augmentation,
 )
 from cnnlab.data.streaming import StreamingLoader
-from cnnlab.errors import CheckpointError, ConfigError, DeviceError, InputSizeError
+from cnnlab.errors import ConfigError, DeviceError, InputSizeError
 from cnnlab.models import ClassifierModel, ModelInfo
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.distributed import rank_and_world_size
@@ -218,37 +218,3 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
 
 def _context(preprocessing: Preprocessing, pca) -> AugmentContext:
     return AugmentContext(preprocessing.stored_size, preprocessing.input_size[1:], preprocessing.in_chans, pca)
-
-
-def dataset_from_checkpoint(payload: dict, data: str | None = None, data_root: str | None = None) -> ImageDataset:
-    """The dataset a checkpoint was trained on (default), or another one, loaded as training split it.
-
-    The run's own data comes from its own data root unless ``data_root`` says otherwise, and a ``folder:PATH``
-    is split with the run's ``val_split`` and ``seed``, so the test split is the one training held out.
-    """
-    name = data or payload["data"]
-    config = payload.get("config") or {}
-    if name != payload["data"]:
-        return load_dataset(name, data_root)
-    return load_dataset(
-        name,
-        data_root if data_root is not None else config.get("data_root"),
-        val_split=config.get("val_split", 0.2),
-        seed=config.get("seed", 0),
-    )
-
-
-def model_from_checkpoint(payload: dict, device: torch.device | str = "cpu") -> ClassifierModel:
-    """Rebuild the model a checkpoint describes and load its weights (strictly)."""
-    spec = payload["model"]
-    model = models.create(
-        spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec.get("options", {})
-    )
-    try:
-        model.load_state_dict(payload["model_state"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"The checkpoint's weights do not fit model {spec['name']!r} as this cnnlab builds it: "
-            f"{str(error).splitlines()[0]}. It may come from another cnnlab version."
-        ) from None
-    return model.to(device).eval()
