@@ -141,3 +141,25 @@ def check_onnx(model: nn.Module, path: str | Path, batch_size: int = 3, seed: in
     finally:
         model.train(was_training)
     return float((ours - torch.from_numpy(theirs)).abs().max())
+
+
+def export_spec(
+    spec: str,
+    out: str | Path,
+    format: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    check: bool = False,
+) -> tuple[Path, str, tuple[int, ...], float | None]:
+    """Export a checkpoint's model (or a registered model, random weights) to ``out``; every argument is checked
+    before anything is written. Returns (path, format, input shape, onnxruntime's largest difference or None)."""
+    from cnnlab.outputs import output_file
+    from cnnlab.train.record import saved_or_registered_model
+
+    fmt = format or ("safetensors" if str(out).endswith(".safetensors") else "onnx")
+    if check and fmt != "onnx":
+        raise ConfigError("--check runs the exported ONNX file; it does not apply to safetensors. Leave it out.")
+    model, shape = saved_or_registered_model(spec)
+    shape = input_shape or shape
+    output_file(out, "--out", None, f"{fmt} file")
+    path = export_model(model, out, fmt, shape)
+    return path, fmt, tuple(shape), check_onnx(model, path) if check else None

@@ -11,10 +11,12 @@ report; this module sits above it.)
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import NonFiniteLossError, TrainingInterrupted
@@ -48,6 +50,7 @@ def train_classifier(
     *,
     model_options: dict | None = None,
     resume: str | None = None,
+    overwrite: bool = False,
     reporter: Any = None,
     context: Any = None,
     say: Callable[[str], None] = lambda text: None,
@@ -60,6 +63,7 @@ def train_classifier(
         model_options: the model's own options (``--model-option``).
         resume: a checkpoint, a run directory, or ``auto`` (see :func:`~cnnlab.train.find_resume_checkpoint`);
             the run's own settings stay, and only what :func:`~cnnlab.train.config.resume_config` allows changes.
+        overwrite: ``given["out"]`` may hold an earlier run, which is replaced (otherwise that is an error).
         reporter: progress display (default: none).
         context: the torchrun context (:func:`~cnnlab.train.distributed.distributed_session`), or None.
         say: where notes go (resuming, warnings, the robustness summary).
@@ -67,8 +71,10 @@ def train_classifier(
 
     Raises:
         ConfigError, DataError, CheckpointError: before anything is written, for bad settings or data.
+        RunExistsError, RunDirLockedError: the run directory holds another run, or another process writes it.
         TrainingInterrupted, NonFiniteLossError: training stopped (a resumable checkpoint is kept).
     """
+    from cnnlab.errors import ConfigError
     from cnnlab.inspect import plot_curves
     from cnnlab.train import Trainer, build_run, find_resume_checkpoint
     from cnnlab.train.config import TrainConfig, resolve, resume_config
@@ -76,6 +82,8 @@ def train_classifier(
     from cnnlab.train.record import RunRecord, write_run_config
 
     given, options = dict(given or {}), dict(model_options or {})
+    if overwrite and resume:
+        raise ConfigError("--overwrite starts a run afresh and --resume continues one; give one of them.")
     main = context is None or context.is_main
     found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
     if found is not None:
@@ -84,14 +92,15 @@ def train_classifier(
         config = resume_config(record.train_config(), given, options)
         done = record.progress.epoch if record.progress is not None else 0
         if config.epochs < done:
-            from cnnlab.errors import ConfigError
-
             raise ConfigError(f"--epochs {config.epochs} is fewer than the {done} epochs this run has completed.")
         run = build_run(per_process_config(config, context), run_dir=run_path)
     else:
         config = per_process_config(resolve(TrainConfig(**given, model_options=options)), context)
-        run = build_run(config)
+        # --resume auto with nothing to resume starts the run there, whatever an earlier attempt left
+        run = build_run(config, overwrite=overwrite or resume == "auto")
         payload = None
+    if run.run_dir.removed_orphans:
+        say(f"note: removed {len(run.run_dir.removed_orphans)} unfinished *.tmp file(s) of writes a kill cut short")
     title = f"{config.model} on {config.data}"
     last_plot = [0.0]
 
@@ -100,15 +109,25 @@ def train_classifier(
             plot_curves(trainer.history, run.run_dir.curves, title)
             last_plot[0] = time.monotonic()
 
-    trainer = Trainer(run, objective=_objective(run), reporter=reporter, callbacks=(curves,))
+    callbacks = (curves, LearningWatch(say))
+    trainer = Trainer(run, objective=_objective(run), reporter=reporter, callbacks=callbacks)
     resumed_at = None
     if payload is not None:
         trainer.load_state_dict(payload)
         resumed_at = (trainer.epoch, trainer.batch)
+        say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
         if trainer.epoch >= config.epochs:
+            say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+            _complete_run_records(run, trainer, title, say)
             return TrainResult(run, trainer, trainer.history, 0.0, resumed_at, already_complete=True)
     if main:
         write_run_config(run, trainer.static_record, command if command is not None else sys.argv)
+    processes = f" × {context.world_size} processes" if context is not None else ""
+    say(
+        f"Training {config.model} on {config.data} ({len(run.dataset.train):,} train / {len(run.dataset.test):,} test "
+        f"images, input {'×'.join(map(str, run.preprocessing.input_size))}) on {run.device}{processes} "
+        f"({trainer.fast.describe()}) for {config.epochs} epochs; run directory {run.run_dir.path}"
+    )
     started = time.perf_counter()
     try:
         history = trainer.fit()
@@ -122,6 +141,181 @@ def train_classifier(
     if main and config.adversarial:
         _robustness_after_training(run, trainer, say)
     return TrainResult(run, trainer, history, seconds, resumed_at)
+
+
+class LearningWatch:
+    """Epoch callback: warns (once) when training diverges without NaN: the training error is still at chance
+    level after ``patience_steps`` steps, or the loss grows tenfold over its lowest value."""
+
+    patience_steps = 100  # LeNet-5 on the digits is well below chance after 100 steps at any sane rate
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say, self.warned, self.lowest = say, False, math.inf
+
+    def __call__(self, trainer: Any, row: dict) -> None:
+        if self.warned:
+            return
+        classes = trainer.model.num_classes
+        chance = 1 - 1 / classes
+        loss, error, epoch = row["train_loss"], row["train_error"], row["epoch"]
+        at_chance = error >= chance - 0.02 and trainer.step >= self.patience_steps
+        exploded = loss > 10 * self.lowest and loss - self.lowest > 1
+        self.lowest = min(self.lowest, loss)
+        if not (at_chance or exploded):
+            return
+        self.warned = True
+        lr = trainer.config.lr
+        what = (
+            f"the training error is {error:.1%}, at chance for {classes} classes ({chance:.0%}): the network is not "
+            "learning"
+            if at_chance
+            else f"the training loss rose to {loss:.4g} from {self.lowest:.4g}: training is diverging"
+        )
+        self.say(
+            f"warning: after epoch {epoch}, {what}. The learning rate --lr {lr:g} is probably too high; "
+            f"try --lr {lr / 10:g}."
+        )
+
+
+def _complete_run_records(run: Any, trainer: Any, title: str, say: Callable[[str], None]) -> None:
+    """Write what a kill after the last checkpoint left unwritten: metrics.csv, curves.png, summary.json."""
+    from cnnlab.inspect import plot_curves
+
+    if not trainer.is_main or not trainer.history:
+        return
+    run.run_dir.write_metrics(trainer.history)  # the full history, from the checkpoint
+    if not run.run_dir.curves.exists():
+        plot_curves(trainer.history, run.run_dir.curves, title)
+    if not run.run_dir.summary.exists():
+        trainer.fit()  # no epochs are left: it only writes summary.json
+        say(f"wrote the missing {run.run_dir.summary}")
+
+
+# ---- evaluation and prediction ---------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    """``cnnlab eval``'s figures: errors are fractions; ``k`` is the k of the top-k error (min(5, classes))."""
+
+    model: str
+    data: str
+    samples: int
+    top1_error: float
+    topk_error: float
+    k: int
+    loss: float
+    tta: str | None
+
+
+def require_positive(flag: str, value: float | None, whole: bool = True) -> None:
+    """A setting that must be a positive number (a whole one if ``whole``): a ConfigError naming it otherwise."""
+    from cnnlab.errors import ConfigError
+
+    if value is None:
+        return
+    if not (math.isfinite(value) and value > 0):
+        kind = "whole number" if whole else "number"
+        raise ConfigError(f"{flag} must be a positive {kind}, got {value:g}.")
+
+
+def open_run(checkpoint: str | Path, device: str = "auto") -> tuple[Any, Any, Any]:
+    """(record, model in eval mode on the device, device) of a checkpoint file or run directory."""
+    from cnnlab.train import resolve_device
+    from cnnlab.train.record import RunRecord
+
+    record = RunRecord.load(checkpoint)
+    resolved = resolve_device(device)
+    return record, record.build_model(resolved), resolved
+
+
+def run_test_loader(record: Any, data: str | None, data_root: str | None, batch_size: int, device: Any, say=None):
+    """(dataset name, loader of its test split) for a run, warning through ``say`` when it is not the run's own."""
+    name = data or record.data
+    _, loader = record.test_loader(name, data_root, batch_size, device)
+    if name != record.data and say is not None:
+        say(
+            f"warning: the model was trained on {record.data!r}, not {name!r}: the shapes fit, but its classes may "
+            "not mean the same there, so read the figures as a transfer test."
+        )
+    return name, loader
+
+
+def evaluate_run(
+    checkpoint: str | Path,
+    data: str | None = None,
+    data_root: str | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    tta: str | None = None,
+    say: Callable[[str], None] = lambda text: None,
+) -> EvalResult:
+    """Top-1 and top-k error and cross-entropy of a run on a dataset's test split (default: the run's own), with
+    optional test-time augmentation restricted to the views its training covered (notes through ``say``)."""
+    from cnnlab.train import ClassificationObjective, evaluate
+
+    require_positive("--batch-size", batch_size)
+    record, model, resolved = open_run(checkpoint, device)
+    name, loader = run_test_loader(record, data, data_root, batch_size, resolved, say)
+    if tta:
+        from cnnlab.data.tta import evaluate_tta, plan_tta
+
+        plan = plan_tta(tta, record.config.get("augment"))  # only views training covered
+        if plan.note:
+            say(f"note: {plan.note}")
+        result = evaluate_tta(model, loader, record.preprocessing, plan)
+    else:
+        result = evaluate(model, loader, ClassificationObjective("cross_entropy"))
+    k = min(5, len(record.classes))
+    return EvalResult(
+        record.model_name, name, result["samples"], result["top1_error"], result["top5_error"], k, result["loss"], tta
+    )
+
+
+class Predictor:
+    """A trained run ready to classify images: ``cnnlab.load(run).predict(["seven.png"])``.
+
+    Images are converted and resized with the preprocessing stored in the checkpoint, so it never guesses.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto"):
+        self.record, self.model, self.device = open_run(checkpoint, device)
+        self.classes = list(self.record.classes)
+        self.preprocessing = self.record.preprocessing
+
+    def probabilities(self, images: Sequence[str | Path] | Any, invert: bool = False) -> Any:
+        """(N, classes) softmax probabilities of image files, or of uint8 (N, C, H, W) tensors at the input size."""
+        import torch
+
+        if isinstance(images, torch.Tensor):
+            batch = images
+        else:  # every file checked before any work
+            batch = torch.stack([self.preprocessing.load_image(path) for path in images])
+        batch = batch.to(self.device)
+        if invert:
+            batch = 255 - batch
+        with torch.no_grad():
+            return self.model(self.preprocessing.normalize(batch)).softmax(dim=1).cpu()
+
+    def predict(
+        self, images: Sequence[str | Path] | Any, top_k: int = 5, invert: bool = False
+    ) -> list[list[tuple[str, float]]]:
+        """For each image, its ``top_k`` classes with their probabilities, most likely first."""
+        from cnnlab.errors import ConfigError
+
+        if top_k < 1:
+            raise ConfigError(f"--top-k must be at least 1, got {top_k}.")
+        k = min(top_k, len(self.classes))
+        ranked = []
+        for probs in self.probabilities(images, invert):
+            top = probs.topk(k)
+            ranked.append(
+                [(self.classes[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+            )
+        return ranked
+
+
+def load(checkpoint: str | Path, device: str = "auto") -> Predictor:
+    """A :class:`Predictor` for a run directory or checkpoint file."""
+    return Predictor(checkpoint, device)
 
 
 def _objective(run: Any) -> Any:

@@ -22,14 +22,19 @@ from cnnlab.adversarial.evaluate import (
     save_robustness,
 )
 from cnnlab.adversarial.objective import AdversarialObjective
+from cnnlab.adversarial.runs import AttackReport, FoolingResult, attack_runs, fool_run
 
 __all__ = [
     "AdversarialObjective",
+    "AttackReport",
     "AttackRow",
+    "FoolingResult",
     "PixelModel",
+    "attack_runs",
     "attack_table",
     "check_epsilon",
     "fgsm",
+    "fool_run",
     "fooling_image_batches",
     "fooling_images",
     "input_gradient",

@@ -110,7 +110,7 @@ def attack_table(
     ]
 
 
-def test_split_pixels(loader, preprocessing):
+def pixel_batches(loader, preprocessing):
     """(pixels in [0, 1], labels) batches of a test loader: its uint8 images, centre-cropped, unnormalised."""
     for images, labels in loader.raw_batches():  # uint8 at the stored size
         yield preprocessing.center_crop(images).float() / 255, labels
@@ -131,9 +131,7 @@ def robustness_curve(
 
     device = next(model.parameters()).device
     pixel_model = PixelModel(model, preprocessing.mean, preprocessing.std).to(device).eval()
-    return attack_table(
-        pixel_model, test_split_pixels(loader, preprocessing), eps_values, method, limit=limit, **options
-    )
+    return attack_table(pixel_model, pixel_batches(loader, preprocessing), eps_values, method, limit=limit, **options)
 
 
 def save_robustness(rows: list[AttackRow], method: str, run_dir: str | Path, label: str) -> tuple[Path, Path]:

@@ -344,7 +344,16 @@ def write_report(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"The report's {label} must be a positive whole number, got {value!r}.")
     run_dir = Path(run_dir)
-    if run_dir.is_file():
+    if run_dir.is_file():  # a checkpoint file stands for its run directory only if it is that run's checkpoint.pt
+        from cnnlab.train import RunRecord
+
+        RunRecord.load(run_dir)  # a clear error for a file that is no checkpoint
+        latest = run_dir.parent / "checkpoint.pt"
+        if not (latest.is_file() and os.path.samefile(run_dir, latest)):
+            raise ConfigError(
+                f"`cnnlab report` describes a whole run directory, and {run_dir} is not its checkpoint.pt; give the "
+                f"run directory ({run_dir.parent}), or look at this one checkpoint with `cnnlab viz`."
+            )
         run_dir = run_dir.parent
     if not run_dir.is_dir():
         raise CheckpointError(

@@ -241,3 +241,26 @@ def render_summary(summary: ModelSummary, console: object | None = None) -> None
     lines += parameter_verdict(summary)
     for line in lines:
         console.print(line)  # type: ignore[attr-defined]
+
+
+def models_table(pattern: str = "*"):
+    """A rich Table of the registered models matching ``pattern``: paper, year, input size, parameters."""
+    from rich.table import Table
+
+    from cnnlab import models
+    from cnnlab.errors import ConfigError
+
+    names = models.list_models(pattern)
+    if not names:
+        raise ConfigError(f"No model matches {pattern!r}; `cnnlab models` lists them all.")
+    table = Table(title="cnnlab models", title_justify="left")
+    for column in ("name", "paper", "year", "input", "params", "description"):
+        table.add_column(column, justify="right" if column in ("year", "params") else "left")
+    for name in names:
+        info = models.get_model_info(name)
+        model = models.create(name, device="meta")  # shapes only: free even for large models
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        table.add_row(
+            name, info.paper, str(info.year), "×".join(map(str, info.input_size)), f"{params:,}", info.description
+        )
+    return table

@@ -610,8 +610,11 @@ def run_view(
     Raises:
         CnnlabError: a bad kind, checkpoint, image, layer, channel or option, each with what to do instead.
     """
+    from cnnlab.outputs import output_dir
+
     if kind not in VIEWS:
         raise UnknownNameError("view", kind, VIEWS)
+    output_dir(out_dir)  # a folder that can be written, before any work
     spec = VIEWS[kind]
     valid = {o.name: o for o in spec.options}
     unknown = sorted(set(options) - set(valid))

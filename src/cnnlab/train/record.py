@@ -245,9 +245,23 @@ class RunRecord:
         return dataset, loader
 
 
-def load_record(path: str | Path) -> RunRecord:
-    """:meth:`RunRecord.load`."""
-    return RunRecord.load(path)
+def saved_or_registered_model(spec: str | Path, **create_options: object) -> tuple[ClassifierModel, tuple]:
+    """(model, its input shape (C, H, W)): a checkpoint's (or run directory's) model with its stored preprocessing,
+    or a registered model name built with ``create_options`` (e.g. ``device="meta"`` for shapes only)."""
+    from cnnlab import models
+
+    path = Path(spec)
+    text = str(spec)
+    if not path.exists() and (path.suffix in (".pt", ".pth") or "/" in text or "\\" in text):
+        raise CheckpointError(
+            f"Checkpoint {text!r} does not exist. Give a checkpoint file, a run directory, or a model name "
+            "(`cnnlab models` lists them)."
+        )
+    if path.exists():
+        record = RunRecord.load(path)
+        return record.build_model(), record.preprocessing.input_size
+    info = models.get_model_info(text)
+    return models.create(text, **create_options), info.input_size
 
 
 def write_run_config(run, static_record: dict, command: list[str]) -> None:

@@ -10,12 +10,17 @@ from cnnlab.transfer.features import (
 )
 from cnnlab.transfer.finetune import adapt_input_channels, freeze, frozen_stages, head_and_body_parameters, unfreeze
 from cnnlab.transfer.probe import linear_probe
+from cnnlab.transfer.recipe import FinetuneConfig, FinetuneResult, features_of_run, finetune
 
 __all__ = [
     "PRE_LOGITS",
+    "FinetuneConfig",
+    "FinetuneResult",
     "adapt_input_channels",
     "extract_features",
     "feature_layers",
+    "features_of_run",
+    "finetune",
     "freeze",
     "frozen_stages",
     "head_and_body_parameters",

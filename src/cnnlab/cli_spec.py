@@ -1,0 +1,412 @@
+"""What the ``cnnlab`` command offers, as data: each command's one-line help, its arguments (argparse's keyword
+arguments) and the examples shown under its ``--help``. ``cli.py`` builds the parser from these tables; the
+``train`` flags come from :class:`~cnnlab.train.TrainConfig`'s field metadata and the ``viz`` options from
+``VIEWS``, so neither is listed here."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NamedTuple
+
+from cnnlab.bench.command import KINDS
+
+
+class Arg(NamedTuple):
+    """One argument: its flags or name, argparse's keywords, and whether it is in the command's exclusive group."""
+
+    flags: tuple[str, ...]
+    options: dict
+    exclusive: bool = False
+
+
+class CommandSpec(NamedTuple):
+    """One command: help line, arguments, ``--device`` default (None: no such flag; "config": the recipe's) and
+    whether it takes ``--data-root``."""
+
+    help: str
+    arguments: tuple[Arg, ...]
+    device: str | None = "auto"
+    data_root: bool = False
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+
+
+EXAMPLES = {
+    "train": """
+examples:
+  cnnlab train                                   # LeNet-5 on the bundled digits, the paper's model
+  cnnlab train --model lenet5-modern --epochs 10 --lr 0.05
+  cnnlab train --model lenet5 --model-option head=softmax   # softmax output instead of the RBF
+  cnnlab train --resume runs/lenet5-digits-20261122-101500   # continue an interrupted run exactly
+""",
+    "eval": """
+examples:
+  cnnlab eval runs/lenet5-digits-20261122-101500            # the run's own test split
+  cnnlab eval runs/lenet5-digits-20261122-101500/checkpoint.pt --data digits
+""",
+    "predict": """
+examples:
+  cnnlab predict runs/lenet5-digits-20261122-101500 seven.png three.jpg
+  cnnlab predict runs/lenet5-digits-20261122-101500 photo.png --invert   # dark ink on light paper
+""",
+    "summary": """
+examples:
+  cnnlab summary lenet5
+  cnnlab summary lenet5-modern --input 3x32x32
+  cnnlab summary runs/lenet5-digits-20261122-101500/checkpoint.pt
+""",
+    "models": """
+examples:
+  cnnlab models
+  cnnlab models 'lenet*'
+""",
+    "data": """
+examples:
+  cnnlab data list
+  cnnlab data info mnist --data-root ../shared/datasets
+  cnnlab data get cifar10                      # downloads where the network allows (checksums verified)
+  cnnlab data preview digits --augment lenet-distortions --out digits.png
+  cnnlab data preview folder:~/photos --augment alexnet-2012
+""",
+    "attack": """
+examples:
+  cnnlab attack runs/mnist-lenet --eps 0,0.05,0.1,0.2,0.25,0.3
+  cnnlab attack runs/mnist-lenet --method pgd --eps 0.1,0.3 --steps 20
+  cnnlab attack runs/mnist-lenet --method fgsm --eps 0.2 --target 3      # drive every prediction to class 3
+  cnnlab attack runs/mnist-lenet --method lbfgs --target 3 --limit 20    # Szegedy's smallest perturbation
+  cnnlab attack runs/mnist-normal runs/mnist-adversarial --out robustness/   # both curves on one plot
+""",
+    "fool": """
+examples:
+  cnnlab fool runs/mnist-lenet --class 7
+""",
+    "viz": """examples:
+  cnnlab viz filters runs/lenet5-digits
+  cnnlab viz activations runs/lenet5-digits digit.png --layer c1 --layer c3
+  cnnlab viz deconv runs/lenet5-digits --layer c3
+  cnnlab viz top-patches runs/lenet5-digits --layer c3 --channel 5
+  cnnlab viz occlusion runs/lenet5-digits --size 8 --stride 2
+""",
+    "report": """
+examples:
+  cnnlab report runs/lenet5-digits     # writes runs/lenet5-digits/report.html
+""",
+    "finetune": """
+examples:
+  cnnlab finetune runs/mnist-lenet --data fashion-mnist --freeze c3 --epochs 5
+  cnnlab finetune runs/mnist-lenet --data fashion-mnist --train-from c5 --lr-head 0.05 --lr-body 0.005
+  cnnlab finetune runs/mnist-lenet --data fashion-mnist --labels-per-class 100 --freeze c5 --unfreeze-at 3
+  cnnlab finetune resnet18:torchvision --data folder:~/photos --freeze layer3     # needs the network once
+""",
+    "features": """
+examples:
+  cnnlab features runs/mnist-lenet --data fashion-mnist --layer c5 --out fm-c5.npz
+""",
+    "linear-probe": """
+examples:
+  cnnlab linear-probe fm-c5.npz --classifier svm
+""",
+    "bench": """
+examples:
+  cnnlab bench data            # input pipeline: cnnlab vs the usual torchvision way, side by side
+  cnnlab bench data --quick    # seconds; checks that it runs
+  cnnlab bench models resnet18 vgg11 --batch-size 16 --input-size 64   # ours vs torchvision, training images/s
+  cnnlab bench train --data-root ../shared/datasets   # engine vs a plain loop; time to 99% on MNIST
+  cnnlab bench adversarial     # FGSM over 10,000 images; adversarial vs normal epoch
+  cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
+  cnnlab bench viz --data-root ../shared/datasets   # occlusion and top-patches timings
+""",
+    "export": """
+examples:
+  cnnlab export runs/lenet5-digits --out lenet5.onnx --check
+  cnnlab export runs/lenet5-digits --out lenet5.safetensors
+  cnnlab export resnet20 --out resnet20.onnx --input 3x32x32
+""",
+}
+
+COMMANDS: dict[str, CommandSpec] = {
+    "train": CommandSpec(
+        "Train a model; writes a run directory with checkpoint, config, metrics and curves.",
+        (
+            Arg(
+                ("--model-option",),
+                {
+                    "action": "append",
+                    "default": [],
+                    "metavar": "KEY=VALUE",
+                    "help": "a model's own option, repeatable (e.g. head=softmax for lenet5)",
+                },
+            ),
+            Arg(
+                ("--resume",),
+                {
+                    "metavar": "CHECKPOINT|RUN_DIR|auto",
+                    "help": "continue a run exactly: a checkpoint, a run directory (its newest readable checkpoint), "
+                    "or auto (the newest in --out if there is one, else start there: re-run the same command after a "
+                    "preemption)",
+                },
+            ),
+            Arg(
+                ("--overwrite",),
+                {
+                    "action": "store_true",
+                    "help": "--out holds a run: delete its checkpoints, metrics and summary first",
+                },
+            ),
+        ),
+        device=None,
+    ),
+    "eval": CommandSpec(
+        "Top-1 and top-k error (k = min(5, classes)) of a checkpoint on a dataset's test split.",
+        (
+            Arg(("checkpoint",), {"help": "checkpoint file or run directory"}),
+            Arg(("--data",), {"help": "dataset (default: the one the checkpoint was trained on)"}),
+            Arg(("--batch-size",), {"type": int, "default": 256, "help": "images per batch (default: 256)"}),
+            Arg(
+                ("--tta",),
+                {
+                    "choices": ("flip", "10crop", "multiscale"),
+                    "help": "test-time augmentation: average softmax over the image and its mirror, the ten crops "
+                    "(corners, centre, mirrored), or three scales; mirrors and corners only if training flipped and "
+                    "cropped",
+                },
+            ),
+        ),
+        data_root=True,
+    ),
+    "predict": CommandSpec(
+        "Top-k classes with probabilities for image files (PNG, JPEG, any mode).",
+        (
+            Arg(("checkpoint",), {"help": "checkpoint file or run directory"}),
+            Arg(
+                ("images",),
+                {"nargs": "+", "metavar": "IMAGE", "help": "image files; converted and resized as in training"},
+            ),
+            Arg(("--top-k",), {"type": int, "default": 5, "help": "how many classes to show per image (default: 5)"}),
+            Arg(
+                ("--invert",),
+                {
+                    "action": "store_true",
+                    "help": "invert grey levels first (the bundled digits and MNIST are light ink on black)",
+                },
+            ),
+        ),
+    ),
+    "summary": CommandSpec(
+        "Per layer: output shape, parameters, MACs/FLOPs and receptive field.",
+        (
+            Arg(("model",), {"metavar": "NAME", "help": "registered model name, or a checkpoint file / run directory"}),
+            Arg(("--input",), {"metavar": "CxHxW", "help": "input shape (default: the model's, e.g. 1x32x32)"}),
+            Arg(("--num-classes",), {"type": int, "help": "number of classes (default: the model's)"}),
+        ),
+        device=None,
+    ),
+    "models": CommandSpec(
+        "List registered models with paper, year, default input size and parameter count.",
+        (Arg(("pattern",), {"nargs": "?", "default": "*", "help": "shell-style filter, e.g. 'lenet*'"}),),
+        device=None,
+    ),
+    "attack": CommandSpec(
+        "Adversarial examples against a checkpoint: accuracy, confidence and perturbation per ε.",
+        (
+            Arg(
+                ("checkpoint",),
+                {"nargs": "+", "help": "checkpoint file(s) or run director(ies); several: one curve each"},
+            ),
+            Arg(("--data",), {"help": "dataset (default: the checkpoint's); its test split is attacked"}),
+            Arg(
+                ("--method",),
+                {"choices": ("fgsm", "pgd", "lbfgs"), "default": "fgsm", "help": "attack (default: fgsm)"},
+            ),
+            Arg(
+                ("--eps",),
+                {"default": "0,0.05,0.1,0.15,0.2,0.25,0.3", "help": "comma-separated ε in pixel units [0, 1]"},
+            ),
+            Arg(("--target",), {"type": int, "help": "targeted attack: drive predictions to this class index"}),
+            Arg(("--norm",), {"choices": ("linf", "l2"), "help": "pgd: the ε-ball's norm (default: linf)"}),
+            Arg(("--steps",), {"type": int, "default": 10, "help": "pgd: iterations (default: 10)"}),
+            Arg(
+                ("--limit",), {"type": int, "help": "attack only the first N test images (lbfgs is slow: default 100)"}
+            ),
+            Arg(("--batch-size",), {"type": int, "default": 500, "help": "images per batch (default: 500)"}),
+            Arg(("--out",), {"help": "folder for robustness.png and examples.png (default: RUN_DIR/attack-METHOD)"}),
+        ),
+        data_root=True,
+    ),
+    "fool": CommandSpec(
+        "Fooling images: noise the network calls a chosen class with high confidence.",
+        (
+            Arg(("checkpoint",), {"help": "checkpoint file or run directory"}),
+            Arg(
+                ("--class",),
+                {"dest": "target_class", "type": int, "required": True, "help": "class index to fool into"},
+            ),
+            Arg(("--count",), {"type": int, "default": 8, "help": "how many images (default: 8)"}),
+            Arg(("--steps",), {"type": int, "default": 200, "help": "gradient-ascent steps at most (default: 200)"}),
+            Arg(("--out",), {"help": "PNG path (default: RUN_DIR/fooling-class-K.png)"}),
+        ),
+    ),
+    "viz": CommandSpec(
+        "Draw one view of a trained model as PNGs: filters, activations, deconv, top patches, occlusion...",
+        (
+            Arg(("kind",), {"metavar": "KIND", "help": "which view (listed below)"}),
+            Arg(("checkpoint",), {"help": "checkpoint file or run directory"}),
+            Arg(
+                ("images",),
+                {
+                    "nargs": "*",
+                    "metavar": "IMAGE",
+                    "help": "image files (default: the first --count test images of its dataset)",
+                },
+            ),
+            Arg(
+                ("--layer",),
+                {"action": "append", "metavar": "NAME", "help": "module (features.c1.conv) or stage (c1); repeatable"},
+            ),
+            Arg(
+                ("--channel",),
+                {"type": int, "metavar": "N", "help": "channel of the layer (default: the strongest / all)"},
+            ),
+            Arg(("--out",), {"default": "viz", "metavar": "DIR", "help": "where the PNGs go (default: viz)"}),
+        ),
+    ),
+    "report": CommandSpec(
+        "Write RUN_DIR/report.html: config, summary, curves, confusion, filters, activations, ...",
+        (
+            Arg(("run_dir",), {"metavar": "RUN_DIR", "help": "a run directory written by `cnnlab train`"}),
+            Arg(
+                ("--images",),
+                {"type": int, "default": 3, "help": "test images with activations and occlusion (default: 3)"},
+            ),
+            Arg(("--units",), {"type": int, "default": 8, "help": "units shown with top patches (default: 8)"}),
+            Arg(("--mistakes",), {"type": int, "default": 16, "help": "confident mistakes shown (default: 16)"}),
+        ),
+        device="cpu",
+        data_root=True,
+    ),
+    "finetune": CommandSpec(
+        "Reuse a trained network on a new dataset: new head, frozen stages, own learning rates.",
+        (
+            Arg(
+                ("source",), {"help": "a cnnlab checkpoint / run directory, or MODEL:torchvision for ImageNet weights"}
+            ),
+            Arg(("--data",), {"required": True, "help": "the new dataset"}),
+            Arg(
+                ("--freeze",),
+                {"metavar": "STAGE", "help": "freeze the stages up to and including STAGE"},
+                exclusive=True,
+            ),
+            Arg(
+                ("--train-from",),
+                {"metavar": "STAGE", "help": "train STAGE and everything after it; freeze the rest"},
+                exclusive=True,
+            ),
+            Arg(("--train-bn",), {"action": "store_true", "help": "let frozen stages' batch-norm statistics adapt"}),
+            Arg(("--lr-head",), {"type": float, "help": "learning rate of the new head (default: the recipe's η)"}),
+            Arg(("--lr-body",), {"type": float, "help": "learning rate of the trainable stages (default: η/10)"}),
+            Arg(("--unfreeze-at",), {"type": int, "metavar": "EPOCH", "help": "unfreeze every stage after this epoch"}),
+            Arg(("--epochs",), {"type": int, "help": "epochs (default: the recipe's)"}),
+            Arg(("--batch-size",), {"type": int, "help": "images per step (default: the recipe's)"}),
+            Arg(("--labels-per-class",), {"type": int, "help": "train on only N labelled images per class (seeded)"}),
+            Arg(("--augment",), {"help": "augmentation preset (default: the dataset's)"}),
+            Arg(("--seed",), {"type": int, "help": "seed (default: 0)"}),
+            Arg(("--out",), {"help": "run directory (default: runs/<model>-<data>-finetune-<time>)"}),
+            Arg(
+                ("--overwrite",),
+                {
+                    "action": "store_true",
+                    "help": "--out holds a run: delete its checkpoints, metrics and summary first",
+                },
+            ),
+        ),
+        device="config",
+        data_root=True,
+    ),
+    "features": CommandSpec(
+        "Off-the-shelf features: pooled activations of one stage for every image, to a .npz.",
+        (
+            Arg(("source",), {"help": "checkpoint file or run directory"}),
+            Arg(("--data",), {"required": True, "help": "dataset to describe"}),
+            Arg(("--layer",), {"required": True, "help": "stage name (see `cnnlab summary`), or pre-logits"}),
+            Arg(("--out",), {"required": True, "help": "the .npz to write"}),
+            Arg(("--labels-per-class",), {"type": int, "help": "keep only N training images per class (seeded)"}),
+            Arg(("--batch-size",), {"type": int, "default": 1000, "help": "images per batch (default: 1000)"}),
+        ),
+        data_root=True,
+    ),
+    "linear-probe": CommandSpec(
+        "Fit a linear classifier (scikit-learn) on a features file; print the test error.",
+        (
+            Arg(("features",), {"help": "a .npz written by `cnnlab features`"}),
+            Arg(
+                ("--classifier",),
+                {"choices": ("svm", "logreg"), "default": "svm", "help": "linear SVM or logistic regression"},
+            ),
+            Arg(("--c",), {"type": float, "default": 1.0, "help": "inverse regularisation strength C (default: 1)"}),
+        ),
+        device=None,
+    ),
+    "data": CommandSpec(
+        "Datasets: list them, show what is in one, download one, preview its augmentation.",
+        (
+            Arg(("action",), {"choices": ("list", "info", "get", "preview"), "help": "what to do"}),
+            Arg(("name",), {"nargs": "?", "help": "dataset name, or folder:PATH for your own images"}),
+            Arg(("--augment",), {"help": "preview: augmentation preset(s), e.g. pad-crop-flip or crop+flip+pca"}),
+            Arg(("--out",), {"help": "preview: PNG path (default: <name>-<augment>.png)"}),
+            Arg(("--count",), {"type": int, "default": 8, "help": "preview: images per row, 1-64 (default: 8)"}),
+            Arg(
+                ("--val-split",),
+                {"type": float, "default": 0.2, "help": "folder:PATH without train/ and val/: test fraction"},
+            ),
+        ),
+        device=None,
+        data_root=True,
+    ),
+    "bench": CommandSpec(
+        "Benchmarks, measured side by side against the plain PyTorch/torchvision way.",
+        (
+            Arg(
+                ("kind",),
+                {
+                    "choices": KINDS,
+                    "help": "what to measure (see docs/benchmarks.md); train, viz read real MNIST from --data-root",
+                },
+            ),
+            Arg(
+                ("names",),
+                {"nargs": "*", "metavar": "MODEL", "help": "models: which (default: lenet5-modern resnet20 vgg11)"},
+            ),
+            Arg(("--quick",), {"action": "store_true", "help": "a few seconds: checks that it runs, not its speed"}),
+            Arg(("--batch-size",), {"type": int, "default": 32, "help": "models: images per step (default: 32)"}),
+            Arg(("--input-size",), {"type": int, "help": "models: square input side (default: the model's)"}),
+            Arg(
+                ("--dtype",),
+                {"choices": ("float32", "bfloat16", "float16"), "default": "float32", "help": "models: precision"},
+            ),
+            Arg(("--channels-last",), {"action": "store_true", "help": "models: NHWC memory format for both"}),
+            Arg(
+                ("--repeats",),
+                {"type": int, "default": 3, "help": "models: alternating rounds, medians reported (default: 3)"},
+            ),
+        ),
+        data_root=True,
+    ),
+    "export": CommandSpec(
+        "Export a checkpoint's model (or a registered model) to ONNX or safetensors.",
+        (
+            Arg(("model",), {"help": "checkpoint file / run directory, or a registered model name (random weights)"}),
+            Arg(("--out",), {"required": True, "help": "file to write (.onnx or .safetensors)"}),
+            Arg(("--format",), {"choices": ("onnx", "safetensors"), "help": "default: from the --out suffix"}),
+            Arg(("--input",), {"metavar": "CxHxW", "help": "input shape (default: the checkpoint's or the model's)"}),
+            Arg(
+                ("--check",), {"action": "store_true", "help": "onnx: run it with onnxruntime and compare with PyTorch"}
+            ),
+        ),
+        device=None,
+    ),
+}

@@ -1,0 +1,69 @@
+"""``cnnlab data``: the dataset listing, a dataset's description and its augmentation preview, as text lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnlab.errors import ConfigError
+
+PREVIEW_MAX_COUNT = 64  # images per row of a preview: a figure, not a dump (memory stays bounded)
+
+
+def dataset_list() -> list[str]:
+    """One line per registered dataset, with its default augmentation."""
+    from cnnlab.data.datasets import get_dataset_info, list_datasets
+
+    lines = []
+    for name in list_datasets():
+        info = get_dataset_info(name)
+        lines.append(f"{name:14} {info.description}  [--augment default: {info.augment}]")
+    lines.append(f"{'folder:PATH':14} your own images, one sub-folder per class (PATH/train and PATH/val if present)")
+    return lines
+
+
+def describe_dataset(name: str, data_root: str | None = None, fetch: bool = False, val_split: float = 0.2) -> list[str]:
+    """Where a dataset's files are, its splits, classes, image size and statistics (``fetch``: download first)."""
+    from cnnlab.data.datasets import get_dataset_info, load_dataset
+    from cnnlab.data.preprocessing import channel_stats
+
+    info = get_dataset_info(name)
+    dataset = load_dataset(name, data_root, fetch=fetch, val_split=val_split)
+    c, h, w = dataset.image_shape
+    more = " ..." if dataset.num_classes > 12 else ""
+    lines = [
+        f"{dataset.name}: {info.description}",
+        f"  files:    {dataset.source}",
+        f"  train:    {len(dataset.train):,} images   test: {len(dataset.test):,} images",
+        f"  classes:  {dataset.num_classes}: {', '.join(dataset.classes[:12])}{more}",
+    ]
+    if dataset.streaming:
+        lines.append(f"  images:   {c} channels, sizes vary (photos; resized and cropped to the model's input)")
+    else:
+        mean, std = channel_stats(dataset.train.images)
+        mean_text, std_text = ", ".join(f"{m:.4f}" for m in mean), ", ".join(f"{s:.4f}" for s in std)
+        lines += [f"  images:   {c}×{h}×{w} uint8", f"  mean/std: {mean_text} / {std_text} (train, [0, 1] scale)"]
+    lines.append(f"  augment:  {info.augment} (the default --augment)")
+    return lines
+
+
+def preview_dataset(
+    name: str,
+    augment: str | None = None,
+    out: str | Path | None = None,
+    count: int = 8,
+    data_root: str | None = None,
+    val_split: float = 0.2,
+) -> tuple[Path, str]:
+    """A PNG of ``count`` training images as stored (row 1) and three augmented draws; returns (path, preset)."""
+    from cnnlab.data.datasets import get_dataset_info, load_dataset
+    from cnnlab.data.preview import preview_grid
+    from cnnlab.outputs import image_suffixes, output_file
+
+    info = get_dataset_info(name)
+    if not 1 <= count <= PREVIEW_MAX_COUNT:
+        raise ConfigError(f"--count must be between 1 and {PREVIEW_MAX_COUNT} images per row, got {count}.")
+    spec = augment or info.augment
+    out = out or f"{name.replace(':', '_').replace('/', '_')}-{spec.replace('+', '_')}.png"
+    output_file(out, "--out", image_suffixes(), "image")
+    dataset = load_dataset(name, data_root, val_split=val_split)
+    return preview_grid(dataset, spec, out, count=count), spec
