@@ -178,15 +178,24 @@ def get_dataset_info(name: str) -> DatasetInfo:
     return _DATASETS[name]
 
 
+# ``folder:PATH``'s loader, given by cnnlab.data.sources when it registers the datasets: sources builds on this
+# module's records, so this module must not import it (no import cycle).
+_FOLDER_LOADER: list[Callable[..., ImageDataset]] = []
+
+
+def register_folder_loader(loader: Callable[..., ImageDataset]) -> None:
+    """Set the loader of ``folder:PATH`` (``loader(spec, root, val_split=, seed=)``)."""
+    _FOLDER_LOADER[:] = [loader]
+
+
 def _folder_loader(name: str) -> Callable[..., ImageDataset]:
     """The loader of ``folder:PATH`` (relative paths are taken from the working directory, not the data root)."""
 
     def load(root: Path, fetch: bool = False, val_split: float = 0.2, seed: int = 0) -> ImageDataset:
-        from cnnlab.data import sources  # sources builds on this module's records
-
         if fetch:
             raise DataError(f"{name} is your own folder: there is nothing to download.")
-        return sources.load_folder(name, root, val_split=val_split, seed=seed)
+        # set once cnnlab.data, the parent package (always imported first), has loaded its sources
+        return _FOLDER_LOADER[0](name, root, val_split=val_split, seed=seed)
 
     return load
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.inspect.grid import new_figure, show_image, tile
-from cnnlab.inspect.hooks import _stages, layer_outputs, resolve_layer
+from cnnlab.inspect.hooks import layer_outputs, model_stages, resolve_layer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,7 +41,7 @@ class ActivationMap:
 
 def default_layers(model: nn.Module) -> list[str]:
     """The model's stages (cnnlab contract); without stages, there is no good default."""
-    stages = list(_stages(model))
+    stages = list(model_stages(model))
     if not stages:
         raise ConfigError("This model has no named stages; choose layers explicitly (qualified module names).")
     return stages

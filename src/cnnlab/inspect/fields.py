@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from cnnlab.layers import ReceptiveField
-from cnnlab.models._probe import _window, is_leaf
+from cnnlab.layers.arithmetic import window_geometry
+from cnnlab.models import check_input_shape, is_leaf
 
 
 @dataclass
@@ -69,7 +70,7 @@ def _first(value: object) -> int:
     return int(value[0]) if isinstance(value, tuple | list) else int(value)  # type: ignore[arg-type,index]
 
 
-def _functional_window(node: fx.Node, shapes: dict[str, tuple | None]) -> tuple[int, int, int, int] | None:
+def _functionalwindow_geometry(node: fx.Node, shapes: dict[str, tuple | None]) -> tuple[int, int, int, int] | None:
     """(kernel, stride, padding, dilation) of F.conv2d / F.max_pool2d / F.avg_pool2d calls, else None."""
     args, kw = list(node.args), dict(node.kwargs)
 
@@ -126,9 +127,9 @@ def _node_field(
     if _spatial(shapes.get(first.name)) is None or node_field.get(first.name) is None:
         return None  # built from something without a spatial layout: it sees the whole input
     if node.op == "call_module":
-        window = _window(modules[node.target])  # type: ignore[index]
+        window = window_geometry(modules[node.target])  # type: ignore[index]
     elif node.op == "call_function":
-        window = _functional_window(node, shapes)
+        window = _functionalwindow_geometry(node, shapes)
     else:
         window = None
     if window is not None:
@@ -212,20 +213,34 @@ def _graph_fields(model: nn.Module, graph: fx.Graph, shapes: dict[str, tuple[int
     return FieldMap(module_field, shapes_out, exact=True, guessed=sorted(set(guessed)))
 
 
-def _chain_fields(model: nn.Module, input_shape: tuple[int, int, int]) -> FieldMap:
-    from cnnlab.inspect.summary import summarize
+def chain_fields(traces: list) -> list[ReceptiveField | None]:
+    """The chain arithmetic: each traced leaf's receptive field, stepping through the windowed layers in executed
+    order (exact for chain networks only; None once the maps are flattened: every unit sees the whole input)."""
+    field: ReceptiveField | None = ReceptiveField()
+    out = []
+    for trace in traces:
+        if field is not None:
+            window = window_geometry(trace.module)
+            if trace.output_shape is None or len(trace.output_shape) != 4:
+                field = None
+            elif window is not None:
+                field = field.after(*window)
+        out.append(field)
+    return out
 
-    rows = summarize(model, input_shape, graph_fields=False).rows
+
+def _chain_field_map(model: nn.Module, input_shape: tuple[int, int, int]) -> FieldMap:
+    traces = check_input_shape(model, input_shape)
     fields: dict[str, ReceptiveField | None] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
-    for row in rows:
-        parts = row.name.split(".")
-        for i in range(1, len(parts) + 1):  # the row's module and every container around it: last one wins
+    for trace, rf in zip(traces, chain_fields(traces), strict=True):
+        parts = trace.name.split(".")
+        for i in range(1, len(parts) + 1):  # the leaf and every container around it: last one wins
             name = ".".join(parts[:i])
             if i == len(parts) and name in fields:
                 continue  # a leaf called twice keeps its first call
-            fields[name] = row.receptive_field
-            shapes[name] = row.output_shape
+            fields[name] = rf
+            shapes[name] = trace.output_shape[1:] if trace.output_shape else None
     return FieldMap(fields, shapes, exact=False)
 
 
@@ -238,5 +253,5 @@ def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int]) -> Fie
     try:
         graph, shapes = _trace(model, tuple(input_shape))
     except Exception:  # fx cannot trace every model (Python control flow on values...): the chain arithmetic
-        return _chain_fields(model, input_shape)
+        return _chain_field_map(model, input_shape)
     return _graph_fields(model, graph, shapes)

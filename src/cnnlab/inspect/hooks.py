@@ -21,11 +21,12 @@ from cnnlab.layers import ReceptiveField, ScaledTanh
 
 def layer_names(model: nn.Module) -> list[str]:
     """Every name a view accepts for ``model``: stage names first (if it has stages), then qualified module names."""
-    stages = list(_stages(model))
+    stages = list(model_stages(model))
     return stages + [name for name, _ in model.named_modules() if name and name not in stages]
 
 
-def _stages(model: nn.Module) -> dict[str, nn.Module]:
+def model_stages(model: nn.Module) -> dict[str, nn.Module]:
+    """The model contract's named stages (``model.features``' children), or none for a model outside the zoo."""
     features = getattr(model, "features", None)
     return dict(features.named_children()) if isinstance(features, nn.Sequential) else {}
 
@@ -39,7 +40,7 @@ def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     modules = dict(model.named_modules())
     if name and name in modules:
         return name, modules[name]
-    stages = _stages(model)
+    stages = model_stages(model)
     if name in stages:
         return f"features.{name}", stages[name]
     raise UnknownNameError("layer", name, layer_names(model))
@@ -198,7 +199,7 @@ def spatial_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
 
     records = trace(model, tuple(input_shape))
     maps = {r.name for r in records if r.output_shape is not None and len(r.output_shape) == 4}
-    stages = list(_stages(model))
+    stages = list(model_stages(model))
     if stages:
         return [s for s in stages if any(n == f"features.{s}" or n.startswith(f"features.{s}.") for n in maps)]
     return [r.name for r in records if r.name in maps]

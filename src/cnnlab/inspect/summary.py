@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.inspect.fields import chain_fields, receptive_fields
 from cnnlab.layers.arithmetic import ReceptiveField
 from cnnlab.models import check_input_shape
-from cnnlab.models._probe import _window
 
 
 @dataclass
@@ -100,27 +100,18 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], graph_fields:
     flops = _flops_by_module(model, input_shape)
     graph = None
     if graph_fields:
-        from cnnlab.inspect.fields import receptive_fields
-
         field_map = receptive_fields(model, input_shape)
         graph = field_map.fields if field_map.exact else None
+    chain = chain_fields(traces)
     rows: list[LayerRow] = []
-    field: ReceptiveField | None = ReceptiveField()
     counted: set[str] = set()
-    for trace in traces:
+    for trace, chained in zip(traces, chain, strict=True):
         module = trace.module
         first_call = trace.name not in counted  # a module called twice has its parameters counted once
         counted.add(trace.name)
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad) if first_call else 0
         fixed = sum(p.numel() for p in module.parameters() if not p.requires_grad) if first_call else 0
-        window = _window(module)
-        if graph is not None:
-            field = graph.get(trace.name)
-        elif field is not None:
-            if trace.output_shape is None or len(trace.output_shape) != 4:
-                field = None  # flattened: every unit sees the whole input
-            elif window is not None:
-                field = field.after(*window)
+        field = graph.get(trace.name) if graph is not None else chained
         rows.append(
             LayerRow(
                 name=trace.name,
@@ -132,10 +123,10 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], graph_fields:
                 receptive_field=field,
             )
         )
-    from cnnlab.models._registry import _MODELS
+    from cnnlab import models
 
     name = getattr(model, "model_name", type(model).__name__)
-    info = _MODELS.get(name)
+    info = models.get_model_info(name) if name in models.list_models() else None
     seen = {id(p) for trace in traces for p in trace.module.parameters()}
     not_run: dict[str, int] = {}
     for param_name, param in model.named_parameters():

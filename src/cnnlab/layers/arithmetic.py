@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from torch import nn
+
 from cnnlab.errors import ConfigError
 
 
@@ -90,3 +92,22 @@ class ReceptiveField:
             jump=self.jump * stride,
             start=self.start + ((effective_kernel - 1) / 2 - padding) * self.jump,
         )
+
+
+def window_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
+    """(kernel, stride, padding, dilation) of a windowed layer (convolution, pooling), else None; square windows
+    only (the first value of each pair). The receptive-field arithmetic of :class:`ReceptiveField` steps by these;
+    the layer summary, the receptive-field tracer and the model probe all read them here."""
+    if not hasattr(module, "kernel_size"):
+        return None
+
+    def first(value: object, default: int) -> int:
+        if value is None:
+            return default
+        return int(value[0]) if isinstance(value, tuple | list) else int(value)  # type: ignore[arg-type]
+
+    kernel = first(module.kernel_size, 1)
+    stride = first(getattr(module, "stride", None), kernel if isinstance(module, nn.MaxPool2d | nn.AvgPool2d) else 1)
+    padding = getattr(module, "padding", 0)
+    padding = 0 if isinstance(padding, str) else first(padding, 0)
+    return kernel, stride, padding, first(getattr(module, "dilation", 1), 1)

@@ -21,7 +21,7 @@ from cnnlab.models import (  # noqa: F401  (each registers its models)
     zfnet,
 )
 from cnnlab.models._contract import ClassifierModel
-from cnnlab.models._probe import LayerTrace, check_input_shape, smallest_input_size, trace
+from cnnlab.models._probe import LayerTrace, check_input_shape, is_leaf, smallest_input_size, trace
 from cnnlab.models._registry import ModelInfo, create, get_model_info, list_models, register_model
 from cnnlab.models._weights import PretrainedWeights, load_torchvision_state_dict, torchvision_models
 
@@ -33,6 +33,7 @@ __all__ = [
     "check_input_shape",
     "create",
     "get_model_info",
+    "is_leaf",
     "list_models",
     "load_torchvision_state_dict",
     "register_model",

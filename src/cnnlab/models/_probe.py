@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import InputSizeError
-from cnnlab.layers.arithmetic import conv_output_size
+from cnnlab.layers.arithmetic import conv_output_size, window_geometry
 
 
 @dataclass
@@ -41,23 +41,6 @@ def is_leaf(module: nn.Module) -> bool:
 def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(qualified name, module) of every leaf of ``model``, in registration order."""
     return [(n, m) for n, m in model.named_modules() if n and is_leaf(m)]
-
-
-def _window(module: nn.Module) -> tuple[int, int, int, int] | None:
-    """(kernel, stride, padding, dilation) of a windowed layer (conv, pooling), else None. Square windows only."""
-    if not hasattr(module, "kernel_size"):
-        return None
-
-    def first(value: object, default: int) -> int:
-        if value is None:
-            return default
-        return int(value[0]) if isinstance(value, tuple | list) else int(value)  # type: ignore[arg-type]
-
-    kernel = first(module.kernel_size, 1)
-    stride = first(getattr(module, "stride", None), kernel if isinstance(module, nn.MaxPool2d | nn.AvgPool2d) else 1)
-    padding = getattr(module, "padding", 0)
-    padding = 0 if isinstance(padding, str) else first(padding, 0)
-    return kernel, stride, padding, first(getattr(module, "dilation", 1), 1)
 
 
 def trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -> list[LayerTrace]:
@@ -100,7 +83,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -
             torch.func.functional_call(model, meta_state, (torch.empty(batch_size, *input_shape, device="meta"),))
     except Exception as error:  # any torch error inside a layer: reported with the layer's name
         layer = running[-1] if running else LayerTrace("<model>", model, (batch_size, *input_shape), None)
-        window = _window(layer.module)
+        window = window_geometry(layer.module)
         too_small = False
         if window is not None and layer.input_shape is not None and len(layer.input_shape) == 4:
             kernel, stride, padding, dilation = window

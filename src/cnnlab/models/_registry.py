@@ -12,6 +12,7 @@ import torch
 
 from cnnlab.errors import ConfigError, UnknownNameError
 from cnnlab.models._contract import ClassifierModel
+from cnnlab.models._weights import TORCHVISION_NAMES, load_pretrained, resolve_torchvision_weights
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def register_model(
         )
         for alias in aliases:
             _ALIASES[alias] = name
+        if torchvision:
+            TORCHVISION_NAMES[name] = torchvision
         return builder
 
     return decorator
@@ -176,8 +179,6 @@ def create(
         raise ConfigError(f"Model {name!r} has no option {', '.join(map(repr, unknown))}. Its options: {listing}.")
     pretrained = None
     if weights is not None:
-        from cnnlab.models._weights import resolve_torchvision_weights
-
         pretrained = resolve_torchvision_weights(info, weights)
         expected = len(pretrained.categories)
         if num_classes not in (None, expected) or in_chans not in (None, 3):
@@ -196,7 +197,5 @@ def create(
         model = info.builder(num_classes=num_classes, in_chans=in_chans, **options)
     model.model_name = info.name  # type: ignore[assignment]
     if pretrained is not None:
-        from cnnlab.models._weights import load_pretrained
-
         load_pretrained(model, pretrained)
     return model

@@ -54,11 +54,14 @@ class PretrainedWeights:
         return self._enum.transforms()
 
 
+# Our model name -> torchvision's. The registry fills it as models register (it imports this module, never the
+# reverse), so weights and registry have no import cycle.
+TORCHVISION_NAMES: dict[str, str] = {}
+
+
 def torchvision_models() -> dict[str, str]:
     """Our model name -> torchvision's, for every model with a torchvision counterpart."""
-    from cnnlab.models._registry import _MODELS
-
-    return {name: info.torchvision for name, info in sorted(_MODELS.items()) if info.torchvision}
+    return dict(sorted(TORCHVISION_NAMES.items()))
 
 
 def _hint_for(name: str) -> str:
