@@ -86,14 +86,14 @@ def probes(source: Path, data: str, root: str) -> dict[str, dict[int, float]]:
     model, pre = record.build_model(), record.preprocessing
     dataset = load_dataset(data, root)
     results: dict[str, dict[int, float]] = {}
-    test_loader = DeviceTensorLoader(pre.fit(dataset.test.images), dataset.test.labels, pre, 1000)
+    test_loader = DeviceTensorLoader(pre.to_stored_size(dataset.test.images), dataset.test.labels, pre, 1000)
     for layer in feature_layers(model):
         test = extract_features(model, test_loader, layer)
         results[layer] = {}
         for n in BUDGETS:
             train_split = subset_per_class(dataset.train, n, 0)
             train = extract_features(
-                model, DeviceTensorLoader(pre.fit(train_split.images), train_split.labels, pre, 1000), layer
+                model, DeviceTensorLoader(pre.to_stored_size(train_split.images), train_split.labels, pre, 1000), layer
             )
             fit = linear_probe(
                 {"train_x": train[0], "train_y": train[1], "test_x": test[0], "test_y": test[1]}, "logreg"

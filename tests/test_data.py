@@ -81,7 +81,7 @@ def test_affine_translation_moves_pixels():
 def test_preprocessing_fit_resize_and_pad():
     pre = Preprocessing(1, (28, 28), 2, (0.5,), (0.25,))
     assert pre.input_size == (1, 32, 32)
-    out = pre.fit(torch.full((3, 1, 14, 14), 200, dtype=torch.uint8))
+    out = pre.to_stored_size(torch.full((3, 1, 14, 14), 200, dtype=torch.uint8))
     assert out.shape == (3, 1, 32, 32) and out[0, 0, 0, 0] == 0 and out[0, 0, 16, 16] == 200
     x = pre.normalize(out)
     assert torch.allclose(x[0, 0, 16, 16], torch.tensor((200 / 255 - 0.5) / 0.25))

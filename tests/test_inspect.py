@@ -428,7 +428,7 @@ def test_top_patches_on_real_mnist():
     pre = Preprocessing(in_chans=1, resize=(28, 28), pad=2, mean=(0.1307,), std=(0.3081,))
     torch.manual_seed(0)
     model = models.create("lenet5-modern").eval()
-    fitted = pre.fit(images)
+    fitted = pre.to_stored_size(images)
     result = top_patches(model, fitted, pre, "c3", [0, 5], batch_size=1000)
     assert result.images_seen == 5_000 and result.values.shape == (2, 9) and result.patches.shape[-2:] == (14, 14)
     with torch.no_grad():  # brute force over all of them

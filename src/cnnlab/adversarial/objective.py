@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.adversarial.attacks import check_epsilon, pgd
-from cnnlab.train.objective import LOSS_FUNCTIONS
+from cnnlab.train.objective import LOSS_FUNCTIONS, aux_heads
 
 
 class AdversarialObjective:
@@ -63,7 +63,7 @@ class AdversarialObjective:
         if not model.training:  # evaluation: test metrics are the clean loss and predictions
             logits = model(images)
             return self.loss_fn(logits, labels), logits
-        if getattr(model, "aux_heads", None):
+        if aux_heads(model):
             from cnnlab.errors import ConfigError
 
             raise ConfigError(

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import ConfigError, DeviceError
+from cnnlab.train.objective import aux_heads
 
 # Quick mode, for CI on two CPU cores: a tiny batch at the smallest input the model takes (≥ 32 px), a few steps.
 QUICK = {"batch_size": 2, "steps": 2, "warmup": 1, "repeats": 1}
@@ -66,7 +67,7 @@ def _quick_side(name: str) -> int:
 def _training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp):
     optimizer.zero_grad(set_to_none=True)
     with amp():
-        if hasattr(model, "forward_with_aux"):  # ours: GoogLeNet's auxiliary heads
+        if aux_heads(model):  # ours: GoogLeNet's auxiliary heads, through the model contract
             logits, aux = model.forward_with_aux(x)
             weight = model.aux_loss_weight
         else:

@@ -100,11 +100,11 @@ def _run_from_dataset(config, dataset, preprocessing, run_dir: Path, train_limit
     model = models.create(config.model, num_classes=dataset.num_classes, in_chans=c, **config.model_options)
     model.to(device)
     keep = slice(0, train_limit)
-    train_images, train_labels = preprocessing.fit(dataset.train.images[keep]), dataset.train.labels[keep]
+    train_images, train_labels = preprocessing.to_stored_size(dataset.train.images[keep]), dataset.train.labels[keep]
     train = DeviceTensorLoader(
         train_images, train_labels, preprocessing, config.batch_size, shuffle=True, seed=config.seed, device=device
     )
-    test_images = preprocessing.fit(dataset.test.images)
+    test_images = preprocessing.to_stored_size(dataset.test.images)
     test = DeviceTensorLoader(
         test_images, dataset.test.labels, preprocessing, max(config.batch_size, 256), device=device
     )

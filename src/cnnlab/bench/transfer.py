@@ -31,7 +31,7 @@ def bench_features(images: int = 70_000, batch_size: int = 1000, device: str = "
     pre = Preprocessing(1, (28, 28), 2, (0.1307,), (0.3081,))  # LeNet-5: MNIST padded to 32×32
 
     start = time.perf_counter()
-    loader = DeviceTensorLoader(pre.fit(data), labels, pre, batch_size, device=device)
+    loader = DeviceTensorLoader(pre.to_stored_size(data), labels, pre, batch_size, device=device)
     ours, _ = extract_features(model, loader, "c5")
     ours_s = time.perf_counter() - start
 

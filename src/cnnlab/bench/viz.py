@@ -208,9 +208,10 @@ def bench_top_patches(
     pre = Preprocessing(in_chans=1, resize=(28, 28), pad=2, mean=(0.1307,), std=(0.3081,))  # LeNet's MNIST plan
 
     def run() -> None:
-        top_patches(model, pre.fit(images), pre, layer, batch_size=batch_size, device=device)
+        top_patches(model, pre.to_stored_size(images), pre, layer, batch_size=batch_size, device=device)
 
-    top_patches(model, pre.fit(images[:batch_size]), pre, layer, batch_size=batch_size, device=device)  # warm-up
+    warm = pre.to_stored_size(images[:batch_size])
+    top_patches(model, warm, pre, layer, batch_size=batch_size, device=device)  # warm-up
     return VizBenchRow(
         "top-patches",
         name,

@@ -42,7 +42,7 @@ class ImageSet:
         Returns:
             uint8 (n, C, h, w) resized, padded and centre-cropped to ``preprocessing.input_size``; int64 (n,) labels.
         """
-        return preprocessing.center_crop(preprocessing.fit(self.images[:count])), self.labels[:count]
+        return preprocessing.center_crop(preprocessing.to_stored_size(self.images[:count])), self.labels[:count]
 
 
 @dataclass

@@ -53,7 +53,7 @@ class Preprocessing:
         """(C, H, W) of what the model receives."""
         return (self.in_chans, *(self.crop or self.stored_size))
 
-    def fit(self, images: torch.Tensor) -> torch.Tensor:
+    def to_stored_size(self, images: torch.Tensor) -> torch.Tensor:
         """Resize and pad a uint8 batch (N, C, h, w) -> (N, C, H, W) at the stored size, still uint8."""
         if tuple(images.shape[-2:]) != tuple(self.resize):
             if self.keep_aspect:
@@ -88,7 +88,7 @@ class Preprocessing:
         Raises:
             ImageDecodeError: naming the file, if it is missing or cannot be decoded.
         """
-        return self.center_crop(self.fit(self.decode_file(path).unsqueeze(0)))[0]
+        return self.center_crop(self.to_stored_size(self.decode_file(path).unsqueeze(0)))[0]
 
     def decode_file(self, path: str | Path) -> torch.Tensor:
         """Decode an image file of any mode (grey, RGB, RGBA, palette, 16-bit, CMYK) to uint8 (C, h, w) with

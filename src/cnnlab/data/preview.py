@@ -35,7 +35,8 @@ def preview_grid(
         crop = (size or 224, size or 224)
         side = round(crop[0] * 256 / 224)
         pre = Preprocessing(c, (side, side), 0, (0.0,) * c, (1.0,) * c, keep_aspect=True, crop=crop)
-        images = torch.stack([pre.fit(pre.decode_file(dataset.train.paths[i]).unsqueeze(0))[0] for i in pick.tolist()])
+        decoded = [pre.decode_file(dataset.train.paths[i]).unsqueeze(0) for i in pick.tolist()]
+        images = torch.stack([pre.to_stored_size(image)[0] for image in decoded])
     else:
         images = dataset.train.images[pick]
         h, w = images.shape[-2:]

@@ -45,7 +45,7 @@ class _DecodeFiles(Dataset):
                 if self.strict:
                     raise DataError(f"{error} Fix or remove it, or leave out --strict to skip such files.") from None
                 return self.blank, -1, path
-        return self.preprocessing.fit(image.unsqueeze(0))[0], int(self.labels[index]), ""
+        return self.preprocessing.to_stored_size(image.unsqueeze(0))[0], int(self.labels[index]), ""
 
 
 def _collate(batch: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -108,7 +108,7 @@ def top_patches(
     if tuple(images.shape[1:]) != tuple(preprocessing.input_size):
         raise DataError(
             f"Images are {tuple(images.shape[1:])} but the model takes {preprocessing.input_size}; fit them first "
-            "with preprocessing.fit(images)."
+            "with preprocessing.to_stored_size(images)."
         )
     if k < 1:
         raise ConfigError(f"k (images per unit) must be a positive integer, got {k}.")

@@ -54,6 +54,21 @@ class ClassifierModel(nn.Module):
 
     has_weight_constraints = False  # True where a paper constrains the weights after each step (ZF Net, maxout)
 
+    # Facts every consumer reads from the contract (views, attacks, transfer, export, the trainer), declared once:
+    model_name: str = ""  # the registry name it was built under (set by models.create; "" for a model built by hand)
+    torchvision_compatible = False  # True where the state dict's keys and shapes are torchvision's namesake's
+    aux_loss_weight = 0.0  # weight of each auxiliary classifier's loss in training (GoogLeNet: 0.3)
+
+    @property
+    def aux_heads(self) -> list[nn.Module]:
+        """Auxiliary classifiers trained alongside the main one (GoogLeNet's two); none by default."""
+        return []
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits, [auxiliary logits, ...]) in any mode: what the training objective adds ``aux_loss_weight`` × each
+        auxiliary loss from. ``forward`` never returns auxiliary outputs (its type never changes with the mode)."""
+        return self(x), []
+
     # Whether the trainer's automatic layout picks channels-last (NHWC) on the CPU. Training step, float32,
     # 2 cores (`python scripts/channels_last_cpu.py`, docs/benchmarks.md): LeNet-5 1.18×, lenet5-modern 1.20×,
     # resnet20 1.28×, nin-cifar 1.33×, vgg-a-bn 1.39× faster at 32 px; ResNet-18 0.98× and 0.94× at 32/64 px,

@@ -41,6 +41,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
 LOSS_FUNCTIONS = {"cross_entropy": cross_entropy, "mse": half_squared_error}
 
 
+def aux_heads(model: object) -> list:
+    """The model contract's auxiliary classifiers (``ClassifierModel.aux_heads``); none for a model outside it."""
+    return list(getattr(model, "aux_heads", None) or [])
+
+
 class ClassificationObjective:
     """Supervised classification with cross-entropy or the squared error on softmax outputs.
 
@@ -65,7 +70,7 @@ class ClassificationObjective:
         if not model.training:
             logits = model(images)
             return self.loss_fn(logits, labels), logits
-        if hasattr(model, "forward_with_aux"):
+        if aux_heads(model):
             logits, aux_logits = model.forward_with_aux(images)
         else:
             logits, aux_logits = model(images), []

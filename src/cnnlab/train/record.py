@@ -240,7 +240,7 @@ class RunRecord:
         if dataset.streaming:
             loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, batch_size, device=device)
         else:
-            images = preprocessing.fit(dataset.test.images)
+            images = preprocessing.to_stored_size(dataset.test.images)
             loader = DeviceTensorLoader(images, dataset.test.labels, preprocessing, batch_size, device=device)
         return dataset, loader
 

@@ -78,7 +78,7 @@ def plan_preprocessing(dataset: ImageDataset, info: ModelInfo, model: Classifier
     if dataset.fit_mode == "pad" and margin_h == margin_w and margin_h > 0 and margin_h % 2 == 0:
         resize, pad = (h, w), margin_h // 2
     draft = Preprocessing(in_chans=c, resize=resize, pad=pad, mean=(0.0,) * c, std=(1.0,) * c)
-    mean, std = channel_stats(draft.fit(dataset.train.images))
+    mean, std = channel_stats(draft.to_stored_size(dataset.train.images))
     return Preprocessing(in_chans=c, resize=resize, pad=pad, mean=mean, std=std)
 
 
@@ -188,7 +188,7 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
         )
         test_loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, eval_batch, **common)
     else:
-        train_images = preprocessing.fit(dataset.train.images)  # uint8, fitted once, before it goes to the device
+        train_images = preprocessing.to_stored_size(dataset.train.images)  # uint8, resized once, on the host
 
         def pca_source() -> PCALighting:
             return pca_lighting_from(train_images)
@@ -206,7 +206,7 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
             **shard,
         )
         test_loader = DeviceTensorLoader(
-            preprocessing.fit(dataset.test.images),
+            preprocessing.to_stored_size(dataset.test.images),
             dataset.test.labels,
             preprocessing,
             eval_batch,

@@ -35,7 +35,7 @@ from cnnlab.train.distributed import (
 from cnnlab.train.ema import ModelEMA
 from cnnlab.train.fastpath import resolve_fast_path
 from cnnlab.train.monitor import Monitor
-from cnnlab.train.objective import ClassificationObjective, Objective
+from cnnlab.train.objective import ClassificationObjective, Objective, aux_heads
 from cnnlab.train.optim import make_optimizer, make_scheduler
 from cnnlab.train.progress import Reporter
 from cnnlab.train.provenance import git_revision, versions
@@ -85,11 +85,11 @@ class _Dispatch(nn.Module):
 class _TrainingView:
     """What a task receives in training when a model is wrapped (DDP, compiled): calls go through the wrapper,
     so gradients are synchronised and compiled code runs; every other attribute is the model's, and
-    ``forward_with_aux`` exists exactly when the model has it (see :class:`~cnnlab.models.ClassifierModel`)."""
+    ``forward_with_aux`` runs through the wrapper too when the model has auxiliary heads (the model contract)."""
 
     def __init__(self, model: nn.Module, wrapped: nn.Module):
         self._model, self._wrapped = model, wrapped
-        if hasattr(model, "forward_with_aux"):
+        if aux_heads(model):
             self.forward_with_aux = lambda images: wrapped(images, method="forward_with_aux")
 
     def __call__(self, *args):

@@ -231,7 +231,7 @@ def features_of_run(
     train = dataset.train if labels_per_class is None else subset_per_class(dataset.train, labels_per_class, 0)
     splits = []
     for split in (train, dataset.test):
-        loader = DeviceTensorLoader(pre.fit(split.images), split.labels, pre, batch_size, device=resolved)
+        loader = DeviceTensorLoader(pre.to_stored_size(split.images), split.labels, pre, batch_size, device=resolved)
         splits.append(extract_features(model, loader, layer))
     seconds = time.perf_counter() - start
     meta = {"source": str(source), "layer": layer, "data": data, "classes": dataset.classes}
