@@ -293,3 +293,103 @@ def write_run_config(run, static_record: dict, command: list[str]) -> None:
     if "transfer" in static_record:
         record["transfer"] = static_record["transfer"]
     run.run_dir.write_json("config.json", record)
+
+
+@dataclass
+class TrainingState:
+    """What a resumable checkpoint holds beyond the run's description: the engine writes one with
+    :meth:`to_payload` and reads one with :meth:`from_payload` (which also upgrades format 1, written before tasks).
+
+    Attributes:
+        model_state: the evaluated weights of the task's main model (the EMA's when training kept one).
+        raw_model_state: the weights training continues from, when an EMA is kept (else None).
+        model_states: the task's other models (a GAN's discriminator), by name.
+        parts: per optimiser part: ``optimizer``, ``scheduler`` and (fp16) ``scaler`` state dicts.
+        rng_per_rank: each process's RNG states (dropout masks and noise differ per process).
+        accumulators: the epoch's running sums at a mid-epoch checkpoint (``sums``, ``seen``, ``seconds``).
+        task_state: the task's own state (:meth:`Task.state_dict`).
+    """
+
+    epoch: int
+    batch: int
+    step: int
+    complete: bool
+    model_state: dict
+    raw_model_state: dict | None
+    model_states: dict
+    ema_updates: int | None
+    parts: dict
+    rng_per_rank: list
+    accumulators: dict | None
+    world_size: int
+    task_state: dict
+    history: list
+
+    def to_payload(self, static_record: dict) -> dict:
+        train_state = {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "complete": self.complete,
+            "parts": self.parts,
+            "rng": self.rng_per_rank[0],
+            "rng_per_rank": self.rng_per_rank,
+            "accumulators": self.accumulators,
+            "world_size": self.world_size,
+            "task_state": self.task_state,
+        }
+        if self.raw_model_state is not None:
+            train_state["ema_updates"] = self.ema_updates
+            train_state["raw_model_state"] = self.raw_model_state
+        return {
+            **static_record,
+            "model_state": self.model_state,
+            **({"model_states": self.model_states} if self.model_states else {}),
+            "history": list(self.history),
+            "train_state": train_state,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict, part_names: list[str]) -> TrainingState:
+        """The state of a checkpoint, for a task whose optimiser parts are ``part_names``.
+
+        Raises:
+            CheckpointError: a weights-only checkpoint, or one written by a task with other optimisers.
+        """
+        state = payload.get("train_state")
+        if state is None:
+            raise CheckpointError("This checkpoint holds weights only (no training state) and cannot be resumed.")
+        # Format 1 (before tasks): one optimiser, its state at the top of the training state.
+        parts = state.get("parts") or {part_names[0]: state}
+        if set(parts) != set(part_names):
+            raise CheckpointError(
+                f"This checkpoint's optimisers {sorted(parts)} are not this task's {sorted(part_names)}; it was "
+                "written by another task."
+            )
+        return cls(
+            epoch=int(state["epoch"]),
+            batch=int(state["batch"]),
+            step=int(state["step"]),
+            complete=bool(state.get("complete", False)),
+            model_state=payload["model_state"],
+            raw_model_state=state.get("raw_model_state"),
+            model_states=dict(payload.get("model_states") or {}),
+            ema_updates=int(state["ema_updates"]) if "ema_updates" in state else None,
+            parts={name: parts[name] for name in part_names},
+            rng_per_rank=list(state.get("rng_per_rank") or [state["rng"]]),
+            accumulators=_upgrade_accumulators(state.get("accumulators")),
+            world_size=int(state.get("world_size", 1)),
+            task_state=dict(state.get("task_state") or {}),
+            history=list(payload.get("history") or []),
+        )
+
+
+def _upgrade_accumulators(saved: dict | None) -> dict | None:
+    """Running sums as checkpointed; format 1 (before tasks) kept ``loss_sum`` and ``correct`` by name."""
+    if saved is None or "sums" in saved:
+        return saved
+    return {
+        "sums": {"loss": saved["loss_sum"], "correct": saved["correct"]},
+        "seen": saved["seen"],
+        "seconds": saved["seconds"],
+    }

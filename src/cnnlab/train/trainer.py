@@ -39,6 +39,7 @@ from cnnlab.train.objective import ClassificationObjective, Objective, aux_heads
 from cnnlab.train.optim import make_optimizer, make_scheduler
 from cnnlab.train.progress import Reporter
 from cnnlab.train.provenance import git_revision, versions
+from cnnlab.train.record import TrainingState
 from cnnlab.train.setup import TrainingRun
 from cnnlab.train.step import PartState, StepRunner, StepSettings
 from cnnlab.train.task import ClassificationTask, Task
@@ -263,7 +264,8 @@ class Trainer:
 
     # ---- state -------------------------------------------------------------------------------------------
     def state_dict(self, complete: bool = False) -> dict:
-        """The whole training state (a collective under torch.distributed: every process's RNG is gathered)."""
+        """The whole training state as a checkpoint payload (:class:`~cnnlab.train.record.TrainingState`; a
+        collective under torch.distributed: every process's RNG is gathered)."""
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -274,65 +276,50 @@ class Trainer:
             if state.scaler.is_enabled():
                 saved["scaler"] = state.scaler.state_dict()
             parts[state.part.name] = saved
-        train_state = {
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "complete": complete,
-            "parts": parts,
-            "rng": per_rank[0],
-            "rng_per_rank": per_rank,
-            "accumulators": self._accumulators,
-            "world_size": self.world_size,
-            "task_state": self.task.state_dict(),
-        }
-        if self.ema is not None:
-            train_state["ema_updates"] = self.ema.updates
-            train_state["raw_model_state"] = self.model.state_dict()  # what training continues from
-        others = {name: m.state_dict() for name, m in self.task.models.items() if name != self.task.main}
-        return {
-            **self.static_record,
-            "model_state": self.eval_model.state_dict(),  # what eval/predict use: the EMA weights when on
-            **({"model_states": others} if others else {}),
-            "history": list(self.history),
-            "train_state": train_state,
-        }
+        state = TrainingState(
+            epoch=self.epoch,
+            batch=self.batch,
+            step=self.step,
+            complete=complete,
+            model_state=self.eval_model.state_dict(),  # what eval/predict use: the EMA weights when on
+            raw_model_state=self.model.state_dict() if self.ema is not None else None,  # what training continues
+            model_states={name: m.state_dict() for name, m in self.task.models.items() if name != self.task.main},
+            ema_updates=self.ema.updates if self.ema is not None else None,
+            parts=parts,
+            rng_per_rank=per_rank,
+            accumulators=self._accumulators,
+            world_size=self.world_size,
+            task_state=self.task.state_dict(),
+            history=list(self.history),
+        )
+        return state.to_payload(self.static_record)
 
     def load_state_dict(self, payload: dict) -> None:
         """Continue from a checkpoint written by :meth:`state_dict`: models, EMA, optimisers, schedules, scalers,
         RNG, running metrics and position, so the run goes on exactly as if never stopped."""
-        state = payload.get("train_state")
-        if state is None:
-            raise CheckpointError("This checkpoint holds weights only (no training state) and cannot be resumed.")
+        state = TrainingState.from_payload(payload, [p.part.name for p in self.parts])
         if self.ema is not None:
-            if "raw_model_state" not in state:
+            if state.raw_model_state is None:
                 raise CheckpointError("This checkpoint was trained without --ema-decay; resume it without EMA.")
-            self.model.load_state_dict(state["raw_model_state"])
-            self.ema.module.load_state_dict(payload["model_state"])
-            self.ema.updates = int(state["ema_updates"])
+            self.model.load_state_dict(state.raw_model_state)
+            self.ema.module.load_state_dict(state.model_state)
+            self.ema.updates = int(state.ema_updates or 0)
         else:
-            self.model.load_state_dict(state.get("raw_model_state", payload["model_state"]))
-        for name, model_state in payload.get("model_states", {}).items():
+            self.model.load_state_dict(state.raw_model_state or state.model_state)
+        for name, model_state in state.model_states.items():
             self.task.models[name].load_state_dict(model_state)
-        # Written before tasks (format 1): one optimiser, its state at the top of the training state.
-        saved_parts = state.get("parts") or {self.parts[0].part.name: state}
-        if set(saved_parts) != {p.part.name for p in self.parts}:
-            raise CheckpointError(
-                f"This checkpoint's optimisers {sorted(saved_parts)} are not this task's "
-                f"{sorted(p.part.name for p in self.parts)}; it was written by another task."
-            )
         for part in self.parts:
-            _load_part(part, saved_parts[part.part.name], state["step"])
-        self.task.load_state_dict(state.get("task_state", {}))
-        per_rank = state.get("rng_per_rank") or [state["rng"]]
+            _load_part(part, state.parts[part.part.name], state.step)
+        self.task.load_state_dict(state.task_state)
+        per_rank = state.rng_per_rank
         rng = per_rank[self.rank] if len(per_rank) == self.world_size else per_rank[0]
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
-        self.history = list(payload.get("history", []))
+        self.epoch, self.batch, self.step = state.epoch, state.batch, state.step
+        self.history = state.history
         # Saved running sums are already totals over processes: rank 0 continues them, the others restart at 0.
-        self._accumulators = _upgrade_accumulators(state.get("accumulators")) if self.rank == 0 else None
+        self._accumulators = state.accumulators if self.rank == 0 else None
         if self._accumulators is None and self.batch:
             self._accumulators = self._zero_accumulators()
         self._last_saved = (self.epoch, self.batch)
@@ -619,17 +606,6 @@ def _load_part(part: PartState, saved: dict, step: int) -> None:
         scheduler._last_lr = rates
     if part.scaler.is_enabled() and "scaler" in saved:
         part.scaler.load_state_dict(saved["scaler"])
-
-
-def _upgrade_accumulators(saved: dict | None) -> dict | None:
-    """Running sums as checkpointed; format 1 (before tasks) kept ``loss_sum`` and ``correct`` by name."""
-    if saved is None or "sums" in saved:
-        return saved
-    return {
-        "sums": {"loss": saved["loss_sum"], "correct": saved["correct"]},
-        "seen": saved["seen"],
-        "seconds": saved["seconds"],
-    }
 
 
 def _position(epoch: int, batch: int) -> str:
