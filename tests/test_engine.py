@@ -357,6 +357,10 @@ class _WithAux(nn.Module):
     def forward(self, x):
         return self.head(self.body(x))
 
+    @property
+    def aux_heads(self):  # the model contract declares its auxiliary classifiers
+        return list(self.aux)
+
     def forward_with_aux(self, x):
         h = self.body(x)
         return self.head(h), [a(h) for a in self.aux]

@@ -173,9 +173,22 @@ def list_datasets() -> list[str]:
 def get_dataset_info(name: str) -> DatasetInfo:
     if name.startswith("folder:"):
         return DatasetInfo(name, _folder_loader(name), "your own images, one sub-folder per class", "crop-flip")
+    if name.startswith("tensors:"):
+        return DatasetInfo(name, _tensors_loader(name), "your own tensors, saved with the run that trained on them")
     if name not in _DATASETS:
-        raise UnknownNameError("dataset", name, [*_DATASETS, "folder:PATH"])
+        raise UnknownNameError("dataset", name, [*_DATASETS, "folder:PATH", "tensors:PATH"])
     return _DATASETS[name]
+
+
+def _tensors_loader(name: str) -> Callable[..., ImageDataset]:
+    def load(root: Path, fetch: bool = False) -> ImageDataset:
+        from cnnlab.data.tensors import load_tensor_dataset  # tensors builds on this module's records
+
+        if fetch:
+            raise DataError(f"{name} is your own data: there is nothing to download.")
+        return load_tensor_dataset(name)
+
+    return load
 
 
 # ``folder:PATH``'s loader, given by cnnlab.data.sources when it registers the datasets: sources builds on this
