@@ -354,3 +354,116 @@ def _robustness_after_training(run: Any, trainer: Any, say: Callable[[str], None
         f"robustness (FGSM on {rows[0].samples:,} test images, {time.perf_counter() - started:.1f} s): accuracy "
         f"{rows[0].accuracy:.2%} clean, {at.accuracy:.2%} at ε = {config.adv_eps:g}; {table.name}, {figure.name}"
     )
+
+
+# ---- the Python one-liners -------------------------------------------------------------------------------------
+@dataclass
+class Trained:
+    """What :func:`train` returns: the run directory and the per-epoch metrics, and a predictor on demand."""
+
+    run_dir: Path
+    history: list[dict]
+    result: TrainResult
+
+    @property
+    def test_error(self) -> float:
+        return self.history[-1]["test_error"]
+
+    def predictor(self, device: str = "auto") -> Predictor:
+        return Predictor(self.run_dir, device)
+
+
+def _data_spec(data: Any, out: Path, holdout: float, seed: int, classes: Sequence[str] | None) -> str:
+    """A dataset name for ``data``: a registered name or ``folder:PATH`` as given, a folder path as ``folder:``,
+    or in-memory data (tensors, (train, test) pairs, a torch Dataset) saved into the run directory."""
+    from cnnlab.data.tensors import from_torch_dataset, save_tensor_dataset, split_holdout
+
+    if isinstance(data, str | Path):
+        text = str(data)
+        if ":" not in text and Path(text).expanduser().is_dir():
+            return f"folder:{Path(text).expanduser().resolve()}"
+        return text
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, tuple | list):
+        data = from_torch_dataset(data)  # a torch Dataset of (image, label) pairs
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(d, tuple | list) for d in data):
+        train, test = data  # ((train images, labels), (test images, labels))
+    elif isinstance(data, tuple | list) and len(data) == 2:
+        import torch
+
+        from cnnlab.data.tensors import as_uint8_images
+
+        images, labels = as_uint8_images(data[0]), torch.as_tensor(data[1]).long()
+        train, test = split_holdout(images, labels, holdout, seed)  # a test split held out, stratified and seeded
+    else:
+        from cnnlab.errors import ConfigError
+
+        raise ConfigError(
+            "data must be a dataset name (`cnnlab data list`), a folder of class sub-folders, (images, labels), "
+            f"((train images, labels), (test images, labels)), or a torch Dataset; got a {type(data).__name__}."
+        )
+    return save_tensor_dataset(out / "data.pt", train, test, classes)
+
+
+def train(
+    model: str = "lenet5",
+    data: Any = "digits",
+    *,
+    classes: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    progress: bool = True,
+    resume: str | None = None,
+    overwrite: bool = False,
+    **config: Any,
+) -> Trained:
+    """Train a registered model on a dataset, a folder or your own tensors, as ``cnnlab train`` would: the run
+    directory (checkpoints, ``config.json``, ``metrics.csv``, ``curves.png``, ``summary.json``), progress on
+    stderr, and a run the command line can evaluate, predict with and look inside.
+
+    Args:
+        model: a registered name or alias (``cnnlab models``).
+        data: a dataset name, ``folder:PATH`` or a folder path, ``(images, labels)`` (uint8 0…255 or floats in
+            [0, 1], (N, C, H, W) or (N, H, W)), ``((train images, labels), (test images, labels))``, or a torch
+            ``Dataset`` of (image, label) pairs. In-memory data is saved as the run's ``data.pt``.
+        classes: class names for in-memory data (default: "0", "1", ...).
+        test_fraction: for ``(images, labels)``: the fraction held out as the test split (stratified, seeded).
+        progress: show the progress bar and notes.
+        **config: :class:`~cnnlab.train.TrainConfig` fields (``epochs=5``, ``lr=0.01``, ``out="runs/x"``...);
+            an unknown one is an error listing the valid ones.
+    """
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.progress import QuietReporter, RichReporter, log_console
+    from cnnlab.train.rundir import check_new_run_dir, default_run_dir
+
+    TrainConfig.from_dict({"model": model, **config})  # unknown fields: one clear error, before any work
+    out = Path(config.pop("out", None) or default_run_dir(model, "data" if not isinstance(data, str) else data))
+    if not (overwrite or resume):
+        check_new_run_dir(out)  # before in-memory data is saved there: an earlier run's data.pt stays intact
+    spec = _data_spec(data, out, test_fraction, int(config.get("seed", 0)), classes)
+    console = log_console()
+    say = console.print if progress else (lambda text: None)
+    result = train_classifier(
+        {"model": model, "data": spec, "out": str(out), **config},
+        resume=resume,
+        overwrite=overwrite,
+        reporter=RichReporter(console) if progress else QuietReporter(),
+        say=say,
+        command=["cnnlab.train", model, spec],
+    )
+    return Trained(result.run.run_dir.path, result.history, result)
+
+
+def summary(model: Any, input_shape: tuple[int, int, int] | None = None, show: bool = True) -> Any:
+    """The per-layer summary (shapes, parameters, MACs/FLOPs, receptive fields) of a registered model name, a
+    model, or a run directory / checkpoint; printed as a table when ``show``, and returned."""
+    from cnnlab.inspect import render_summary, summarize
+    from cnnlab.train.record import saved_or_registered_model
+
+    if isinstance(model, str | Path):
+        options = {} if Path(model).exists() else {"device": "meta"}  # a name: shapes only, free for large models
+        built, default = saved_or_registered_model(model, **options)
+        result = summarize(built, input_shape or default)
+    else:
+        result = summarize(model, input_shape)
+    if show:
+        render_summary(result)
+    return result

@@ -86,8 +86,29 @@ def _flops_by_module(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
     }
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, int, int], graph_fields: bool = True) -> ModelSummary:
-    """Summarise ``model`` for one input of shape (C, H, W), layer by layer (leaf modules, executed order).
+def default_input_shape(model: nn.Module) -> tuple[int, int, int]:
+    """The input a summary assumes when none is given: the registry's size for a zoo model (with the model's own
+    channels), else the smallest square input every layer accepts (at least 32 px), with the first layer's
+    channels."""
+    from cnnlab import models
+    from cnnlab.errors import InputSizeError
+
+    name = getattr(model, "model_name", "")
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
+    channels = getattr(model, "in_chans", None) or (first.in_channels if isinstance(first, nn.Conv2d) else 1)
+    if name and name in models.list_models(include_aliases=True):
+        return (channels, *models.get_model_info(name).input_size[1:])
+    side = models.smallest_input_size(model, channels)
+    if side is None:
+        raise InputSizeError(f"No square input fits {type(model).__name__}; give the input shape (C, H, W).")
+    return (channels, max(side, 32), max(side, 32))
+
+
+def summarize(
+    model: nn.Module, input_shape: tuple[int, int, int] | None = None, graph_fields: bool = True
+) -> ModelSummary:
+    """Summarise ``model`` for one input of shape (C, H, W) (default: :func:`default_input_shape`), layer by layer
+    (leaf modules, executed order).
 
     Receptive fields follow the traced graph (:mod:`cnnlab.inspect.fields`), so residual and inception branches
     merge correctly; ``graph_fields=False`` (or a model torch.fx cannot trace) uses the chain arithmetic, exact
@@ -96,6 +117,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], graph_fields:
     Raises:
         InputSizeError: if the model cannot take that input (naming the layer and the size that would work).
     """
+    input_shape = tuple(input_shape) if input_shape is not None else default_input_shape(model)
     traces = check_input_shape(model, input_shape)
     flops = _flops_by_module(model, input_shape)
     graph = None
@@ -242,6 +264,9 @@ def models_table(pattern: str = "*"):
     from cnnlab.errors import ConfigError
 
     names = models.list_models(pattern)
+    if not names and not any(c in pattern for c in "*?["):  # a plain word: an alias, or part of names
+        aliased = models.list_models(include_aliases=True)
+        names = [models.get_model_info(pattern).name] if pattern in aliased else models.list_models(f"*{pattern}*")
     if not names:
         raise ConfigError(f"No model matches {pattern!r}; `cnnlab models` lists them all.")
     table = Table(title="cnnlab models", title_justify="left")

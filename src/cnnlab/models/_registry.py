@@ -147,6 +147,7 @@ def create(
     in_chans: int | None = None,
     device: torch.device | str | None = None,
     weights: str | None = None,
+    pretrained: bool = False,
     **options: object,
 ) -> ClassifierModel:
     """Build a registered model.
@@ -160,6 +161,7 @@ def create(
             into torch's hub cache, hash-checked), ``"torchvision:IMAGENET1K_V1"`` a named set; the model then
             carries ``model.pretrained`` (a :class:`~cnnlab.models.PretrainedWeights`: preprocessing,
             categories, metrics). Only models with a ``torchvision`` counterpart have weights.
+        pretrained: ``True`` is ``weights="torchvision"`` (timm's and torchvision's old spelling).
         **options: the model's own options (see ``get_model_info(name).options``); unknown ones are an error.
 
     Raises:
@@ -171,6 +173,8 @@ def create(
         >>> model(torch.zeros(2, 1, 32, 32)).shape
         torch.Size([2, 10])
     """
+    if pretrained and weights is None:
+        weights = "torchvision"
     info = get_model_info(name)
     valid = info.options
     unknown = sorted(set(options) - set(valid))
