@@ -18,7 +18,7 @@ from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, resol
 # The worker trains without augmentation; the CLI test with the digits' default one (drawn per global batch,
 # so it is the same with 1 or 2 processes). LeNet-5 (modern) has no dropout, whose masks are per process.
 BASE = {"model": "lenet5-modern", "epochs": 1, "augment": "none", "device": "cpu", "batch_size": 32}
-DDP = {**BASE, "accumulate_steps": 2, "checkpoint_every": 20, "keep_last": 10}
+DDP = {**BASE, "accumulate_steps": 2, "checkpoint_every": 20, "keep_last": 10, "holdout": 0.0}
 TIMEOUT_S = 240  # two Python processes importing torch on a loaded 2-core machine; the training takes ~2 s
 
 
@@ -46,7 +46,7 @@ def _assert_close_state(a: dict, b: dict):
 def test_two_gloo_processes_equal_one_process_and_resume_exactly(tmp_path):
     _torchrun(__file__, str(tmp_path))
     ddp = load_checkpoint(tmp_path / "ddp")
-    single = _single_process(tmp_path / "single")  # no accumulation: the same gradient, computed whole
+    single = _single_process(tmp_path / "single", holdout=0.0)  # no accumulation: the same gradient, whole
     _assert_close_state(ddp["model_state"], single.model.state_dict())
     (ddp_row,), (single_row,) = ddp["history"], single.history
     for key in ("train_loss", "train_error", "test_loss", "test_error"):

@@ -142,11 +142,11 @@ def test_keep_last_best_and_latest_links(tmp_path):
     kept = run_dir.step_checkpoints()
     assert [p.name for p in kept] == ["step000000044.pt", "step000000045.pt"]
     assert os.path.samefile(run_dir.checkpoint, kept[-1])
-    errors = [row["test_error"] for row in trainer.history]
+    errors = [row["val_error"] for row in trainer.history]  # chosen on the validation split, never on the test
     best_epoch = errors.index(min(errors)) + 1
     best = load_checkpoint(run_dir.best)
     assert best["train_state"]["epoch"] == best_epoch and best["train_state"]["batch"] == 0
-    assert best["history"][-1]["test_error"] == min(errors)
+    assert best["history"][-1]["val_error"] == min(errors)
 
 
 def test_resuming_an_earlier_state_discards_the_abandoned_later_checkpoints(tmp_path):
@@ -514,7 +514,7 @@ def test_summary_json_and_tensorboard_events(tmp_path):
     trainer.close()
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["epochs_completed"] == 2 and summary["steps"] == 30
-    assert summary["best"]["test_error"] == min(r["test_error"] for r in trainer.history)
+    assert summary["best"]["val_error"] == min(r["val_error"] for r in trainer.history)
     assert summary["last"]["epoch"] == 2 and summary["images_per_s"] > 0 and summary["wall_seconds"] > 0
     assert summary["peak_memory"]["bytes"] > 10_000_000 and "RSS" in summary["peak_memory"]["measure"]
     events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))

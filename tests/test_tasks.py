@@ -90,7 +90,8 @@ class TinyGAN(Task):
 
 
 # ---- the harness ------------------------------------------------------------------------------------------------
-BASE = {"model": "lenet5-modern", "data": "digits", "augment": "none", "device": "cpu", "batch_size": 32, "seed": 1}
+BASE = {"model": "lenet5-modern", "data": "digits", "augment": "none", "device": "cpu", "batch_size": 32, "seed": 1,
+        "holdout": 0.0}  # fmt: skip
 TASKS = {"denoise": (Denoise, {"optimizer": "adam", "lr": 0.003}), "gan": (TinyGAN, {"optimizer": "adam", "lr": 2e-4})}
 
 

@@ -105,6 +105,7 @@ class ImageDataset:
     fit_mode: str = "resize"
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    val: ImageSet | FileImageSet | None = None  # held out of the training data for model selection (build_run)
 
     @property
     def streaming(self) -> bool:
@@ -135,6 +136,28 @@ class ImageDataset:
                     f"Dataset {self.name!r} {split_name} labels span [{low}, {high}] but there are "
                     f"{self.num_classes} classes: labels must be in [0, {self.num_classes - 1}]."
                 )
+
+
+def split_off(
+    split: ImageSet | FileImageSet, fraction: float, seed: int
+) -> tuple[ImageSet | FileImageSet, ImageSet | FileImageSet]:
+    """(kept, held out): ``fraction`` of each class held out, chosen by a seeded shuffle (stratified), both in
+    dataset order. Every class keeps at least one image; a class of one image is kept whole."""
+    if not 0 < fraction < 1:
+        raise DataError(f"The held-out fraction must be between 0 and 1 (exclusive), got {fraction}.")
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + 7)  # not the data order's or the init's stream
+    held = torch.zeros(len(split), dtype=torch.bool)
+    for label in split.labels.unique().tolist():
+        members = (split.labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        count = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        held[members[:count]] = True
+    kept_index, held_index = (~held).nonzero().flatten(), held.nonzero().flatten()
+    if isinstance(split, FileImageSet):
+        pick = lambda index: FileImageSet([split.paths[i] for i in index.tolist()], split.labels[index])  # noqa: E731
+    else:
+        pick = lambda index: ImageSet(split.images[index], split.labels[index])  # noqa: E731
+    return pick(kept_index), pick(held_index)
 
 
 @dataclass(frozen=True)

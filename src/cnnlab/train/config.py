@@ -139,6 +139,11 @@ class TrainConfig:
     )
     # train on this many images per class only (few-label transfer); None: all
     labels_per_class: int | None = option(None, "train on only N labelled images per class (seeded)")
+    # fraction of the training images held out for validation (stratified, seeded): best.pt and the summary's best
+    # epoch are chosen on it, never on the test split (which is only reported); 0: none, and no best.pt
+    holdout: float = option(
+        0.1, "training images held out to choose the best epoch on (stratified, seeded; default 0.1; 0: none)"
+    )
     # folder:PATH without train/ and val/ sub-folders: fraction of images held out to test
     val_split: float = option(0.2, "folder:PATH without train/ and val/: test fraction (default 0.2)")
     # streamed photo datasets: decoding processes (0: decode in the training process)
@@ -373,6 +378,9 @@ def validate(config: TrainConfig) -> None:
         boolean(name)
     if config.labels_per_class is not None:
         positive_int("labels_per_class", config.labels_per_class)
+    number("holdout", config.holdout, 0, 1, "a fraction in [0, 1) (0.1 holds out a tenth; 0: none)")
+    if config.holdout >= 1:
+        raise ConfigError(f"--holdout must be below 1 (some images must be left to train on), got {config.holdout}.")
     number("val_split", config.val_split, 0, 1, "a fraction in (0, 1) (0.2 holds out a fifth)")
     if config.val_split == 0:
         raise ConfigError("--val-split must be a fraction in (0, 1) (0.2 holds out a fifth), got 0.")

@@ -69,8 +69,9 @@ class Monitor:
         if self.tensorboard is not None:
             scalars = {}
             for key, value in row.items():
-                if key.startswith("test_"):
-                    scalars[f"test/{key.removeprefix('test_')}"] = value
+                if key.startswith(("test_", "val_")):
+                    split, _, name = key.partition("_")
+                    scalars[f"{split}/{name}"] = value
                 elif key.startswith("train_") and key != "train_images":
                     scalars[f"epoch/{key}"] = value
             self.tensorboard.scalars(step, scalars)

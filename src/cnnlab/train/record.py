@@ -282,6 +282,7 @@ def write_run_config(run, static_record: dict, command: list[str]) -> None:
             "name": run.config.data,
             "source": run.dataset.source,
             "train_samples": len(run.dataset.train),
+            "val_samples": len(run.dataset.val) if run.dataset.val is not None else 0,  # held out of train (seeded)
             "test_samples": len(run.dataset.test),
             "classes": run.dataset.classes,
         },

@@ -46,10 +46,13 @@ from cnnlab.train.checkpoint import (
     step_number,
 )
 
-METRIC_FIELDS = (
+METRIC_FIELDS = (  # the classifier's columns, in this order; another task's columns follow (metric_fields)
     "epoch",
     "train_loss",
     "train_error",
+    "val_loss",
+    "val_error",
+    "val_top5_error",
     "test_loss",
     "test_error",
     "test_top5_error",
@@ -57,6 +60,13 @@ METRIC_FIELDS = (
     "images_per_s",
     "seconds",
 )
+
+
+def metric_fields(rows: list[dict]) -> list[str]:
+    """The metrics.csv columns of these rows: the known ones that occur, in :data:`METRIC_FIELDS` order, then any
+    other column a task reports (a GAN's ``train_d_loss``...), in the order first seen."""
+    seen = list(dict.fromkeys(k for row in rows for k in row if k != "train_images"))
+    return [k for k in METRIC_FIELDS if k in seen] + [k for k in seen if k not in METRIC_FIELDS]
 
 
 def default_run_dir(model: str, data: str, root: str | Path = "runs") -> Path:
@@ -215,11 +225,12 @@ class RunDir:
         """Rewrite metrics.csv from the full history (so a resumed run never holds rows it has not re-done)."""
         tmp = self.metrics.with_suffix(".csv.tmp")
         try:
+            fields = metric_fields(rows)
             with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+                writer = csv.DictWriter(handle, fieldnames=fields)
                 writer.writeheader()
                 for row in rows:
-                    writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+                    writer.writerow({k: row.get(k, "") for k in fields})
             os.replace(tmp, self.metrics)
         except OSError as error:
             raise _write_failed(self.metrics, tmp, error) from None

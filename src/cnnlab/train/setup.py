@@ -16,6 +16,7 @@ from cnnlab.data.augment import (
     pca_lighting_from,
     validate_augmentation,
 )
+from cnnlab.data.datasets import split_off
 from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import ConfigError, DeviceError, InputSizeError
 from cnnlab.models import ClassifierModel, ModelInfo
@@ -123,6 +124,7 @@ class TrainingRun:
     train_loader: DeviceTensorLoader | StreamingLoader
     test_loader: DeviceTensorLoader | StreamingLoader
     run_dir: RunDir
+    val_loader: DeviceTensorLoader | StreamingLoader | None = None  # the held-out validation split (model selection)
 
 
 def build_run(config: TrainConfig, run_dir: str | Path | None = None, overwrite: bool = False) -> TrainingRun:
@@ -152,6 +154,9 @@ def build_run(config: TrainConfig, run_dir: str | Path | None = None, overwrite:
 def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) -> TrainingRun:
     device = resolve_device(config.device)
     dataset = load_dataset(config.data, config.data_root, val_split=config.val_split, seed=config.seed)
+    if config.holdout:  # the validation split, held out of the training data before anything is fitted on it
+        kept, held = split_off(dataset.train, config.holdout, config.seed)
+        dataset = replace(dataset, train=kept, val=held)
     if config.labels_per_class is not None:
         dataset = replace(dataset, train=subset_per_class(dataset.train, config.labels_per_class, config.seed))
     if config.augment in (None, "auto"):
@@ -187,6 +192,10 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
             **common,
         )
         test_loader = StreamingLoader(dataset.test.paths, dataset.test.labels, preprocessing, eval_batch, **common)
+        val_loader = None
+        if dataset.val is not None:
+            val = dataset.val
+            val_loader = StreamingLoader(val.paths, val.labels, preprocessing, eval_batch, **common)
     else:
         train_images = preprocessing.to_stored_size(dataset.train.images)  # uint8, resized once, on the host
 
@@ -205,15 +214,18 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
             augment=augment,
             **shard,
         )
+        evaluation = {"device": device, **shard}
+        test = dataset.test
         test_loader = DeviceTensorLoader(
-            preprocessing.to_stored_size(dataset.test.images),
-            dataset.test.labels,
-            preprocessing,
-            eval_batch,
-            device=device,
-            **shard,
+            preprocessing.to_stored_size(test.images), test.labels, preprocessing, eval_batch, **evaluation
         )
-    return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, opened)
+        val_loader = None
+        if dataset.val is not None:
+            val = dataset.val
+            val_loader = DeviceTensorLoader(
+                preprocessing.to_stored_size(val.images), val.labels, preprocessing, eval_batch, **evaluation
+            )
+    return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, opened, val_loader)
 
 
 def _context(preprocessing: Preprocessing, pca) -> AugmentContext:

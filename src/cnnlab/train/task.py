@@ -137,17 +137,18 @@ class Task:
 
 class ClassificationTask(Task):
     """Images and int labels; an objective (cross-entropy or MSE with label smoothing and auxiliary heads, or
-    the adversarial objective) gives the loss and the logits; top-1 accuracy while training; test loss, top-1
-    and top-k error each epoch; ``best.pt`` by test error."""
+    the adversarial objective) gives the loss and the logits; top-1 accuracy while training; each epoch the loss,
+    top-1 and top-k error on the validation split held out of the training data (when there is one) and on the
+    test split. ``best.pt`` is the epoch with the lowest validation error: the test split is only reported."""
 
     name = "classification"
     sums: ClassVar[Mapping[str, torch.dtype]] = {"loss": torch.float64, "correct": torch.int64}
-    selection = "test_error"
 
-    def __init__(self, model: nn.Module, objective: Any, topk: int = 5):
+    def __init__(self, model: nn.Module, objective: Any, topk: int = 5, validation: bool = True):
         self.models = {"model": model}
         self.objective = objective
         self.topk = topk
+        self.selection = "val_error" if validation else None
 
     def loss(self, part: str, nets: Mapping[str, Any], batch: Batch) -> tuple[torch.Tensor, Sums]:
         images, labels = batch
@@ -168,17 +169,19 @@ class ClassificationTask(Task):
     def evaluate(self, nets: Mapping[str, nn.Module], run: TrainingRun, distributed: bool) -> dict[str, float]:
         from cnnlab.train.evaluate import evaluate
 
-        result = evaluate(nets["model"], run.test_loader, self.objective, self.topk, distributed=distributed)
-        return {
-            "test_loss": result["loss"],
-            "test_error": result["top1_error"],
-            "test_top5_error": result["top5_error"],
-        }
+        row = {}
+        for split, loader in (("val", getattr(run, "val_loader", None)), ("test", run.test_loader)):
+            if loader is not None:
+                result = evaluate(nets["model"], loader, self.objective, self.topk, distributed=distributed)
+                row |= {f"{split}_loss": result["loss"], f"{split}_error": result["top1_error"]}
+                row[f"{split}_top5_error"] = result["top5_error"]
+        return row
 
     def epoch_text(self, row: Mapping[str, float]) -> str:
         k = min(self.topk, self.models["model"].num_classes)
+        validation = f"val error {row['val_error']:.2%}  " if "val_error" in row else ""
         return (
-            f"test loss {row['test_loss']:.4f}  test error {row['test_error']:.2%}  "
+            f"{validation}test loss {row['test_loss']:.4f}  test error {row['test_error']:.2%}  "
             f"top-{k} error {row['test_top5_error']:.2%}"
         )
 

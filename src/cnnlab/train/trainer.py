@@ -133,7 +133,8 @@ class Trainer:
         self.run, self.config = run, run.config
         cfg, device = self.config, run.device
         if task is None:
-            task = ClassificationTask(run.model, objective or ClassificationObjective(cfg.loss, cfg.label_smoothing))
+            objective = objective or ClassificationObjective(cfg.loss, cfg.label_smoothing)
+            task = ClassificationTask(run.model, objective, validation=getattr(run, "val_loader", None) is not None)
         elif objective is not None:
             raise ConfigError("Give either a task or an objective (for the default classification task), not both.")
         self.task = task
