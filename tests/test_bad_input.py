@@ -106,6 +106,9 @@ CASES = [
     (["report", "{tmp}/trunc.pt"], ["trunc.pt", "truncated or corrupt"]),
     (["report", "{tmp}/other.pt"], ["other.pt", "not its checkpoint.pt"]),
     (["report", "{run}", "--images", "0"], ["images", "0"]),
+    (["report", "{run}", "--mistakes", "100000"], ["mistakes", "100000", "at most"]),
+    (["viz", "activations", "{run}", "--count", "100000"], ["count", "100000", "at most 64"]),
+    (["viz", "errors", "{run}", "--count", "100000"], ["count", "100000", "at most 256"]),
     # finetune / features / linear-probe
     (["finetune", "{run}", "--data", "digits", "--freeze", "c3", "--unfreeze-at", "-1"], ["--unfreeze-at", "-1"]),
     (["finetune", "{run}", "--data", "digits", "--lr-head", "nan"], ["--lr-head", "nan"]),
@@ -302,3 +305,51 @@ def test_a_dataset_other_than_the_models_own_is_warned_about(files, capsys):
     assert main(["eval", files["run"], "--device", "cpu", "--data", "mnist", "--data-root", str(SHARED_DATASETS)]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "warning: the model was trained on 'digits', not 'mnist'" in err
+
+
+READ_ONLY_COMMANDS = [  # every command that writes, pointed at a read-only file system ({ro})
+    ["train", *TINY, "--out", "{ro}/run"],
+    ["attack", "{run}", "--eps", "0.1", "--limit", "8", "--device", "cpu", "--out", "{ro}/attack"],
+    ["fool", "{run}", "--class", "3", "--count", "1", "--steps", "1", "--device", "cpu", "--out", "{ro}/f.png"],
+    ["viz", "filters", "{run}", "--device", "cpu", "--out", "{ro}/viz"],
+    ["finetune", "{run}", "--data", "digits", "--epochs", "1", "--device", "cpu", "--out", "{ro}/ft"],
+    ["features", "{run}", "--data", "digits", "--layer", "c5", "--device", "cpu", "--out", "{ro}/f.npz"],
+    ["data", "preview", "digits", "--out", "{ro}/p.png"],
+    ["export", "{run}", "--out", "{ro}/m.safetensors"],
+]
+
+_READ_ONLY_DRIVER = """
+import contextlib, io, json, sys
+from cnnlab.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_a_read_only_file_system_is_one_clear_error_for_every_writing_command(files, tmp_path):
+    """A real read-only mount (tmpfs, ro) in a private mount namespace: each writing command refuses at once."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux's unshare to mount a read-only file system privately")
+    mount_point = tmp_path / "ro"
+    mount_point.mkdir()
+    commands = [[a.format(ro=mount_point, **files) for a in argv] for argv in READ_ONLY_COMMANDS]
+    script = f'mount -t tmpfs -o ro,size=1m tmpfs {mount_point} && exec {sys.executable} -c "$0" "$1"'
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o ro tmpfs {mount_point}"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a private file system here: {probe.stderr.decode().strip()}")
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, _READ_ONLY_DRIVER, json.dumps(commands)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for argv, (code, err) in zip(commands, json.loads(result.stdout.splitlines()[-1]), strict=True):
+        assert code != 0 and "Traceback" not in err and str(mount_point) in err, (argv, err)
+        assert "read-only" in err.lower() or "cannot be written" in err.lower() or "not writable" in err.lower(), err

@@ -340,9 +340,11 @@ def write_report(
         CheckpointError: the run directory has no readable checkpoint. ConfigError: a count below 1.
         Sections that lack their data are skipped with a note in the page, not raised.
     """
-    for label, value in (("images", images), ("units", units), ("mistakes", mistakes)):
+    for label, value, most in (("images", images, 32), ("units", units, 64), ("mistakes", mistakes, 256)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"The report's {label} must be a positive whole number, got {value!r}.")
+        if value > most:  # one self-contained page: every picture is embedded in it
+            raise ConfigError(f"The report shows at most {most} {label} (--{label}), got {value}.")
     run_dir = Path(run_dir)
     if run_dir.is_file():  # a checkpoint file stands for its run directory only if it is that run's checkpoint.pt
         from cnnlab.train import RunRecord

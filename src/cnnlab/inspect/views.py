@@ -39,6 +39,7 @@ class ViewOption:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: int = 1  # for whole-number options: every count and size is at least 1 (a class index at least 0)
+    maximum: int | None = None  # a count's bound: what one figure can show, and memory stays bounded
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,14 @@ class InputImage:
 
 
 # ---- options shared by several views --------------------------------------------------------------------------
-_COUNT = ViewOption("count", int, 1, "without IMAGE files: how many test images of the checkpoint's dataset")
+MAX_IMAGES = 64  # images one view draws in one call: each is a figure held in memory while it is drawn
+_COUNT = ViewOption(
+    "count",
+    int,
+    1,
+    f"without IMAGE files: how many test images of the checkpoint's dataset (1-{MAX_IMAGES})",
+    maximum=MAX_IMAGES,
+)
 _DATA = ViewOption("data", str, None, "dataset (default: the one the checkpoint was trained on)")
 _DATA_ROOT = ViewOption(
     "data_root", str, None, "where datasets live (default: the run's own for its dataset, else $CNNLAB_DATA)"
@@ -525,7 +533,13 @@ VIEWS: dict[str, ViewSpec] = {
             False,
             False,
             False,
-            (ViewOption("count", int, 16, "how many mistakes to show"), _SPLIT, _DATA, _DATA_ROOT, _BATCH),
+            (
+                ViewOption("count", int, 16, "how many mistakes to show (1-256)", maximum=256),
+                _SPLIT,
+                _DATA,
+                _DATA_ROOT,
+                _BATCH,
+            ),
             _view_errors,
         ),
         ViewSpec(
@@ -629,6 +643,11 @@ def run_view(
                 raise ConfigError(f"Option {name} of the {kind} view must be a whole number, got {value!r}.")
             if value < option.minimum:
                 raise ConfigError(f"Option {name} of the {kind} view must be at least {option.minimum}, got {value}.")
+            if option.maximum is not None and value > option.maximum:
+                raise ConfigError(
+                    f"Option {name} of the {kind} view must be at most {option.maximum}, got {value}: one call draws "
+                    "a bounded number of figures; run the view again on other images for more."
+                )
         if option.choices and value not in option.choices:
             raise ConfigError(f"Option {name} of the {kind} view must be one of {', '.join(option.choices)}.")
         resolved[name] = value
