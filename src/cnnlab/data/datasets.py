@@ -194,44 +194,32 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    if name.startswith("folder:"):
-        return DatasetInfo(name, _folder_loader(name), "your own images, one sub-folder per class", "crop-flip")
-    if name.startswith("tensors:"):
-        return DatasetInfo(name, _tensors_loader(name), "your own tensors, saved with the run that trained on them")
+    for prefix, (description, augment, loader) in _PREFIX_LOADERS.items():
+        if name.startswith(prefix):
+            return DatasetInfo(name, _prefixed(name, loader), description, augment)
     if name not in _DATASETS:
-        raise UnknownNameError("dataset", name, [*_DATASETS, "folder:PATH", "tensors:PATH"])
+        raise UnknownNameError("dataset", name, [*_DATASETS, *(f"{p}PATH" for p in _PREFIX_LOADERS)])
     return _DATASETS[name]
 
 
-def _tensors_loader(name: str) -> Callable[..., ImageDataset]:
-    def load(root: Path, fetch: bool = False) -> ImageDataset:
-        from cnnlab.data.tensors import load_tensor_dataset  # tensors builds on this module's records
-
-        if fetch:
-            raise DataError(f"{name} is your own data: there is nothing to download.")
-        return load_tensor_dataset(name)
-
-    return load
+# Datasets named by a path (``folder:PATH``, ``tensors:PATH``): their loaders are given by the modules that build
+# them (cnnlab.data.sources, cnnlab.data.tensors), which build on this module's records, so this module imports
+# neither (no import cycle). The parent package cnnlab.data imports them first.
+_PREFIX_LOADERS: dict[str, tuple[str, str, Callable[..., ImageDataset]]] = {}
 
 
-# ``folder:PATH``'s loader, given by cnnlab.data.sources when it registers the datasets: sources builds on this
-# module's records, so this module must not import it (no import cycle).
-_FOLDER_LOADER: list[Callable[..., ImageDataset]] = []
+def register_prefix_loader(prefix: str, description: str, augment: str, loader: Callable[..., ImageDataset]) -> None:
+    """Datasets named ``<prefix>PATH`` are loaded by ``loader(name, root, val_split=, seed=)``."""
+    _PREFIX_LOADERS[prefix] = (description, augment, loader)
 
 
-def register_folder_loader(loader: Callable[..., ImageDataset]) -> None:
-    """Set the loader of ``folder:PATH`` (``loader(spec, root, val_split=, seed=)``)."""
-    _FOLDER_LOADER[:] = [loader]
-
-
-def _folder_loader(name: str) -> Callable[..., ImageDataset]:
-    """The loader of ``folder:PATH`` (relative paths are taken from the working directory, not the data root)."""
+def _prefixed(name: str, loader: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
+    """The registry-style loader of one path-named dataset (relative paths are from the working directory)."""
 
     def load(root: Path, fetch: bool = False, val_split: float = 0.2, seed: int = 0) -> ImageDataset:
         if fetch:
-            raise DataError(f"{name} is your own folder: there is nothing to download.")
-        # set once cnnlab.data, the parent package (always imported first), has loaded its sources
-        return _FOLDER_LOADER[0](name, root, val_split=val_split, seed=seed)
+            raise DataError(f"{name} is your own data: there is nothing to download.")
+        return loader(name, root, val_split=val_split, seed=seed)
 
     return load
 
@@ -255,7 +243,7 @@ def load_dataset(
         seed: seed of that split.
     """
     root_path = Path(root).expanduser() if root is not None else default_data_root()
-    split = {"val_split": val_split, "seed": seed} if name.startswith("folder:") else {}
+    split = {"val_split": val_split, "seed": seed} if name.startswith(tuple(_PREFIX_LOADERS)) else {}
     dataset = get_dataset_info(name).loader(root_path, fetch=fetch, **split)
     dataset.validate()
     return dataset

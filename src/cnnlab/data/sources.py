@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data.binary import parse_idx, parse_norb_matrix
-from cnnlab.data.datasets import FileImageSet, ImageDataset, ImageSet, register_dataset, register_folder_loader
+from cnnlab.data.datasets import FileImageSet, ImageDataset, ImageSet, register_dataset, register_prefix_loader
 from cnnlab.data.files import download, locate, md5sum, missing_files, read_bytes
 from cnnlab.errors import DataError
 
@@ -356,4 +356,4 @@ def _caltech256(root: Path, fetch: bool = False) -> ImageDataset:
     return _caltech("caltech256", "Caltech256", root, fetch)
 
 
-register_folder_loader(load_folder)
+register_prefix_loader("folder:", "your own images, one sub-folder per class", "crop-flip", load_folder)

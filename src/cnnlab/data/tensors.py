@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.datasets import ImageDataset, ImageSet
+from cnnlab.data.datasets import ImageDataset, ImageSet, register_prefix_loader
 from cnnlab.errors import DataError
 
 PREFIX = "tensors:"
@@ -100,8 +100,8 @@ def save_tensor_dataset(
     return PREFIX + str(path)
 
 
-def load_tensor_dataset(name: str) -> ImageDataset:
-    """The dataset a ``tensors:PATH`` name points at."""
+def load_tensor_dataset(name: str, root: Path | None = None, **split: object) -> ImageDataset:
+    """The dataset a ``tensors:PATH`` name points at (its splits are its own: ``root`` and ``split`` are unused)."""
     path = Path(name.removeprefix(PREFIX)).expanduser()
     if not path.is_file():
         raise DataError(
@@ -118,3 +118,8 @@ def load_tensor_dataset(name: str) -> ImageDataset:
             f"{path} is not a tensors dataset written by cnnlab ({type(error).__name__}: {error})."
         ) from None
     return ImageDataset(name, train, test, classes, source=str(path))
+
+
+register_prefix_loader(
+    "tensors:", "your own tensors, saved with the run that trained on them", "none", load_tensor_dataset
+)
