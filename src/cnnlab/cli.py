@@ -307,7 +307,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from cnnlab.data.info import dataset_list, describe_dataset, preview_dataset
+    from cnnlab.data.info import dataset_list, describe_dataset, preview_dataset, write_samples
 
     if args.action == "list":
         print("\n".join(dataset_list()))
@@ -316,6 +316,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
     elif args.action == "preview":
         path, spec = preview_dataset(args.name, args.augment, args.out, args.count, args.data_root, args.val_split)
         print(f"wrote {path} (row 1: as stored; rows 2-4: {spec})")
+    elif args.action == "samples":
+        paths = write_samples(args.name, args.count, args.out or ".", args.data_root, args.val_split)
+        print("wrote " + " ".join(str(path) for path in paths))
     else:
         print("\n".join(describe_dataset(args.name, args.data_root, args.action == "get", args.val_split)))
     return 0

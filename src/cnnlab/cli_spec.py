@@ -72,6 +72,7 @@ examples:
   cnnlab data get cifar10                      # downloads where the network allows (checksums verified)
   cnnlab data preview digits --augment lenet-distortions --out digits.png
   cnnlab data preview folder:~/photos --augment alexnet-2012
+  cnnlab data samples digits --count 2          # digit0_label0.png digit1_label1.png, to try `cnnlab predict` on
 """,
     "attack": """
 examples:
@@ -354,11 +355,22 @@ COMMANDS: dict[str, CommandSpec] = {
     "data": CommandSpec(
         "Datasets: list them, show what is in one, download one, preview its augmentation.",
         (
-            Arg(("action",), {"choices": ("list", "info", "get", "preview"), "help": "what to do"}),
+            Arg(
+                ("action",),
+                {
+                    "choices": ("list", "info", "get", "preview", "samples"),
+                    "help": "what to do: samples writes test images as PNG files to try `cnnlab predict` on",
+                },
+            ),
             Arg(("name",), {"nargs": "?", "help": "dataset name, or folder:PATH for your own images"}),
             Arg(("--augment",), {"help": "preview: augmentation preset(s), e.g. pad-crop-flip or crop+flip+pca"}),
-            Arg(("--out",), {"help": "preview: PNG path (default: <name>-<augment>.png)"}),
-            Arg(("--count",), {"type": int, "default": 8, "help": "preview: images per row, 1-64 (default: 8)"}),
+            Arg(
+                ("--out",), {"help": "preview: PNG path (default: <name>-<augment>.png); samples: folder (default: .)"}
+            ),
+            Arg(
+                ("--count",),
+                {"type": int, "default": 8, "help": "preview: images per row; samples: images; 1-64 (default: 8)"},
+            ),
             Arg(
                 ("--val-split",),
                 {"type": float, "default": 0.2, "help": "folder:PATH without train/ and val/: test fraction"},

@@ -122,10 +122,13 @@ def train_classifier(
             return TrainResult(run, trainer, trainer.history, 0.0, resumed_at, already_complete=True)
     if main:
         write_run_config(run, trainer.static_record, command if command is not None else sys.argv)
+        point_latest(run.run_dir.path)
     processes = f" × {context.world_size} processes" if context is not None else ""
+    held = f" / {len(run.dataset.val):,} validation" if run.dataset.val is not None else ""
     say(
-        f"Training {config.model} on {config.data} ({len(run.dataset.train):,} train / {len(run.dataset.test):,} test "
-        f"images, input {'×'.join(map(str, run.preprocessing.input_size))}) on {run.device}{processes} "
+        f"Training {config.model} on {config.data} ({len(run.dataset.train):,} train{held} / "
+        f"{len(run.dataset.test):,} test images, input {'×'.join(map(str, run.preprocessing.input_size))}) on "
+        f"{run.device}{processes} "
         f"({trainer.fast.describe()}) for {config.epochs} epochs; run directory {run.run_dir.path}"
     )
     started = time.perf_counter()
@@ -141,6 +144,23 @@ def train_classifier(
     if main and config.adversarial:
         _robustness_after_training(run, trainer, say)
     return TrainResult(run, trainer, history, seconds, resumed_at)
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make ``<parent>/latest`` a link to the newest run started in a ``runs`` folder, so commands can name it
+    (``cnnlab eval runs/latest``); replaced atomically; skipped where the file system has no symbolic links."""
+    import os
+
+    run_dir = Path(run_dir)
+    if run_dir.parent.name != "runs" or run_dir.name == "latest":
+        return
+    link, tmp = run_dir.parent / "latest", run_dir.parent / f".latest.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name, target_is_directory=True)  # relative: the runs folder can move
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 class LearningWatch:

@@ -67,3 +67,31 @@ def preview_dataset(
     output_file(out, "--out", image_suffixes(), "image")
     dataset = load_dataset(name, data_root, val_split=val_split)
     return preview_grid(dataset, spec, out, count=count), spec
+
+
+def write_samples(
+    name: str, count: int = 2, out: str | Path = ".", data_root: str | None = None, val_split: float = 0.2
+) -> list[Path]:
+    """The first ``count`` test images of a dataset as PNG files named ``<name><i>_label<class>.png`` (to try
+    ``cnnlab predict`` on), at their stored size."""
+    from PIL import Image
+
+    from cnnlab.data.datasets import FileImageSet, load_dataset
+    from cnnlab.outputs import output_dir
+
+    if not 1 <= count <= PREVIEW_MAX_COUNT:
+        raise ConfigError(f"--count must be between 1 and {PREVIEW_MAX_COUNT} images, got {count}.")
+    folder = output_dir(out)
+    dataset = load_dataset(name, data_root, val_split=val_split)
+    if isinstance(dataset.test, FileImageSet):
+        raise ConfigError(f"{name} is a folder of image files already; give those files to `cnnlab predict`.")
+    stem = name.replace(":", "_").replace("/", "_").removesuffix("s")  # digits -> digit0_label7.png
+    written = []
+    for i in range(min(count, len(dataset.test))):
+        image = dataset.test.images[i]  # uint8 (C, H, W)
+        label = dataset.classes[int(dataset.test.labels[i])]
+        array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        path = folder / f"{stem}{i}_label{label}.png"
+        Image.fromarray(array).save(path)
+        written.append(path)
+    return written
