@@ -257,20 +257,12 @@ def check_new_run_dir(path: str | Path) -> None:
 
 
 def _make_directory(path: Path) -> None:
-    """Create ``path`` (and its parents) or say in one line why it cannot be."""
+    """Create ``path`` (and its parents) or say in one line why it cannot be (cnnlab.outputs' check)."""
+    from cnnlab.outputs import output_dir
+
     if path.exists() and not path.is_dir():
         raise OutputError(f"--out {str(path)!r} is a file, not a directory; give a new or empty directory.")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test.{os.getpid()}.tmp"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OutputError(
-            f"Cannot write the run directory {path}: {error.strerror or error}"
-            f"{f' ({error.filename})' if error.filename and str(error.filename) != str(path) else ''}. "
-            "Choose a writable --out."
-        ) from None
+    output_dir(path, "--out")
 
 
 _HELD: dict[str, list] = {}  # resolved path -> [file object holding the flock, number of RunDirs sharing it]
