@@ -15,7 +15,6 @@ import base64
 import html
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -158,7 +157,7 @@ def _section_summary(r: _Report) -> str:
 
 
 def _section_curves(r: _Report) -> str:
-    from cnnlab.inspect.curves import plot_curves
+    from cnnlab.inspect.curves import curves_figure
     from cnnlab.train.rundir import read_metrics
 
     metrics = r.run_dir / "metrics.csv"
@@ -168,9 +167,7 @@ def _section_curves(r: _Report) -> str:
         rows, source = list(r.ctx.record.history), "the checkpoint's history (no metrics.csv)"
     if not rows:
         raise _Skip("the run has no metrics.csv and its checkpoint holds no training history")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = plot_curves(rows, Path(tmp) / "curves.png", f"{r.ctx.model_name} on {r.ctx.record.data or '?'}")
-        image = _png_file(path, "training curves")
+    image = _img(curves_figure(rows, f"{r.ctx.model_name} on {r.ctx.record.data or '?'}"), "training curves")
     last = rows[-1]
     text = (
         f"After {int(last['epoch'])} epochs: test error {last['test_error']:.2%}, train error "
@@ -239,7 +236,8 @@ def _section_filters(r: _Report) -> str:
                 f"{layer}: {o} kernels of {c}×{kh}×{kw}, each pixel one weight, min–max scaled per kernel "
                 "(black = min, white = max)."
             )
-        out.append(_figure(render_filters(view, max_side=400 if i == 0 else 600), caption))
+        picture = render_filters(view, max_side=400 if i == 0 else 600, title=f"{r.ctx.model_name} {layer}")
+        out.append(_figure(picture, caption))
     if len(layers) > 4:
         out.append(f'<p class="note">{len(layers) - 4} deeper convolution layers not shown.</p>')
     return "".join(out)

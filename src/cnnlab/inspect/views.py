@@ -232,7 +232,8 @@ def _view_filters(ctx: ViewContext, images, layer, channel, *, scale: str, mode:
             f"{view.qualified}: {o} kernels of {i}×{kh}×{kw}; each pixel is one kernel weight, min–max scaled "
             f"{'per kernel' if scale == 'each' else 'over the layer'} (black = min, white = max)."
         )
-    return [save(render_filters(view), ctx.path("filters", view.qualified))]
+    picture = render_filters(view, title=f"{ctx.model_name} {view.qualified}")
+    return [save(picture, ctx.path("filters", view.qualified))]
 
 
 def _view_activations(
@@ -463,7 +464,7 @@ VIEWS: dict[str, ViewSpec] = {
         ),
         ViewSpec(
             "occlusion",
-            "slide a grey square over the image: p(class) and most probable class per position, Captum attribution",
+            "a grey square slid over the image: drop of the class log-odds, most probable class, Captum attribution",
             True,
             False,
             False,
