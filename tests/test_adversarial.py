@@ -187,6 +187,23 @@ def test_attack_table_at_zero_equals_eval(cli, trained_run, tmp_path):
     assert code == 0 and (tmp_path / "f.png").exists() and "'4'" in out
 
 
+def test_fooling_figure_is_titled_with_each_images_confidence(tmp_path):
+    from PIL import Image
+
+    from cnnlab.adversarial.runs import fooling_figure
+    from cnnlab.outputs import write_picture
+
+    images = torch.rand(3, 1, 8, 8)
+    figure = fooling_figure(images, [0.991, 0.5, 0.25], "seven", "lenet5: noise towards class 7 (seven)", first=64)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["#65: 99.1%", "#66: 50.0%", "#67: 25.0%"]
+    assert "lenet5: noise towards class 7 (seven)" in figure.get_suptitle()
+    assert "p(seven)" in figure.get_suptitle()
+    for name in ("f.png", "f.jpg"):  # any format Pillow writes, as --out allows
+        with Image.open(write_picture(figure, tmp_path / name)) as image:
+            assert image.format == ("PNG" if name.endswith("png") else "JPEG") and image.width > 200
+
+
 def test_adversarial_training_from_the_command_line(cli, tmp_path):
     code, out, err = cli(
         "train",

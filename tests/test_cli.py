@@ -196,3 +196,17 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_resume_finishes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "final test error" in resumed.stdout
     assert load_checkpoint(run_dir)["train_state"]["complete"]
+
+
+def test_viz_writes_into_the_runs_own_viz_folder_by_default(cli, trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    monkeypatch.chdir(tmp_path)  # not where the pictures go: the run directory decides, not the cwd
+    code, out, err = cli("viz", "filters", run, "--device", "cpu")
+    assert code == 0, err
+    assert out.strip() == str(run / "viz" / "filters-features.c1.conv.png") and not (tmp_path / "viz").exists()
+    assert "…" not in err  # progress lines only on a terminal: captured stderr holds the notes alone
+    code, out, err = cli("viz", "filters", run / "checkpoint.pt", "--device", "cpu", "--out", tmp_path / "mine")
+    assert code == 0 and out.strip() == str(tmp_path / "mine" / "filters-features.c1.conv.png")

@@ -110,3 +110,16 @@ def test_undecodable_and_missing_images_name_the_file(tmp_path):
         pre.load_image(bad)
     with pytest.raises(ImageDecodeError, match="does not exist"):
         pre.load_image(tmp_path / "nope.png")
+
+
+def test_preview_rows_are_labelled_and_titled(tmp_path):
+    from cnnlab.data import load_dataset
+    from cnnlab.data.preview import preview_figure, preview_grid
+
+    dataset = load_dataset("digits")
+    figure = preview_figure(dataset, "lenet-distortions", count=3, draws=2)
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["as stored", "augmented draw 1", "augmented draw 2"]
+    assert figure.get_suptitle() == "digits: 3 training images\n--augment lenet-distortions"
+    assert ax.images[0].get_array().shape[:2] == (2 + 3 * (96 + 2), 2 + 3 * (96 + 2))  # 8×8 digits shown 12× larger
+    assert preview_grid(dataset, "none", tmp_path / "p.png", count=2).is_file()

@@ -540,6 +540,40 @@ def test_progress_bar_shows_the_learning_rate(tmp_path):
     assert "lr 0" in text and "img/s" in text  # cosine ends at 0: the end-of-epoch line shows "lr 0"
 
 
+def test_epoch_line_gives_the_whole_runs_eta():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cnnlab.train.progress import RichReporter, run_eta
+
+    out = StringIO()
+    reporter = RichReporter(Console(file=out, width=150))
+    for epoch, seconds in enumerate([20.0, 40.0, 30.0, 30.0]):
+        reporter.start_epoch(epoch, 4, 10, 0)
+        reporter.end_epoch({"epoch": epoch + 1, "lr": 0.1, "seconds": seconds, "images_per_s": 100.0}, "test ok")
+    lines = [line for line in out.getvalue().splitlines() if "test ok" in line]
+    assert lines[0].endswith("ETA run 0:01:00")  # 3 epochs left × 20 s
+    assert lines[1].endswith("ETA run 0:01:00")  # 2 left × the mean of 20 s and 40 s
+    assert lines[2].endswith("ETA run 0:00:30") and "ETA" not in lines[3]  # nothing left after the last
+    assert run_eta(1, 200, [3725.0]) == "ETA run 205:54:35" and run_eta(0, 5, []) == ""
+
+
+def test_step_lines_show_on_a_terminal_only():
+    from io import StringIO
+
+    from cnnlab.train.progress import step_lines
+
+    class Terminal(StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    piped, terminal = StringIO(), Terminal()
+    step_lines("report", piped)("confusion matrix (3/10)")
+    step_lines("report", terminal)("confusion matrix (3/10)")
+    assert piped.getvalue() == "" and terminal.getvalue() == "report: confusion matrix (3/10)…\n"
+
+
 # ---- benchmarks (quick modes: they run, whatever their speed) ---------------------------------------------------
 def test_training_benchmarks_run_in_quick_mode():
     from pathlib import Path

@@ -29,7 +29,7 @@ from cnnlab.inspect import (
     top_patches,
     without_inplace_relu,
 )
-from cnnlab.inspect.grid import minmax, tile_origin
+from cnnlab.inspect.grid import minmax, save, tile_origin
 from cnnlab.inspect.hooks import crop, unit_box
 from cnnlab.inspect.mistakes import Predictions
 from cnnlab.models import ClassifierModel
@@ -163,6 +163,25 @@ def test_receptive_fields_equal_the_summary_on_chains_and_fall_back_when_untrace
     assert not fallback.exact and fallback.fields["features.b2"].size == 8
 
 
+# ---- training curves -----------------------------------------------------------------------------------------
+def test_curves_ring_the_best_epoch_and_name_it_in_the_legend(tmp_path):
+    from cnnlab.inspect.curves import curves_figure, plot_curves
+
+    errors = [0.5, 0.2, 0.1, 0.15]
+    rows = [
+        {"epoch": e + 1, "train_loss": 1 / (e + 1), "test_loss": 1.2 / (e + 1), "train_error": err, "test_error": err}
+        for e, err in enumerate(errors)
+    ]
+    figure = curves_figure(rows, "tiny on digits")
+    _, ax_err = figure.axes
+    legend = [t.get_text() for t in ax_err.get_legend().get_texts()]
+    assert legend == ["train", "test", "best test 10.00% (epoch 3)"]
+    ring = ax_err.get_lines()[-1]
+    assert list(ring.get_xdata()) == [3] and list(ring.get_ydata()) == [10.0] and ring.get_marker() == "o"
+    assert not ax_err.texts  # no label drawn over the curves
+    assert plot_curves(rows, tmp_path / "c.png").is_file()
+
+
 # ---- filters --------------------------------------------------------------------------------------------------
 def test_filter_grid_shows_exact_min_max_scaled_kernels(tmp_path):
     model = TinyNet()
@@ -178,18 +197,18 @@ def test_filter_grid_shows_exact_min_max_scaled_kernels(tmp_path):
     for i in range(4):  # each tile of the grid is exactly that kernel, scaled
         top, left = tile_origin(i, view.ncols, 3, 3)
         torch.testing.assert_close(view.grid[:, top : top + 3, left : left + 3], expected[i], rtol=0, atol=1e-6)
-    # ...and so is the PNG: every kernel tap is an `upscale`×`upscale` block of round(255·value)
-    picture = render_filters(view)
-    picture.save(tmp_path / "f.png")
-    pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / "f.png")).copy())
-    upscale = pixels.shape[0] // view.grid.shape[1]
-    for i in range(4):
-        top, left = tile_origin(i, view.ncols, 3, 3)
-        block = pixels[top * upscale : (top + 3) * upscale, left * upscale : (left + 3) * upscale]
-        want = (
-            (expected[i, 0] * 255).round().to(torch.uint8).repeat_interleave(upscale, 0).repeat_interleave(upscale, 1)
-        )
-        assert torch.equal(block, want)
+    # ...and so is the picture: the grid itself, drawn pixel for pixel, titled, with indices and a colour bar
+    figure = render_filters(view, title="tiny features.b1.conv")
+    image_axes, bar_axes = figure.axes
+    drawn = torch.from_numpy(np.asarray(image_axes.images[0].get_array(), dtype=np.float32))
+    torch.testing.assert_close(drawn, view.grid[0], rtol=0, atol=0, equal_nan=True)
+    assert image_axes.images[0].get_interpolation() == "nearest"
+    assert figure.get_suptitle() == "tiny features.b1.conv: 4 kernels of 1×3×3"
+    assert [t.get_text() for t in image_axes.get_xticklabels()] == ["0", "1"]  # 4 kernels: 2 per row
+    assert [t.get_text() for t in image_axes.get_yticklabels()] == ["0", "2"]  # the first index of each row
+    assert "scaled per kernel: its min to its max" in bar_axes.get_ylabel()
+    save(figure, tmp_path / "f.png")
+    assert Image.open(tmp_path / "f.png").size[0] > 100
 
 
 def test_rgb_filters_keep_colour_balance_and_shared_scale():
@@ -475,6 +494,32 @@ def test_occlusion_maps_match_occluding_by_hand():
                 probs = model(hidden.unsqueeze(0)).softmax(1)[0]
                 torch.testing.assert_close(result.probs[i, j], probs, rtol=1e-5, atol=1e-6)
     assert result.top_class.shape == (5, 5) and result.target == 2
+
+
+def test_occlusion_follows_log_odds_which_show_a_saturated_prediction():
+    pytest.importorskip("captum")
+    from cnnlab.inspect import occlusion, render_occlusion
+
+    model = CornerNet().eval()
+    x = torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():  # make the prediction saturate: p rounds to 1 in float32
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.mul_(200)
+    result = occlusion(model, x, size=6, stride=2, baseline=0.0)
+    with torch.no_grad():
+        logits = model(x.unsqueeze(0))[0].double()
+    t = result.target
+    expected = logits[t] - torch.cat([logits[:t], logits[t + 1 :]]).logsumexp(0)
+    assert result.clean_probs[t] == 1.0 and result.clean_log_odds > 20  # p shows nothing; the log-odds do
+    assert abs(result.clean_log_odds - float(expected)) < 1e-3 * abs(float(expected))
+    touches = (result.rows.view(-1, 1) < 8) & (result.cols.view(1, -1) < 8)
+    assert (result.log_odds_drop[touches].abs() > 1e-2).all()
+    assert (result.log_odds_drop[~touches].abs() < 1e-3 * result.clean_log_odds).all()
+    figure = render_occlusion(result, torch.rand(1, 32, 32))
+    titles = [ax.get_title() for ax in figure.axes]
+    assert any("drop of log-odds" in title for title in titles)
+    assert "shown instead of p" in figure.get_supxlabel()
 
 
 def test_occlusion_bad_options():
@@ -765,7 +810,10 @@ def test_occlusion_incremental_equals_plain_passes_and_is_the_cpu_default_for_la
     plain = occlusion(model, x, size=6, stride=3, incremental=False)
     # equal up to float rounding (the convolution library may sum a crop in another order)
     torch.testing.assert_close(fast.probs, plain.probs, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(fast.attribution, plain.attribution, rtol=1e-4, atol=1e-5)
+    # log-odds are logit differences: rounding is relative to the logits' scale (here in the thousands)
+    scale = float(plain.log_odds.abs().max())
+    torch.testing.assert_close(fast.log_odds, plain.log_odds, rtol=1e-4, atol=1e-5 * scale)
+    torch.testing.assert_close(fast.attribution, plain.attribution, rtol=1e-4, atol=1e-5 * scale)
 
     built: list[tuple[int, ...]] = []
 

@@ -15,16 +15,17 @@ from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.inspect import write_report
 from cnnlab.train import load_checkpoint, save_checkpoint
 
-SECTIONS = (
-    "Configuration",
-    "Model summary",
+SECTIONS = (  # in the page's order: results first, the long tables last
+    "Final metrics",
     "Training curves",
     "Confusion matrix",
+    "Most confident mistakes",
     "Filters",
     "Activations",
     "Occlusion",
     "Top patches",
-    "Most confident mistakes",
+    "Model summary",
+    "Configuration",
 )
 CHROMIUM_FLAGS = (
     "--headless",
@@ -61,7 +62,12 @@ def report(trained_run, tmp_path_factory) -> Path:
     pytest.importorskip("captum")
     run = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(trained_run, run)
-    return write_report(run, images=1, units=4, mistakes=8)
+    steps: list[str] = []
+    path = write_report(run, images=1, units=4, mistakes=8, progress=steps.append)
+    assert (
+        steps[0].startswith("loading ") and steps[1] == "final metrics (1/10)" and steps[-1] == "configuration (10/10)"
+    )
+    return path
 
 
 def test_report_is_one_self_contained_page_with_every_section(report):
@@ -69,6 +75,12 @@ def test_report_is_one_self_contained_page_with_every_section(report):
     text = report.read_text()
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in text
+    assert [text.index(f"<h2>{title}</h2>") for title in SECTIONS] == sorted(
+        text.index(f"<h2>{title}</h2>") for title in SECTIONS
+    )
+    config = text[text.index("<h2>Configuration</h2>") :]
+    assert config.count("<details><summary>") == 2 and "settings</summary><table>" in config  # folded
+    assert "last epoch (3)" in text and "best test epoch" in text  # final metrics: the last beside the best
     assert "skipped" not in text.lower()  # a complete run: nothing to skip
     images = re.findall(r"<img[^>]*>", text)
     assert len(images) >= 9
@@ -127,7 +139,7 @@ def test_sections_without_their_data_are_skipped_with_a_visible_reason(trained_r
     assert "Unknown dataset" in text  # the reason says what was wrong
     assert "From the checkpoint (no config.json in the run directory)" in text
     assert text.count('src="data:image/png;base64,') >= 2  # filters still there: they need only the weights
-    assert "Skipped sections: Training curves, Confusion matrix" in text
+    assert "Skipped sections: Final metrics, Training curves, Confusion matrix" in text
 
 
 def test_report_of_a_missing_run_is_an_error(tmp_path):

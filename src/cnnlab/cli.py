@@ -251,11 +251,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
+    from cnnlab.train.progress import step_lines
     from cnnlab.transfer import features_of_run
 
     r = features_of_run(
         args.source, args.data, args.layer, args.out, data_root=args.data_root,
         labels_per_class=args.labels_per_class, batch_size=args.batch_size, device=args.device, say=print,
+        progress=step_lines("features"),
     )  # fmt: skip
     print(f"{r.images:,} images -> {r.dim}-d features of {args.layer!r} in {r.seconds:.1f} s; wrote {r.path}")
     return 0
@@ -279,9 +281,11 @@ def _cmd_linear_probe(args: argparse.Namespace) -> int:
 
 def _cmd_viz(args: argparse.Namespace) -> int:
     from cnnlab.inspect.views import options_from_args, run_view
+    from cnnlab.train.progress import step_lines
 
     result = run_view(args.kind, args.checkpoint, args.images, layer=args.layer, channel=args.channel,
-                      out_dir=args.out, device=args.device, **options_from_args(args))  # fmt: skip
+                      out_dir=args.out, device=args.device, progress=step_lines("viz"),
+                      **options_from_args(args))  # fmt: skip
     for note in result.notes:
         _warn(f"note: {note}")
     print("\n".join(str(path) for path in result.paths))
@@ -290,9 +294,10 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.inspect import write_report
+    from cnnlab.train.progress import step_lines
 
     print(write_report(args.run_dir, device=args.device, data_root=args.data_root, images=args.images,
-                       units=args.units, mistakes=args.mistakes))  # fmt: skip
+                       units=args.units, mistakes=args.mistakes, progress=step_lines("report")))  # fmt: skip
     return 0
 
 

@@ -273,7 +273,7 @@ COMMANDS: dict[str, CommandSpec] = {
                 ("--channel",),
                 {"type": int, "metavar": "N", "help": "channel of the layer (default: the strongest / all)"},
             ),
-            Arg(("--out",), {"default": "viz", "metavar": "DIR", "help": "where the PNGs go (default: viz)"}),
+            Arg(("--out",), {"metavar": "DIR", "help": "where the PNGs go (default: RUN_DIR/viz)"}),
         ),
     ),
     "report": CommandSpec(

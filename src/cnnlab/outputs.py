@@ -74,3 +74,28 @@ def _writable(folder: Path, flag: str, target: Path | None = None) -> None:
             errno.ENOSPC: "the disk is full",
         }.get(error.errno or 0, error.strerror or str(error))
         raise OutputError(f"{flag} {str(named)!r} cannot be written: {reason}. Choose a writable path.") from None
+
+
+def write_picture(picture, path: str | Path) -> Path:
+    """Write a matplotlib ``Figure`` (or a Pillow image) to ``path`` in the format its suffix names (any format
+    Pillow writes: .png, .jpg, .webp...), atomically (a temporary file, then a rename); returns the path."""
+    import io
+
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(picture, "savefig"):
+        buffer = io.BytesIO()
+        picture.savefig(buffer, format="png")
+        buffer.seek(0)
+        picture = Image.open(buffer)
+        picture.load()
+    Image.init()
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    if fmt not in ("PNG", "WEBP", "TIFF") and picture.mode not in ("RGB", "L"):
+        picture = picture.convert("RGB")  # JPEG, BMP...: no alpha channel
+    tmp = path.with_name(f".{path.name}.tmp")
+    picture.save(tmp, format=fmt)
+    os.replace(tmp, path)
+    return path

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +24,9 @@ from cnnlab.adversarial.evaluate import (
     robustness_curve,
 )
 from cnnlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -143,10 +148,9 @@ def fool_run(
     device: str = "auto",
 ) -> FoolingResult:
     """Fooling images (Nguyen et al. 2015): noise grown until the network calls it ``target_class``, in batches of
-    at most :data:`FOOLING_BATCH` (one image file per batch), so memory stays bounded whatever ``count`` is."""
-    from torchvision.utils import save_image
-
-    from cnnlab.outputs import image_suffixes, output_file
+    at most :data:`FOOLING_BATCH` (one titled figure per batch, each image with its confidence: see
+    :func:`fooling_figure`), so memory stays bounded whatever ``count`` is."""
+    from cnnlab.outputs import image_suffixes, output_file, write_picture
     from cnnlab.workflows import open_run, require_positive
 
     require_positive("--count", count)
@@ -163,11 +167,37 @@ def fool_run(
         generator=torch.Generator().manual_seed(0), device=resolved,
     )  # fmt: skip
     confidences, written = [], []
+    name = record.classes[target_class]
+    files = -(-count // FOOLING_BATCH)
     for index, (images, confidence) in enumerate(batches):
         file = path if count <= FOOLING_BATCH else path.with_name(f"{path.stem}-{index + 1:05d}{path.suffix}")
-        scale = max(1, 96 // images.shape[-1])
-        grid = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-        save_image(grid, file, nrow=min(len(images), 16))
+        part = f", file {index + 1} of {files}" if files > 1 else ""
+        which = f"class {name}" if name == str(target_class) else f"class {target_class} ({name})"
+        title = f"{record.model_name}: noise grown for {steps} steps towards {which}{part}"
+        figure = fooling_figure(images, confidence.tolist(), name, title, first=len(confidences))
+        write_picture(figure, file)
         confidences += confidence.tolist()
         written.append(file)
-    return FoolingResult(record.classes[target_class], confidences, written)
+    return FoolingResult(name, confidences, written)
+
+
+def fooling_figure(
+    images: torch.Tensor, confidences: Sequence[float], class_name: str, title: str, first: int = 0
+) -> Figure:
+    """A grid of fooling images (N, C, H, W) in [0, 1], at most 8 a row, each titled with its number and the
+    model's confidence for ``class_name``; the figure's title says what they are."""
+    from cnnlab.inspect.grid import new_figure, show_image
+
+    n = len(images)
+    ncols = min(n, 8)
+    nrows = -(-n // ncols)
+    fig = new_figure(1.25 * ncols + 0.4, 1.35 * nrows + 0.7)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < n:
+            show_image(ax, images[i], f"#{first + i + 1}: {confidences[i]:.1%}")
+        else:
+            ax.axis("off")
+    wrapped = textwrap.fill(title, width=max(36, 16 * ncols))  # a narrow figure (few images) wraps its title
+    fig.suptitle(f"{wrapped}\nabove each image: p({class_name})", fontsize=9)
+    return fig

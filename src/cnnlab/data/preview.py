@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from cnnlab.data.augment import AugmentContext, build_augmentation, pca_lighting_from
 from cnnlab.data.datasets import ImageDataset
 from cnnlab.data.loader import apply_augmentation
 from cnnlab.data.preprocessing import Preprocessing
+from cnnlab.outputs import write_picture
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def preview_grid(
@@ -23,7 +28,15 @@ def preview_grid(
     seed: int = 0,
     size: int | None = None,
 ) -> Path:
-    """Row 1: ``count`` training images as stored; rows 2..: ``draws`` augmented versions of each.
+    """Write :func:`preview_figure` to ``path`` (any image format Pillow writes); returns the path."""
+    return write_picture(preview_figure(dataset, spec, count=count, draws=draws, seed=seed, size=size), path)
+
+
+def preview_figure(
+    dataset: ImageDataset, spec: str, *, count: int = 8, draws: int = 3, seed: int = 0, size: int | None = None
+) -> Figure:
+    """Row 1: ``count`` training images as stored; rows 2..: ``draws`` augmented versions of each. Each row is
+    labelled ("as stored", "augmented draw 1"...) and the figure is titled with the dataset and the augmentation.
 
     Photo collections are shown at a stored side of 256 cropped to 224 (or ``size``); small images are
     enlarged (nearest neighbour) so a 28×28 digit stays visible.
@@ -56,7 +69,31 @@ def preview_grid(
     scale = max(1, 96 // grid.shape[-1])
     if scale > 1:
         grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(grid, nrow=count, padding=2, pad_value=1.0), path)
-    return path
+    pad = 2
+    picture = make_grid(grid, nrow=count, padding=pad, pad_value=1.0)  # (C, H, W): rows of `count` tiles
+    labels = ["as stored"] + [f"augmented draw {d + 1}" for d in range(draws)]
+    title = f"{dataset.name}: {count} training image{'s' if count > 1 else ''}\n--augment {spec}"
+    return _labelled(picture, labels, grid.shape[-2] + pad, pad, title)
+
+
+def _labelled(picture: torch.Tensor, labels: list[str], row_step: int, pad: int, title: str) -> Figure:
+    """The grid ``picture`` (C, H, W) at one figure pixel per image pixel, each row named on the left."""
+    from matplotlib.figure import Figure
+
+    _, height, width = picture.shape
+    dpi = 100
+    margin_left, margin_top = 1.5, 0.6  # inches: the row labels, the title
+    fig = Figure(figsize=(width / dpi + margin_left + 0.3, height / dpi + margin_top + 0.1), dpi=dpi)
+    ax = fig.add_axes(
+        (margin_left / fig.get_figwidth(), 0.1 / fig.get_figheight(), width / dpi / fig.get_figwidth(),
+         height / dpi / fig.get_figheight())
+    )  # fmt: skip
+    image = picture.permute(1, 2, 0).numpy()
+    ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([pad + row_step * i + (row_step - pad) / 2 for i in range(len(labels))], labels, fontsize=9)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.suptitle(title, x=0.5, y=1 - 0.05 / fig.get_figheight(), va="top", fontsize=10)
+    return fig

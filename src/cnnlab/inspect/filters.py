@@ -4,7 +4,8 @@ First-layer kernels (1 or 3 input channels) are pictures in input space: each be
 min–max scaled (per kernel by default, so each tile uses the full range; ``scale="all"`` shares one range so
 tiles compare). Deeper kernels mix many input maps and have no picture; the view shows the L2 norm of every
 (output map, input map) kernel as a heat map instead, which also makes connection tables (LeNet-5's C3) and
-dead maps visible.
+dead maps visible. Every figure is titled (model, layer), numbers the filters on its axes and has a colour bar
+that says what the colours mean.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.inspect.grid import minmax, new_figure, tile, to_pil
+from cnnlab.inspect.grid import minmax, new_figure, tile
 from cnnlab.inspect.hooks import resolve_layer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-    from PIL.Image import Image
 
 SCALES = ("each", "all")
 MODES = ("auto", "tiles", "norms")
@@ -117,17 +117,75 @@ def filters(model: nn.Module, layer: str | None = None, *, scale: str = "each", 
     return FilterView(layer, qualified, kernels, norms, shown, scale, tiles, tile(tiles, ncols), ncols)
 
 
-def render_filters(view: FilterView, max_side: int = 600) -> Figure | Image:
-    """Tiles: a pixel-exact Pillow image (each kernel tap a square block); norms: a matplotlib heat map."""
-    if view.grid is not None:
-        upscale = max(1, max_side // max(view.grid.shape[1:]))
-        return to_pil(view.grid, upscale=upscale)
+def render_filters(view: FilterView, max_side: int = 600, title: str | None = None) -> Figure:
+    """A titled figure of the kernels: tiles (or the norms heat map) with filter indices on the axes and a colour
+    bar that says what the colours mean.
+
+    Tiles are drawn with nearest-neighbour interpolation from ``view.grid`` itself (each kernel tap a square
+    block), so the picture shows exactly the scaled weights; ``view.tiles`` holds the same values as numbers.
+
+    Args:
+        view: what :func:`filters` returned.
+        max_side: about the picture's width in pixels (at 100 dpi).
+        title: the figure's title (default: the layer name); callers prefix the model's name.
+    """
+    o, i, kh, kw = view.kernels.shape
+    heading = title or view.qualified
+    if view.grid is None:
+        return _render_norms(view, heading)
+    grid = view.grid
+    c, height, width = grid.shape
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    grid_w = max(3.0, max_side / 100)
+    grid_h = grid_w * height / width
+    if grid_h > 9:  # a tall grid (one row per output map): keep the page readable
+        grid_w, grid_h = grid_w * 9 / grid_h, 9.0
+    fig = new_figure(grid_w + 1.6, max(2.4, grid_h + 1.0))
+    ax = fig.add_subplot()
+    if c == 1:  # NaN between tiles: drawn as the white background
+        ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(torch.nan_to_num(grid, nan=1.0).permute(1, 2, 0).numpy(), interpolation="nearest")
+    # Filter indices: tile centres on the axes; the tile in row r, column c is filter r·ncols + c.
+    rows = -(-(view.tiles.shape[0]) // view.ncols)  # type: ignore[union-attr]
+    step_x, step_y = kw + 1, kh + 1
+    xs = [1 + col * step_x + (kw - 1) / 2 for col in range(view.ncols)]
+    ys = [1 + row * step_y + (kh - 1) / 2 for row in range(rows)]
+    every_x = max(1, -(-view.ncols // 16))  # at most ~16 labels per axis
+    every_y = max(1, -(-rows // 16))
+    ax.set_xticks(xs[::every_x], [str(col) for col in range(0, view.ncols, every_x)], fontsize=7)
+    ax.set_yticks(ys[::every_y], [str(row * view.ncols) for row in range(0, rows, every_y)], fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if view.kernels.shape[1] > 1 and view.mode == "grey":  # "tiles" mode: one row per output map
+        ax.set(xlabel="input map", ylabel="output map")
+        ax.set_yticks(ys[::every_y], [str(row) for row in range(0, rows, every_y)], fontsize=7)
+    else:
+        ax.set(xlabel="filter index = row label + column label")
+    channel = "each colour channel's " if view.mode == "rgb" else ""
+    if view.scale == "all":  # one range for the layer: the bar reads in weight units
+        low, high = float(view.kernels.min()), float(view.kernels.max())
+        bar = fig.colorbar(ScalarMappable(Normalize(low, high), cmap="gray"), ax=ax, shrink=0.8)
+        bar.set_label(f"{channel}weight (one scale for the layer)", fontsize=8)
+    else:  # every kernel stretched to its own range: black is its smallest weight, white its largest
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="gray"), ax=ax, shrink=0.8, ticks=[0, 0.5, 1])
+        bar.ax.set_yticklabels(["min", "mid", "max"])
+        bar.set_label(f"{channel}weight, scaled per kernel: its min to its max", fontsize=8)
+    fig.suptitle(f"{heading}: {o} kernels of {i}×{kh}×{kw}", fontsize=10)
+    return fig
+
+
+def _render_norms(view: FilterView, heading: str) -> Figure:
     out_maps, in_maps = view.norms.shape
     fig = new_figure(min(10, 2.5 + 0.25 * in_maps), min(7, 1.5 + 0.22 * out_maps))
     ax = fig.add_subplot()
     im = ax.imshow(view.norms.numpy(), cmap="viridis", interpolation="nearest", aspect="auto")
     k = view.kernels.shape[-1]
-    ax.set(xlabel="input map", ylabel="output map")
-    ax.set_title(f"{view.qualified}: L2 norm of each {k}×{k} kernel ({out_maps}×{in_maps})", fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set(xlabel="input map (index)", ylabel="output map (filter index)")
+    ax.set_title(f"{heading}\nL2 norm of each {k}×{k} kernel ({out_maps}×{in_maps})", fontsize=9)
+    bar = fig.colorbar(im, ax=ax, shrink=0.8)
+    bar.set_label(f"L2 norm of the {k}×{k} kernel (0 = no connection)", fontsize=7)
     return fig

@@ -1,9 +1,10 @@
 """``write_report(run_dir)``: one self-contained HTML page about a training run.
 
-The page holds the config, the model summary (shapes, parameters, MACs, receptive fields), the training
-curves, the confusion matrix, the filters, activations and occlusion maps of a few test images, the top
-patches of a few units and the most confident mistakes. Every picture is embedded as a base64 PNG data URI
-and the page has no scripts and no links to fetch, so it opens offline, from e-mail, anywhere.
+Results come first: the final metrics, the training curves, the confusion matrix, the most confident mistakes (and
+the robustness curves of attacked runs); then the filters, activations and occlusion maps of a few test images and
+the top patches of a few units; last the model summary (shapes, parameters, MACs, receptive fields) and the
+configuration, folded (``<details>``) since it is long. Every picture is embedded as a base64 PNG data URI and the
+page has no scripts and no links to fetch, so it opens offline, from e-mail, anywhere.
 
 A section whose inputs are missing (no metrics.csv, dataset not available, Captum not installed...) is
 replaced by a visible note saying which section and why; the rest of the report is still written.
@@ -15,7 +16,6 @@ import base64
 import html
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +41,7 @@ figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
 .skip { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; }
 .note { font-size: 0.85em; color: #555; }
 .meta { color: #555; font-size: 0.9em; }
+summary { cursor: pointer; color: #333; margin: 0.4em 0; }
 """
 
 
@@ -109,15 +110,45 @@ def _section_config(r: _Report) -> str:
         source = "the checkpoint (no config.json in the run directory)"
     config = record.get("config") or {}
     rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in config.items()]
-    out = [f'<p class="note">From {html.escape(source)}.</p>', _table(["setting", "value"], rows, left=2)]
+    out = [
+        f'<p class="note">From {html.escape(source)}.</p>',
+        f"<details><summary>{len(rows)} settings</summary>{_table(['setting', 'value'], rows, left=2)}</details>",
+    ]
     extra = []
     for key in ("model", "preprocessing", "data", "versions", "git", "device"):
         if record.get(key) is not None:
             value = record[key]
             extra.append([key, json.dumps(value) if not isinstance(value, str) else value])
     if extra:
-        out.append(_table(["record", "value"], extra, left=2))
+        keys = ", ".join(row[0] for row in extra)
+        out.append(f"<details><summary>the run record ({keys})</summary>")
+        out.append(_table(["record", "value"], extra, left=2) + "</details>")
     return "".join(out)
+
+
+def _section_results(r: _Report) -> str:
+    """The last epoch's metrics beside the best epoch's (by test error), from the checkpoint's history."""
+    history = r.ctx.record.history
+    if not history:
+        raise _Skip("the checkpoint holds no training history")
+    last = history[-1]
+    best = min(history, key=lambda row: row.get("test_error", float("inf")))
+    names = [
+        ("test_error", "test error", True),
+        ("test_top5_error", "test top-k error", True),
+        ("test_loss", "test loss", False),
+        ("train_error", "train error", True),
+        ("train_loss", "train loss", False),
+    ]
+
+    def shown(row: dict, key: str, percent: bool) -> str:
+        value = row.get(key)
+        return "" if value is None else f"{value:.2%}" if percent else f"{value:.4f}"
+
+    rows = [[label, shown(last, key, pct), shown(best, key, pct)] for key, label, pct in names if key in last]
+    headers = ["", f"last epoch ({int(last['epoch'])})", f"best test epoch ({int(best['epoch'])})"]
+    seconds = sum(row.get("seconds", 0.0) for row in history)
+    return _table(headers, rows) + f'<p class="note">{len(history)} epochs, {seconds:.1f} s of training.</p>'
 
 
 def _section_summary(r: _Report) -> str:
@@ -158,7 +189,7 @@ def _section_summary(r: _Report) -> str:
 
 
 def _section_curves(r: _Report) -> str:
-    from cnnlab.inspect.curves import plot_curves
+    from cnnlab.inspect.curves import curves_figure
     from cnnlab.train.rundir import read_metrics
 
     metrics = r.run_dir / "metrics.csv"
@@ -168,9 +199,7 @@ def _section_curves(r: _Report) -> str:
         rows, source = list(r.ctx.record.history), "the checkpoint's history (no metrics.csv)"
     if not rows:
         raise _Skip("the run has no metrics.csv and its checkpoint holds no training history")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = plot_curves(rows, Path(tmp) / "curves.png", f"{r.ctx.model_name} on {r.ctx.record.data or '?'}")
-        image = _png_file(path, "training curves")
+    image = _img(curves_figure(rows, f"{r.ctx.model_name} on {r.ctx.record.data or '?'}"), "training curves")
     last = rows[-1]
     text = (
         f"After {int(last['epoch'])} epochs: test error {last['test_error']:.2%}, train error "
@@ -239,7 +268,8 @@ def _section_filters(r: _Report) -> str:
                 f"{layer}: {o} kernels of {c}×{kh}×{kw}, each pixel one weight, min–max scaled per kernel "
                 "(black = min, white = max)."
             )
-        out.append(_figure(render_filters(view, max_side=400 if i == 0 else 600), caption))
+        picture = render_filters(view, max_side=400 if i == 0 else 600, title=f"{r.ctx.model_name} {layer}")
+        out.append(_figure(picture, caption))
     if len(layers) > 4:
         out.append(f'<p class="note">{len(layers) - 4} deeper convolution layers not shown.</p>')
     return "".join(out)
@@ -324,6 +354,7 @@ def write_report(
     mistakes: int = 16,
     occlusion_size: int | None = None,
     occlusion_stride: int | None = None,
+    progress: Callable[[str], None] = lambda text: None,
 ) -> Path:
     """Write ``RUN_DIR/report.html`` and return its path.
 
@@ -335,6 +366,7 @@ def write_report(
         units: units (channels) shown with their top patches.
         mistakes: confident mistakes shown.
         occlusion_size: occluder side in pixels (default: 1/7 of the image side); ``occlusion_stride``: its step.
+        progress: called with a short line before each step ("confusion matrix (3/10)"); the CLI shows them.
 
     Raises:
         CheckpointError: the run directory has no readable checkpoint. ConfigError: a count below 1.
@@ -362,24 +394,28 @@ def write_report(
             f"Run directory {str(run_dir)!r} does not exist; give a folder written by `cnnlab train`."
         )
     started = time.perf_counter()
+    progress(f"loading {run_dir}")
     r = _Report(run_dir, device, data_root)
     torch.manual_seed(0)  # nothing here is random today; fixed anyway so a report never varies between runs
     sections: list[tuple[str, Callable[[], str]]] = [
-        ("Configuration", lambda: _section_config(r)),
-        ("Model summary", lambda: _section_summary(r)),
+        ("Final metrics", lambda: _section_results(r)),
         ("Training curves", lambda: _section_curves(r)),
         ("Confusion matrix", lambda: _section_confusion(r)),
+        ("Most confident mistakes", lambda: _section_mistakes(r, mistakes)),
         ("Filters", lambda: _section_filters(r)),
         ("Activations", lambda: _section_activations(r, images)),
         ("Occlusion", lambda: _section_occlusion(r, images, occlusion_size, occlusion_stride)),
         ("Top patches", lambda: _section_patches(r, units)),
-        ("Most confident mistakes", lambda: _section_mistakes(r, mistakes)),
+        ("Model summary", lambda: _section_summary(r)),
+        ("Configuration", lambda: _section_config(r)),
     ]
     adversarial = r.ctx.record.config.get("adversarial")
     if adversarial or (run_dir / "robustness.json").is_file() or any(run_dir.glob("attack-*/robustness.png")):
-        sections.append(("Robustness", lambda: _section_robustness(r)))  # only runs that were attacked or trained so
+        # only runs that were attacked or trained so; a result, so beside the others
+        sections.insert(4, ("Robustness", lambda: _section_robustness(r)))
     body, skipped = [], []
-    for title, make in sections:
+    for number, (title, make) in enumerate(sections, 1):
+        progress(f"{title.lower()} ({number}/{len(sections)})")
         anchor = title.lower().replace(" ", "-")
         try:
             content = make()

@@ -1,20 +1,21 @@
 """One entry point for every view, for the command line: ``run_view(kind, checkpoint, images, ...)``.
 
->>> result = run_view("occlusion", "runs/lenet5-digits", ["seven.png"], out_dir="viz", size=8, stride=2)
+>>> result = run_view("occlusion", "runs/lenet5-digits", ["seven.png"], size=8, stride=2)
 >>> result.paths, result.notes
-([PosixPath('viz/occlusion-seven.png')], [])
+([PosixPath('runs/lenet5-digits/viz/occlusion-seven.png')], [])
 
-Every view reads a cnnlab checkpoint (or run directory), rebuilds the model and its preprocessing from it,
-writes PNGs to ``out_dir`` and returns their paths with notes for the user (an image that was resized or
-converted, what a projection means for this model...). Views that look at single images take image files;
-without any, they use the first ``count`` test images of the checkpoint's dataset (whose labels are then known).
-Options are validated against the view's own list (:data:`VIEWS`), so a typo is an error, not ignored.
+Every view reads a cnnlab checkpoint (or run directory), rebuilds the model and its preprocessing from it, writes
+PNGs to ``out_dir`` (default: the run directory's ``viz/`` folder: a command that reads a run writes into that run's
+directory unless told otherwise) and returns their paths with notes for the user (an image that was resized or
+converted, what a projection means for this model...). Views that look at single images take image files; without
+any, they use the first ``count`` test images of the checkpoint's dataset (whose labels are then known). Options are
+validated against the view's own list (:data:`VIEWS`), so a typo is an error, not ignored.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,17 +115,24 @@ _TARGET = ViewOption(
 class ViewContext:
     """A loaded checkpoint and everything views derive from it (dataset loaded once, on demand)."""
 
-    def __init__(self, checkpoint: str | Path, device: str | torch.device, out_dir: str | Path):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str | torch.device,
+        out_dir: str | Path | None = None,
+        progress: Callable[[str], None] = lambda text: None,
+    ):
         from cnnlab.train import resolve_device
         from cnnlab.train.record import RunRecord
 
         self.record = RunRecord.load(checkpoint)
+        self.progress = progress
         self.checkpoint = self.record.path
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.model: nn.Module = self.record.build_model(self.device)
         self.preprocessing = self.record.preprocessing
         self.classes: list[str] = list(self.record.classes)
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else self.record.run_dir / DEFAULT_VIZ_DIR
         self.notes: list[str] = []
         self._datasets: dict[tuple[str, str | None], ImageDataset] = {}
 
@@ -188,6 +196,12 @@ class ViewContext:
         pre = self.preprocessing
         return torch.tensor([(0.5 - m) / s for m, s in zip(pre.mean, pre.std, strict=True)], device=self.device)
 
+    def each(self, items: list[InputImage], what: str) -> Iterator[InputImage]:
+        """The items, with a progress line before each ("occlusion test-0 (1/3)")."""
+        for number, item in enumerate(items, 1):
+            self.progress(f"{what} {item.name} ({number}/{len(items)})")
+            yield item
+
     def path(self, *parts: object) -> Path:
         return self.out_dir / ("-".join(safe_name(str(p)) for p in parts if p is not None and p != "") + ".png")
 
@@ -203,6 +217,7 @@ class ViewContext:
             )
 
 
+DEFAULT_VIZ_DIR = "viz"  # inside the run directory, when no out_dir is given
 MAX_SEARCHED_FILES = 10_000  # photos decoded into memory for a search: ~4.5 GB at 3×224×224 uint8
 
 
@@ -240,7 +255,8 @@ def _view_filters(ctx: ViewContext, images, layer, channel, *, scale: str, mode:
             f"{view.qualified}: {o} kernels of {i}×{kh}×{kw}; each pixel is one kernel weight, min–max scaled "
             f"{'per kernel' if scale == 'each' else 'over the layer'} (black = min, white = max)."
         )
-    return [save(render_filters(view), ctx.path("filters", view.qualified))]
+    picture = render_filters(view, title=f"{ctx.model_name} {view.qualified}")
+    return [save(picture, ctx.path("filters", view.qualified))]
 
 
 def _view_activations(
@@ -251,7 +267,7 @@ def _view_activations(
 
     layers = [layer] if isinstance(layer, str) else list(layer or [])
     paths = []
-    for item in ctx.inputs(images, count, data, data_root):
+    for item in ctx.each(ctx.inputs(images, count, data, data_root), "activations"):
         maps = activations(ctx.model, item.x, layers or None)
         if channel is not None:
             for amap in maps:
@@ -269,7 +285,7 @@ def _view_deconv(ctx: ViewContext, images, layer, channel, *, count: int, data, 
     ctx.make_hookable()
     layer = _one_layer("deconv", layer) or default_spatial_layer(ctx.model, ctx.preprocessing.input_size)
     paths = []
-    for item in ctx.inputs(images, count, data, data_root):
+    for item in ctx.each(ctx.inputs(images, count, data, data_root), "deconv"):
         result = deconvnet(ctx.model, item.x, layer, channel)
         for note in result.notes:
             if note not in ctx.notes:
@@ -322,7 +338,7 @@ def _view_occlusion(
     from cnnlab.inspect.occlusion import occlusion, render_occlusion
 
     paths = []
-    for item in ctx.inputs(images, count, data, data_root):
+    for item in ctx.each(ctx.inputs(images, count, data, data_root), "occlusion"):
         follow = target if target is not None else item.label
         result = occlusion(
             ctx.model,
@@ -348,7 +364,7 @@ def _attribution_view(method: str):
             ctx.make_hookable()
         compute = saliency if method == "saliency" else guided_backprop
         paths = []
-        for item in ctx.inputs(images, count, data, data_root):
+        for item in ctx.each(ctx.inputs(images, count, data, data_root), method):
             result = compute(ctx.model, item.x, target if target is not None else item.label)
             for note in result.notes:
                 if note not in ctx.notes:
@@ -471,7 +487,7 @@ VIEWS: dict[str, ViewSpec] = {
         ),
         ViewSpec(
             "occlusion",
-            "slide a grey square over the image: p(class) and most probable class per position, Captum attribution",
+            "a grey square slid over the image: drop of the class log-odds, most probable class, Captum attribution",
             True,
             False,
             False,
@@ -600,8 +616,9 @@ def run_view(
     images: Sequence[str | Path] = (),
     layer: str | Sequence[str] | None = None,
     channel: int | None = None,
-    out_dir: str | Path = ".",
+    out_dir: str | Path | None = None,
     device: str | torch.device = "auto",
+    progress: Callable[[str], None] = lambda text: None,
     **options: object,
 ) -> ViewResult:
     """Run one view on a checkpoint and write its PNG(s).
@@ -614,8 +631,9 @@ def run_view(
             checkpoint's dataset.
         layer: qualified module or stage name (``features.c1.conv`` or ``c1``); ``activations`` takes several.
         channel: a channel of that layer (deconv, top-patches, activations).
-        out_dir: where the PNGs go (created if needed).
+        out_dir: where the PNGs go (created if needed); default: ``viz/`` in the checkpoint's run directory.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a ``torch.device``.
+        progress: called with a short line before each step ("loading ...", "occlusion test-0 (1/3)").
         **options: the view's own options, see ``VIEWS[kind].options``; unknown ones are an error.
 
     Returns:
@@ -628,7 +646,8 @@ def run_view(
 
     if kind not in VIEWS:
         raise UnknownNameError("view", kind, VIEWS)
-    output_dir(out_dir)  # a folder that can be written, before any work
+    if out_dir is not None:
+        output_dir(out_dir)  # a folder that can be written, before any work
     spec = VIEWS[kind]
     valid = {o.name: o for o in spec.options}
     unknown = sorted(set(options) - set(valid))
@@ -657,6 +676,10 @@ def run_view(
         raise ConfigError(f"The {kind} view has no channel to choose; leave --channel out.")
     if images and not spec.takes_images:
         raise ConfigError(f"The {kind} view does not read image files; leave the IMAGE arguments out.")
-    ctx = ViewContext(checkpoint, device, out_dir)
+    progress(f"loading {checkpoint}")
+    ctx = ViewContext(checkpoint, device, out_dir, progress)
+    if out_dir is None:
+        output_dir(ctx.out_dir)  # RUN_DIR/viz: checked as soon as the checkpoint says where the run is
+    progress(f"{kind}: computing")
     paths = spec.run(ctx, list(images), layer, channel, **resolved)
     return ViewResult(paths, ctx.notes)

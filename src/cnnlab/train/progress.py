@@ -1,8 +1,11 @@
-"""Progress reporting: a rich progress bar per epoch (loss, accuracy, learning rate, images/s, ETA), or silence."""
+"""Progress reporting: a rich progress bar per epoch (loss, accuracy, learning rate, images/s, ETA), the epoch's line
+with the whole run's ETA, or silence; and short step lines for long commands (:func:`step_lines`)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+import sys
+from collections.abc import Callable
+from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,14 +27,28 @@ class Reporter(Protocol):
     def message(self, text: str) -> None: ...
 
 
+def run_eta(epochs_done: int, epochs: int, epoch_seconds: list[float]) -> str:
+    """``ETA run 0:01:20``: the epochs left times the mean training seconds of the epochs seen so far (evaluation
+    not included); empty when nothing is left or nothing was timed."""
+    left = epochs - epochs_done
+    if left <= 0 or not epoch_seconds:
+        return ""
+    total = round(left * sum(epoch_seconds) / len(epoch_seconds))
+    hours, rest = divmod(total, 3600)
+    return f"ETA run {hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
 class RichReporter:
-    """One progress bar per epoch, then a line with the epoch's test results."""
+    """One progress bar per epoch, then a line with the epoch's test results and the whole run's ETA."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or log_console()
         self.progress: Progress | None = None
+        self.epochs = 0
+        self.epoch_seconds: list[float] = []  # of the epochs this process trained (a resumed run: from the resume)
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, start_batch: int) -> None:
+        self.epochs = epochs
         self.progress = Progress(
             TextColumn(f"epoch {epoch + 1}/{epochs}"),
             BarColumn(),
@@ -54,7 +71,10 @@ class RichReporter:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        self.console.print(f"  {text}  lr {row['lr']:.3g}  ({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)")
+        self.epoch_seconds.append(float(row["seconds"]))  # this epoch's training seconds
+        eta = run_eta(int(row["epoch"]), self.epochs, self.epoch_seconds)
+        line = f"  {text}  lr {row['lr']:.3g}  ({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)"
+        self.console.print(line + (f"  {eta}" if eta else ""))
 
     def message(self, text: str) -> None:
         if self.progress is not None:
@@ -77,3 +97,17 @@ class QuietReporter:
 
     def message(self, text: str) -> None:
         pass
+
+
+def step_lines(command: str, stream: TextIO | None = None) -> Callable[[str], None]:
+    """A ``progress`` callback for long commands (``report``, ``viz``, ``features``): each step as one short line
+    on stderr, ``report: confusion matrix (3/10)…``, when stderr is a terminal; silent when it is piped or
+    captured, so logs and tests stay clean."""
+    stream = stream if stream is not None else sys.stderr
+    if not stream.isatty():
+        return lambda text: None
+
+    def say(text: str) -> None:
+        print(f"{command}: {text}…", file=stream, flush=True)
+
+    return say

@@ -198,9 +198,11 @@ def features_of_run(
     batch_size: int = 1000,
     device: str = "auto",
     say: Callable[[str], None] = lambda text: None,
+    progress: Callable[[str], None] = lambda text: None,
 ) -> FeaturesResult:
     """Off-the-shelf features: the pooled activations of ``layer`` of a run's model for every image of ``data``
-    (train and test splits), saved to an ``.npz`` with where they came from."""
+    (train and test splits), saved to an ``.npz`` with where they came from. ``progress`` is called with a short
+    line before each step ("test split: 10,000 images (4/5)"); the CLI shows them on a terminal."""
     from cnnlab.data import DeviceTensorLoader, Preprocessing, load_dataset
     from cnnlab.outputs import output_file
     from cnnlab.train import resolve_device
@@ -212,12 +214,14 @@ def features_of_run(
     for flag, value in (("--batch-size", batch_size), ("--labels-per-class", labels_per_class)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be a positive whole number, got {value}.")
+    progress(f"loading {source} (1/5)")
     record = RunRecord.load(source)
     resolved = resolve_device(device)
     model = record.build_model(resolved)
     output_file(out, "--out", {".npz"}, "features file (NumPy .npz)")
     if layer not in feature_layers(model):
         raise UnknownNameError("layer", layer, feature_layers(model))
+    progress(f"loading {data} (2/5)")
     dataset = load_dataset(data, data_root)
     if dataset.streaming:
         raise ConfigError("`cnnlab features` streams in-memory datasets; for photo folders use `cnnlab finetune`.")
@@ -230,10 +234,12 @@ def features_of_run(
     start = time.perf_counter()
     train = dataset.train if labels_per_class is None else subset_per_class(dataset.train, labels_per_class, 0)
     splits = []
-    for split in (train, dataset.test):
+    for number, (name, split) in enumerate((("train", train), ("test", dataset.test)), 3):
+        progress(f"{name} split: {len(split.labels):,} images ({number}/5)")
         loader = DeviceTensorLoader(pre.to_stored_size(split.images), split.labels, pre, batch_size, device=resolved)
         splits.append(extract_features(model, loader, layer))
     seconds = time.perf_counter() - start
     meta = {"source": str(source), "layer": layer, "data": data, "classes": dataset.classes}
+    progress(f"writing {out} (5/5)")
     path = save_features(out, splits[0], splits[1], meta)
     return FeaturesResult(path, len(splits[0][1]) + len(splits[1][1]), int(splits[0][0].shape[1]), seconds)
