@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -456,82 +457,79 @@ class Trainer:
         return {"sums": sums, "seen": 0, "seconds": 0.0}
 
     def _train_epoch(self, stop: _StopOnSignal) -> None:
-        cfg, run, task = self.config, self.run, self.task
-        loader = run.train_loader
-        batches = len(loader)
-        device = run.device
+        """The steps of one epoch from the current position, then its evaluation, checkpoint and reports."""
+        device = self.run.device
         acc = self._accumulators or self._zero_accumulators()
-        sums = {name: value.to(device) for name, value in acc["sums"].items()}
-        seen, seconds_before = acc["seen"], acc["seconds"]
-        self.monitor.start_epoch(self.epoch, cfg.epochs, batches, self.batch)
-        part_names = [p.part.name for p in self.parts]
-        recent_losses = torch.empty(cfg.log_every, len(part_names), device=device)  # since the last sync
-        n_recent = 0
-        seen_here, started = 0, time.perf_counter()
-        for model in task.models.values():
+        epoch = _EpochProgress(
+            sums={name: value.to(device) for name, value in acc["sums"].items()},
+            seen=acc["seen"],
+            seconds_before=acc["seconds"],
+            recent=torch.empty(self.config.log_every, len(self.parts), device=device),  # losses since the last sync
+        )
+        batches = len(self.run.train_loader)
+        self.monitor.start_epoch(self.epoch, self.config.epochs, batches, self.batch)
+        for model in self.task.models.values():
             model.train()
-        for batch in loader.batches(self.epoch, self.batch):
+        for batch in self.run.train_loader.batches(self.epoch, self.batch):
             inputs, targets = batch
             if self.fast.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            batch = (inputs, targets)
-            n = task.count(batch)
-            step_losses, step_sums = self._run_step(batch, self._global_batch(self.batch, n))
+            n = self.task.count((inputs, targets))
+            step_losses, step_sums = self._run_step((inputs, targets), self._global_batch(self.batch, n))
             self.step += 1
             self.batch += 1
             with torch.no_grad():
-                recent_losses[n_recent] = step_losses
-                n_recent += 1
+                epoch.recent[epoch.n_recent] = step_losses
+                epoch.n_recent += 1
                 for name, value in step_sums.items():
-                    sums[name] += value
-            seen += n
-            seen_here += n
-            checkpoint_due = bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0
+                    epoch.sums[name] += value
+            epoch.seen += n
+            epoch.seen_here += n
+            checkpoint_due = bool(self.config.checkpoint_every) and self.step % self.config.checkpoint_every == 0
             # One process stops as soon as asked; several agree at the next sync point (a collective).
             stop_here = stop.requested is not None and self.world_size == 1
-            if not (n_recent == cfg.log_every or self.batch == batches or checkpoint_due or stop_here):
-                continue
-            # Sync point: the only host-device transfer of the step loop (and, distributed, one all-reduce).
-            counts = {"seen": seen, "seen_here": seen_here, "stop": 1.0 if stop.requested else 0.0}
-            totals = sync_totals(recent_losses[:n_recent], sums, counts, device)
-            bad = (~torch.isfinite(totals.recent)).nonzero()
-            if len(bad):
-                row, column = (int(i) for i in bad[0])
-                self._non_finite(self.step - n_recent + row + 1, float(totals.recent[row, column]))
-            global_seen = totals.counts["seen"]
-            elapsed = time.perf_counter() - started
-            lr = float(self.optimizer.param_groups[0]["lr"])
-            speed = totals.counts["seen_here"] / max(elapsed, 1e-9)
-            recent_means = totals.recent.mean(dim=0).tolist()
-            recent = (
-                {"loss": recent_means[0]}
-                if len(part_names) == 1
-                else {f"{name}_loss": value for name, value in zip(part_names, recent_means, strict=True)}
-            )
-            shown = task.train_metrics(totals.sums, int(global_seen))
-            if "train_error" in shown:
-                recent["accuracy"] = 1 - shown["train_error"]
-            self.monitor.progress(
-                self.step, self.batch, task.progress_text(totals.sums, int(global_seen)), recent, speed, lr
-            )
-            n_recent = 0
-            stopping = totals.counts["stop"] > 0
-            if checkpoint_due or stopping:
-                self._accumulators = {
-                    "sums": {  # totals over processes
-                        name: torch.tensor(totals.sums[name], dtype=dtype) for name, dtype in task.sums.items()
-                    },
-                    "seen": int(global_seen),
-                    "seconds": seconds_before + time.perf_counter() - started,
-                }
-                if self.batch < batches or stopping:
-                    self.save()
-                if stopping:
-                    self._interrupted(stop.requested or "a signal to another process")
-        seconds = seconds_before + time.perf_counter() - started
-        totals = sync_totals(
-            torch.zeros(0, device=device), sums, {"seen": seen, "seen_here": seen_here}, device
-        )  # sync (end of epoch)
+            if epoch.n_recent == self.config.log_every or self.batch == batches or checkpoint_due or stop_here:
+                self._sync_point(epoch, stop, checkpoint_due, batches)
+        self._end_epoch(epoch)
+
+    def _sync_point(self, epoch: _EpochProgress, stop: _StopOnSignal, checkpoint_due: bool, batches: int) -> None:
+        """The only host-device transfer of the step loop (and, distributed, one all-reduce): NaN check, progress,
+        TensorBoard, and the checkpoint or stop that is due."""
+        task = self.task
+        counts = {"seen": epoch.seen, "seen_here": epoch.seen_here, "stop": 1.0 if stop.requested else 0.0}
+        totals = sync_totals(epoch.recent[: epoch.n_recent], epoch.sums, counts, self.run.device)
+        bad = (~torch.isfinite(totals.recent)).nonzero()
+        if len(bad):
+            row, column = (int(i) for i in bad[0])
+            self._non_finite(self.step - epoch.n_recent + row + 1, float(totals.recent[row, column]))
+        global_seen = int(totals.counts["seen"])
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        speed = totals.counts["seen_here"] / max(time.perf_counter() - epoch.started, 1e-9)
+        names, means = [p.part.name for p in self.parts], totals.recent.mean(dim=0).tolist()
+        recent = {"loss": means[0]} if len(names) == 1 else {f"{n}_loss": m for n, m in zip(names, means, strict=True)}
+        shown = task.train_metrics(totals.sums, global_seen)
+        if "train_error" in shown:
+            recent["accuracy"] = 1 - shown["train_error"]
+        self.monitor.progress(self.step, self.batch, task.progress_text(totals.sums, global_seen), recent, speed, lr)
+        epoch.n_recent = 0
+        stopping = totals.counts["stop"] > 0
+        if checkpoint_due or stopping:
+            self._accumulators = {
+                "sums": {name: torch.tensor(totals.sums[name], dtype=dtype) for name, dtype in task.sums.items()},
+                "seen": global_seen,  # totals over processes
+                "seconds": epoch.seconds_before + time.perf_counter() - epoch.started,
+            }
+            if self.batch < batches or stopping:
+                self.save()
+            if stopping:
+                self._interrupted(stop.requested or "a signal to another process")
+
+    def _end_epoch(self, epoch: _EpochProgress) -> None:
+        """Sum the epoch over processes (a sync), evaluate, write the checkpoint (and best.pt), report, call hooks."""
+        task, device = self.task, self.run.device
+        seconds = epoch.seconds_before + time.perf_counter() - epoch.started
+        counts = {"seen": epoch.seen, "seen_here": epoch.seen_here}
+        totals = sync_totals(torch.zeros(0, device=device), epoch.sums, counts, device)  # sync (end of epoch)
         seen_total = totals.counts["seen"]
         if self.world_size > 1:  # every process scores its shard with rank 0's weights and BN statistics
             for model in self._eval_nets().values():
@@ -542,7 +540,7 @@ class Trainer:
             **task.train_metrics(totals.sums, int(seen_total)),
             **evaluation,
             "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "images_per_s": totals.counts["seen_here"] / max(seconds - seconds_before, 1e-9),
+            "images_per_s": totals.counts["seen_here"] / max(seconds - epoch.seconds_before, 1e-9),
             "seconds": seconds,
             "train_images": int(seen_total),
         }
@@ -554,7 +552,7 @@ class Trainer:
         is_best = key is not None and row[key] < best_before
         self.epoch, self.batch, self._accumulators = self.epoch + 1, 0, None
         self.history.append(row)
-        self.save(complete=self.epoch == cfg.epochs, best=is_best)
+        self.save(complete=self.epoch == self.config.epochs, best=is_best)
         with torch.no_grad(), self.fast.autocast():
             self.monitor.end_epoch(self.step, row, self.history, self._eval_nets())
         for hook in self.epoch_hooks:
@@ -591,6 +589,20 @@ class Trainer:
             f"The learning rate is probably too high for this model: try --lr {self.config.lr / 10:g} "
             f"(was {self.config.lr:g})."
         )
+
+
+@dataclass
+class _EpochProgress:
+    """The running state of the epoch being trained: device sums of the task's metrics, counts, timing and the
+    per-step losses since the last sync point."""
+
+    sums: dict[str, torch.Tensor]
+    seen: int  # samples of the epoch so far, over processes where resumed from a checkpoint
+    seconds_before: float  # training seconds of the epoch before this process resumed it
+    recent: torch.Tensor  # (log_every, parts) step losses since the last sync point
+    n_recent: int = 0
+    seen_here: int = 0  # samples this process trained since it started the epoch (for images/s)
+    started: float = field(default_factory=time.perf_counter)
 
 
 def _load_part(part: PartState, saved: dict, step: int) -> None:
