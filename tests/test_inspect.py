@@ -178,6 +178,12 @@ def test_curves_ring_the_best_epoch_and_name_it_in_the_legend(tmp_path):
     assert legend == ["train", "test", "best test 10.00% (epoch 3)"]
     ring = ax_err.get_lines()[-1]
     assert list(ring.get_xdata()) == [3] and list(ring.get_ydata()) == [10.0] and ring.get_marker() == "o"
+    # a run with a validation split: the best epoch is the validation split's (as best.pt), its test error named
+    rows = [
+        {**row, "val_loss": row["test_loss"], "val_error": v} for row, v in zip(rows, [0.4, 0.3, 0.2, 0.1], strict=True)
+    ]
+    legend = [t.get_text() for t in curves_figure(rows).axes[1].get_legend().get_texts()]
+    assert legend == ["train", "validation", "test", "best epoch 4: validation 10.00%, test 15.00%"]
     assert not ax_err.texts  # no label drawn over the curves
     assert plot_curves(rows, tmp_path / "c.png").is_file()
 

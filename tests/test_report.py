@@ -80,7 +80,7 @@ def test_report_is_one_self_contained_page_with_every_section(report):
     )
     config = text[text.index("<h2>Configuration</h2>") :]
     assert config.count("<details><summary>") == 2 and "settings</summary><table>" in config  # folded
-    assert "last epoch (3)" in text and "best test epoch" in text  # final metrics: the last beside the best
+    assert "last epoch (3)" in text and "best validation epoch" in text  # the last beside the best (validation)
     assert "skipped" not in text.lower()  # a complete run: nothing to skip
     images = re.findall(r"<img[^>]*>", text)
     assert len(images) >= 9

@@ -1,4 +1,4 @@
-"""Training curves: loss and error per epoch, train and test, as a PNG."""
+"""Training curves: loss and error per epoch, train, validation and test, as a PNG."""
 
 from __future__ import annotations
 
@@ -12,29 +12,42 @@ if TYPE_CHECKING:
 
 
 def curves_figure(rows: list[dict], title: str = "") -> Figure:
-    """Two panels (loss, log scale; top-1 error in %) of per-epoch metric rows (as in metrics.csv). The best test
-    epoch is ringed on the error panel and named in its legend, where no label can cover the curves."""
+    """Two panels (loss, log scale; top-1 error in %) of per-epoch metric rows (as in metrics.csv): train,
+    validation (when the run held one out) and test. The best epoch — chosen on the validation split, as best.pt is;
+    on the test split only for older runs without one — is ringed on the error panel and named in its legend, where
+    no label can cover the curves."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
+    splits = [
+        ("train", "train"),
+        *([("val", "validation")] if all("val_error" in r for r in rows) else []),
+        ("test", "test"),
+    ]
     fig = new_figure(10, 4)
     ax_loss, ax_err = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train", markersize=3)
-    ax_loss.plot(epochs, [r["test_loss"] for r in rows], "o-", label="test", markersize=3)
+    for key, label in splits:
+        ax_loss.plot(epochs, [r[f"{key}_loss"] for r in rows], "o-", label=label, markersize=3)
+        ax_err.plot(epochs, [100 * r[f"{key}_error"] for r in rows], "o-", label=label, markersize=3)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.set_yscale("log")
-    ax_err.plot(epochs, [100 * r["train_error"] for r in rows], "o-", label="train", markersize=3)
-    ax_err.plot(epochs, [100 * r["test_error"] for r in rows], "o-", label="test", markersize=3)
-    best = min(rows, key=lambda r: r["test_error"])
+    chosen_on = "val" if splits[1][0] == "val" else "test"
+    best = min(rows, key=lambda r: r[f"{chosen_on}_error"])
+    epoch, test = int(best["epoch"]), 100 * best["test_error"]
+    named = (
+        f"best epoch {epoch}: validation {100 * best['val_error']:.2f}%, test {test:.2f}%"
+        if chosen_on == "val"
+        else f"best test {test:.2f}% (epoch {epoch})"
+    )
     ax_err.plot(
         best["epoch"],
-        100 * best["test_error"],
+        100 * best[f"{chosen_on}_error"],
         "o",
         markersize=11,
         markerfacecolor="none",
         markeredgecolor="crimson",
         markeredgewidth=1.8,
-        label=f"best test {100 * best['test_error']:.2f}% (epoch {int(best['epoch'])})",
+        label=named,
     )
     ax_err.set(xlabel="epoch", ylabel="error (%)", title="top-1 error")
     ax_err.set_ylim(bottom=0)

@@ -127,13 +127,16 @@ def _section_config(r: _Report) -> str:
 
 
 def _section_results(r: _Report) -> str:
-    """The last epoch's metrics beside the best epoch's (by test error), from the checkpoint's history."""
+    """The last epoch's metrics beside the best epoch's — chosen on the validation split, as best.pt is (on the
+    test error only for runs from before validation splits) — from the checkpoint's history."""
     history = r.ctx.record.history
     if not history:
         raise _Skip("the checkpoint holds no training history")
     last = history[-1]
-    best = min(history, key=lambda row: row.get("test_error", float("inf")))
+    chosen_on = "val_error" if all("val_error" in row for row in history) else "test_error"
+    best = min(history, key=lambda row: row.get(chosen_on, float("inf")))
     names = [
+        ("val_error", "validation error", True),
         ("test_error", "test error", True),
         ("test_top5_error", "test top-k error", True),
         ("test_loss", "test loss", False),
@@ -146,7 +149,8 @@ def _section_results(r: _Report) -> str:
         return "" if value is None else f"{value:.2%}" if percent else f"{value:.4f}"
 
     rows = [[label, shown(last, key, pct), shown(best, key, pct)] for key, label, pct in names if key in last]
-    headers = ["", f"last epoch ({int(last['epoch'])})", f"best test epoch ({int(best['epoch'])})"]
+    chosen = "validation" if chosen_on == "val_error" else "test"
+    headers = ["", f"last epoch ({int(last['epoch'])})", f"best {chosen} epoch ({int(best['epoch'])})"]
     seconds = sum(row.get("seconds", 0.0) for row in history)
     return _table(headers, rows) + f'<p class="note">{len(history)} epochs, {seconds:.1f} s of training.</p>'
 
