@@ -107,9 +107,20 @@ def distributed_session(device: str = "auto") -> Iterator[DistributedContext | N
     context = init_distributed(device)
     try:
         yield context
-    finally:
+    except BaseException:
         if context is not None:
             shutdown_distributed()
+        raise
+    if context is not None:
+        # Every process reaches the teardown together: rank 0 writes files (curves, summary) after the last step
+        # while the others are done, and a process group torn down while a peer is still using its connections can
+        # abort gloo ("terminate called without an active exception", seen in CI). After an error there is no
+        # barrier: the failed process may never reach it.
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        shutdown_distributed()
 
 
 def broadcast_object(value: object, src: int = 0) -> object:
