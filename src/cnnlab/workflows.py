@@ -396,7 +396,8 @@ class Trained:
 def _data_spec(data: Any, out: Path, holdout: float, seed: int, classes: Sequence[str] | None) -> str:
     """A dataset name for ``data``: a registered name or ``folder:PATH`` as given, a folder path as ``folder:``,
     or in-memory data (tensors, (train, test) pairs, a torch Dataset) saved into the run directory."""
-    from cnnlab.data.tensors import from_torch_dataset, save_tensor_dataset, split_holdout
+    from cnnlab.data.datasets import ImageSet, split_off
+    from cnnlab.data.tensors import from_torch_dataset, save_tensor_dataset
 
     if isinstance(data, str | Path):
         text = str(data)
@@ -413,7 +414,8 @@ def _data_spec(data: Any, out: Path, holdout: float, seed: int, classes: Sequenc
         from cnnlab.data.tensors import as_uint8_images
 
         images, labels = as_uint8_images(data[0]), torch.as_tensor(data[1]).long()
-        train, test = split_holdout(images, labels, holdout, seed)  # a test split held out, stratified and seeded
+        kept, held = split_off(ImageSet(images, labels), holdout, seed)  # a test split, stratified and seeded
+        train, test = (kept.images, kept.labels), (held.images, held.labels)
     else:
         from cnnlab.errors import ConfigError
 

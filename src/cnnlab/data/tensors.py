@@ -63,22 +63,6 @@ def from_torch_dataset(dataset: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
     return as_uint8_images(torch.stack(images)), torch.tensor(labels)
 
 
-def split_holdout(
-    images: torch.Tensor, labels: torch.Tensor, fraction: float, seed: int
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """A seeded, stratified split: ``fraction`` of each class held out, the rest kept; both in dataset order."""
-    if not 0 < fraction < 1:
-        raise DataError(f"The held-out fraction must be in (0, 1), got {fraction}.")
-    generator = torch.Generator().manual_seed(seed)
-    held = torch.zeros(len(labels), dtype=torch.bool)
-    for label in labels.unique():
-        members = (labels == label).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        count = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
-        held[members[:count]] = True
-    return (images[~held], labels[~held]), (images[held], labels[held])
-
-
 def save_tensor_dataset(
     path: str | Path,
     train: tuple[torch.Tensor, torch.Tensor],

@@ -24,7 +24,6 @@ generator); the engine calls :meth:`Task.loss` once per part and micro-batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -212,7 +211,3 @@ class ClassificationTask(Task):
             "classes": list(run.dataset.classes),
             "data": run.config.data,
         }
-
-
-def finite(values: Mapping[str, float]) -> bool:
-    return all(math.isfinite(v) for v in values.values())
