@@ -6,6 +6,7 @@ from torch import nn
 
 from cnnlab import models
 from cnnlab.errors import ConfigError, InputSizeError, UnknownNameError
+from cnnlab.layers import SpatialTransformer
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +62,11 @@ def test_forward_backward_and_contract(name):
     _, h, w = _test_side(name)
     model = models.create(name, num_classes=7, in_chans=3)
     x = torch.randn(2, 3, h, w)
+    for module in model.modules():
+        if isinstance(module, SpatialTransformer):
+            # The regressor of θ starts at zero weights (the identity, as the paper initialises it), so the
+            # localisation net gets its first gradient only after one step has moved them: take that step's place.
+            nn.init.normal_(module.regressor.weight, std=1e-3)
 
     # Training step, as the training objective runs it (with the auxiliary heads where the model has them).
     model.train()
@@ -183,6 +189,11 @@ def test_smallest_input_size_is_exact():
     assert models.smallest_input_size(model, 1) == 32
 
 
+# Models with nothing spatially local before their first global layer: a fully connected first layer, or a spatial
+# transformer (its output pixel reads wherever θ, computed from the whole image, points).
+NOT_LOCAL = {"dmnist-fcn", "st-cnn", "st-fcn"}
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_incremental_forward_equals_the_plain_forward(name):
     """Occlusion's incremental inference: copies of an image with a square hidden somewhere (corners, edges,
@@ -212,6 +223,8 @@ def test_incremental_forward_equals_the_plain_forward(name):
         got = runner(batch)
     if name.startswith("maxout"):  # data-dependent Python control flow: torch.fx cannot trace it
         assert not runner.enabled and "control flow" in runner.reason
+    elif name in NOT_LOCAL:
+        pass  # only the outputs must agree (below): the whole network is recomputed
     else:
         assert runner.enabled and sum(s.geometry is not None for s in runner.segments) >= 3, runner.describe()
     scale = 1 + expected.abs().max().item()

@@ -13,6 +13,7 @@ from cnnlab.layers.normalization import LocalResponseNorm
 from cnnlab.layers.pooling import TrainableSubsampling
 from cnnlab.layers.rbf import EuclideanRBF, glyph_codes
 from cnnlab.layers.residual import BasicBlock, Bottleneck, ZeroPadShortcut, projection_shortcut
+from cnnlab.layers.spatial_transformer import SpatialTransformer
 
 __all__ = [
     "BasicBlock",
@@ -28,6 +29,7 @@ __all__ = [
     "Maxout",
     "ReceptiveField",
     "ScaledTanh",
+    "SpatialTransformer",
     "TrainableSubsampling",
     "ZeroPadShortcut",
     "conv_output_size",

@@ -6,7 +6,8 @@
 >>> net = models.create("lenet5", num_classes=10)
 
 Every family lives in its own module and registers its models on import: LeNet-5 (1998), AlexNet (2012),
-ZFNet, Network In Network, maxout networks, OverFeat (2013), VGG, GoogLeNet (2014), ResNet (2015).
+ZFNet, Network In Network, maxout networks, OverFeat (2013), VGG, GoogLeNet (2014),
+ResNet and spatial transformer networks (2015).
 """
 
 from cnnlab.models import (  # noqa: F401  (each registers its models)
@@ -17,6 +18,7 @@ from cnnlab.models import (  # noqa: F401  (each registers its models)
     nin,
     overfeat,
     resnet,
+    stn,
     vgg,
     zfnet,
 )

@@ -1,0 +1,260 @@
+"""Spatial transformer networks for distorted MNIST (Jaderberg et al., "Spatial transformer networks", 2015).
+
+Four models, as the paper's section 4.1 and appendix A.1 compare them: a fully connected network (FCN) and a CNN,
+each alone and with a spatial transformer in front (ST-FCN, ST-CNN). Every model takes an ``image_size`` (the
+trainer sets it from the data: 28 for R, P and E, 42 for RTS, 60 for cluttered MNIST) because its fully
+connected layers depend on it.
+
+    CNN      [avg pool 2×2]  conv 9×9, 32, ReLU  max pool 2×2  conv 7×7, 32, ReLU  max pool 2×2  linear -> classes
+    FCN      [avg pool 2×2]  linear 128, ReLU ×3                                                 linear -> classes
+    ST-CNN   transformer(localisation: max pool 2×2, conv 5×5 20, ReLU, max pool 2×2, conv 5×5 20, ReLU,
+             linear 20, ReLU) -> the CNN above without its first pooling
+    ST-FCN   transformer(localisation: linear 32, ReLU ×3) -> the FCN above without its first pooling
+
+Inputs larger than 32 px (RTS's 42×42 and cluttered MNIST's 60×60) are classified at half resolution, as the
+paper does for those two sets: the baselines average-pool 2×2 first and the transformer samples its output at
+half the input's size (``downsample``), so the classifier behind it is the same network and the transformer's
+only advantage is *where* it looks. The convolutions are zero-padded to keep their size ("same"): the same
+classifier then takes 14, 21 and 30 px.
+
+As we read the appendix: the layer types, kernel sizes and widths above, ReLU everywhere, the regressor of θ
+initialised to the identity. Not reproduced exactly: the paper's learning-rate multipliers for the localisation
+network and its 150,000-iteration schedule (our recipes: docs/stn.md).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from cnnlab.errors import ConfigError
+from cnnlab.layers import SpatialTransformer
+from cnnlab.models._common import FullyConnectedHeadModel
+from cnnlab.models._registry import register_model
+
+PAPER = "Jaderberg, Simonyan, Zisserman & Kavukcuoglu 2015, Spatial transformer networks"
+
+# (kind, width, kernel): the classifier networks, after any transformer or first pooling.
+CNN = [("conv", 32, 9), ("pool", None, 2), ("conv", 32, 7), ("pool", None, 2)]
+FCN = [("fc", 128, None), ("fc", 128, None), ("fc", 128, None)]
+# The localisation networks (the last fc feeds the transformer's regressor of θ).
+CNN_LOCALISATION = [("pool", None, 2), ("conv", 20, 5), ("pool", None, 2), ("conv", 20, 5), ("fc", 20, None)]
+FCN_LOCALISATION = [("fc", 32, None), ("fc", 32, None), ("fc", 32, None)]
+
+
+def _stack(table: list[tuple], channels: int, size: int, padding: str) -> tuple[list[tuple[str, nn.Module]], int, int]:
+    """Named layers for ``table`` on a channels×size×size input -> (layers, output width, output side).
+
+    ``padding``: "same" pads convolutions to keep the size (the classifiers), "valid" does not (localisation).
+    A table whose layers shrink the input to nothing raises :class:`ConfigError` naming the layer.
+    """
+    layers: list[tuple[str, nn.Module]] = []
+    width, flat, counts = channels, False, {"conv": 0, "pool": 0, "fc": 0}
+    for kind, units, kernel in table:
+        counts[kind] += 1
+        name = f"{kind}{counts[kind]}"
+        if kind == "conv":
+            pad = kernel // 2 if padding == "same" else 0
+            layers.append((name, nn.Sequential(nn.Conv2d(width, units, kernel, padding=pad), nn.ReLU())))
+            width, size = units, size + 2 * pad - kernel + 1
+        elif kind == "pool":
+            layers.append((name, nn.MaxPool2d(kernel)))
+            size //= kernel
+        else:
+            in_features = width if flat else width * size * size
+            if not flat:
+                layers.append(("flatten", nn.Flatten()))  # (B, C, H, W) -> (B, C·H·W)
+                flat = True
+            layers.append((name, nn.Sequential(nn.Linear(in_features, units), nn.ReLU())))
+            width, size = units, 1
+        if size < 1:
+            raise ConfigError(f"The input is too small for this network: nothing is left after its layer {name}.")
+    return layers, width, size
+
+
+class DistortedMNISTNet(FullyConnectedHeadModel):
+    """FCN, CNN, ST-FCN or ST-CNN (see the module's docstring). Stages: ``transformer`` or ``downsample`` (where
+    there is one), then the classifier network's layers (``conv1``, ``pool1``, ... or ``fc1``, ...); the head
+    (``classifier``) is the output layer ``y``.
+
+    Args:
+        body: :data:`CNN` or :data:`FCN`.
+        localisation: :data:`CNN_LOCALISATION`, :data:`FCN_LOCALISATION`, or None for no transformer.
+        image_size: side of the (square) input in pixels.
+        downsample: 1, or 2 to classify at half resolution (None: 2 above 32 px, else 1).
+        st_size: side of the transformer's output (default: image_size // downsample).
+        transform, sampling, tps_points: the transformer's (see :class:`~cnnlab.layers.SpatialTransformer`).
+    """
+
+    def __init__(
+        self,
+        body: list[tuple],
+        localisation: list[tuple] | None,
+        *,
+        num_classes: int,
+        in_chans: int,
+        image_size: int,
+        downsample: int | None = None,
+        st_size: int | None = None,
+        transform: str = "affine",
+        sampling: str = "bilinear",
+        tps_points: int = 4,
+    ):
+        super().__init__()
+        if not isinstance(image_size, int) or image_size < 4:
+            raise ConfigError(f"image_size must be an integer of at least 4 pixels, got {image_size!r}.")
+        downsample = (2 if image_size > 32 else 1) if downsample is None else downsample
+        if downsample not in (1, 2):
+            raise ConfigError(f"downsample must be 1 or 2, got {downsample!r}.")
+        self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
+        stages: list[tuple[str, nn.Module]] = []
+        size = image_size // downsample
+        if localisation is not None:
+            size = size if st_size is None else st_size
+            if not isinstance(size, int) or size < 1:
+                raise ConfigError(f"st_size must be a positive integer, got {size!r}.")
+            loc_layers, loc_width, _ = _stack(localisation, in_chans, image_size, "valid")
+            transformer = SpatialTransformer(
+                nn.Sequential(OrderedDict(loc_layers)),
+                transform,
+                (size, size),
+                features=loc_width,
+                sampling=sampling,
+                tps_points=tps_points,
+            )
+            stages.append(("transformer", transformer))
+        elif st_size is not None:
+            raise ConfigError("st_size is the transformer's output size; this model has no transformer.")
+        elif downsample == 2:
+            stages.append(("downsample", nn.AvgPool2d(2)))
+        try:
+            body_layers, width, side = _stack(body, in_chans, size, "same")
+        except ConfigError as error:
+            where = "the transformer's output" if localisation is not None else "the input after downsampling"
+            raise ConfigError(
+                f"{where} is {size}×{size} px, too small for the classifier behind it ({error}); "
+                "the CNN needs at least 4 px (two 2×2 poolings): raise st_size / image_size or use downsample=1."
+            ) from None
+        self.features = nn.Sequential(OrderedDict(stages + body_layers))
+        flat = width if body[-1][0] == "fc" else width * side * side
+        self.classifier = nn.Sequential(OrderedDict(y=nn.Linear(flat, num_classes)))
+        self.num_features = flat
+
+    cpu_channels_last = False  # grid_sample and the small FC layers gain nothing from NHWC
+
+    @property
+    def transformer(self) -> SpatialTransformer | None:
+        """The spatial transformer in front of the classifier, or None for the baselines."""
+        return self.features._modules.get("transformer")  # type: ignore[return-value]
+
+
+def _options(image_size: int, downsample: int | None) -> dict:
+    return {"image_size": image_size, "downsample": downsample}
+
+
+@register_model(
+    "dmnist-cnn",
+    paper=PAPER,
+    year=2015,
+    input_size=(1, 42, 42),
+    num_classes=10,
+    param_count=60_842,
+    paper_params="not stated",
+    description="The paper's CNN baseline for distorted MNIST (two conv + max-pool layers); any image_size",
+    notes="Convolutions zero-padded ('same'); inputs above 32 px average-pooled 2×2 first, as the paper's RTS and "
+    "cluttered models. The trainer sets image_size from the data.",
+)
+def dmnist_cnn(
+    *, num_classes: int = 10, in_chans: int = 1, image_size: int = 42, downsample: int | None = None
+) -> DistortedMNISTNet:
+    return DistortedMNISTNet(CNN, None, num_classes=num_classes, in_chans=in_chans, **_options(image_size, downsample))
+
+
+@register_model(
+    "dmnist-fcn",
+    paper=PAPER,
+    year=2015,
+    input_size=(1, 42, 42),
+    num_classes=10,
+    param_count=90_890,
+    paper_params="not stated",
+    description="The paper's fully connected baseline for distorted MNIST (3 hidden layers of 128); any image_size",
+    notes="Inputs above 32 px average-pooled 2×2 first. The trainer sets image_size from the data.",
+)
+def dmnist_fcn(
+    *, num_classes: int = 10, in_chans: int = 1, image_size: int = 42, downsample: int | None = None
+) -> DistortedMNISTNet:
+    return DistortedMNISTNet(FCN, None, num_classes=num_classes, in_chans=in_chans, **_options(image_size, downsample))
+
+
+@register_model(
+    "st-cnn",
+    paper=PAPER,
+    year=2015,
+    input_size=(1, 42, 42),
+    num_classes=10,
+    param_count=77_928,
+    paper_params="not stated",
+    description="ST-CNN: a spatial transformer (conv localisation net; affine, projective or TPS) before the CNN",
+    notes="transform=affine|projective|tps, sampling=bilinear|nearest|bicubic, st_size = the transformer's "
+    "output side (default: image_size, halved above 32 px). The trainer sets image_size from the data.",
+    aliases=("stn",),
+)
+def st_cnn(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    image_size: int = 42,
+    transform: str = "affine",
+    downsample: int | None = None,
+    st_size: int | None = None,
+    sampling: str = "bilinear",
+    tps_points: int = 4,
+) -> DistortedMNISTNet:
+    return DistortedMNISTNet(
+        CNN,
+        CNN_LOCALISATION,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        transform=transform,
+        st_size=st_size,
+        sampling=sampling,
+        tps_points=tps_points,
+        **_options(image_size, downsample),
+    )
+
+
+@register_model(
+    "st-fcn",
+    paper=PAPER,
+    year=2015,
+    input_size=(1, 42, 42),
+    num_classes=10,
+    param_count=149_680,
+    paper_params="not stated",
+    description="ST-FCN: a spatial transformer (fully connected localisation net) before the FCN",
+    notes="As st-cnn, with the fully connected networks. The trainer sets image_size from the data.",
+)
+def st_fcn(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    image_size: int = 42,
+    transform: str = "affine",
+    downsample: int | None = None,
+    st_size: int | None = None,
+    sampling: str = "bilinear",
+    tps_points: int = 4,
+) -> DistortedMNISTNet:
+    return DistortedMNISTNet(
+        FCN,
+        FCN_LOCALISATION,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        transform=transform,
+        st_size=st_size,
+        sampling=sampling,
+        tps_points=tps_points,
+        **_options(image_size, downsample),
+    )
