@@ -2,7 +2,7 @@
 objective (α = 0.5, ε = 0.25), 5 epochs each, then FGSM over ε and 10-step PGD at ε = 0.1 and 0.25 on the test split.
 Prints mean ± sd (sample sd) over the seeds, as markdown rows.
 
-    python scripts/adversarial_study.py --data-root ../shared/datasets --seeds 0 1 2 --out runs/adversarial-study
+    python scripts/adversarial_study.py --seeds 0 1 2 --out runs/adversarial-study   # MNIST from $CNNLAB_DATA
 
 The best epoch is chosen on the validation split held out of the training data (cnnlab's default); the test
 split is only reported. Re-running writes into fresh subfolders of --out (existing runs are refused).
@@ -30,7 +30,9 @@ def _stat(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", required=True, help="the folder holding MNIST/raw")
+    parser.add_argument(
+        "--data-root", default=None, help="where MNIST/raw lives (default: $CNNLAB_DATA, else ~/.cache/cnnlab)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/adversarial-study")
     args = parser.parse_args()

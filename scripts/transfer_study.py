@@ -5,9 +5,9 @@ from scratch; linear probes on every stage's features; fine-tuning the head only
 at 100 labels per class, Yosinski et al.'s sweep of the number of frozen stages. Writes a Markdown table and a
 plot. Usage:
 
-    python scripts/transfer_study.py --data-root ../shared/datasets --out docs/images/transfer
-    python scripts/transfer_study.py --data-root ../shared/datasets --direction fashion-mnist   # one direction
-    python scripts/transfer_study.py --data-root ../shared/datasets --replot   # plot and tables from results.json
+    python scripts/transfer_study.py --out docs/images/transfer   # data from $CNNLAB_DATA (or --data-root DIR)
+    python scripts/transfer_study.py --direction fashion-mnist   # one direction
+    python scripts/transfer_study.py --replot   # plot and tables from results.json
 
 Results of a direction already in results.json are kept unless that direction is run again.
 """
@@ -41,7 +41,7 @@ SEEDS = (0, 1, 2)  # labelled subset, initialisation and order; 10 images per cl
 RECIPE_LR, RECIPE_BATCH = 0.05, 32  # the mnist recipe's η (head; body η/10), scaled linearly with the batch
 
 
-def train_source(data: str, root: str, out: Path) -> Path:
+def train_source(data: str, root: str | None, out: Path) -> Path:
     run_dir = out / f"source-{data}"
     if not (run_dir / "checkpoint.pt").exists():
         config = resolve(
@@ -52,7 +52,7 @@ def train_source(data: str, root: str, out: Path) -> Path:
 
 
 def finetune(
-    source: Path | None, data: str, root: str, per_class: int, freeze_through: str | None, out: Path, seed: int
+    source: Path | None, data: str, root: str | None, per_class: int, freeze_through: str | None, out: Path, seed: int
 ) -> float:
     config = resolve(
         TrainConfig(
@@ -81,7 +81,7 @@ def finetune(
     return 1 - history[-1]["test_error"]
 
 
-def probes(source: Path, data: str, root: str) -> dict[str, dict[int, float]]:
+def probes(source: Path, data: str, root: str | None) -> dict[str, dict[int, float]]:
     record = RunRecord.load(source)
     model, pre = record.build_model(), record.preprocessing
     dataset = load_dataset(data, root)
@@ -104,7 +104,11 @@ def probes(source: Path, data: str, root: str) -> dict[str, dict[int, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", required=True)
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="where MNIST/raw and FashionMNIST/raw live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)",
+    )
     parser.add_argument("--out", default="docs/images/transfer")
     parser.add_argument(
         "--direction",

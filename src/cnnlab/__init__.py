@@ -4,9 +4,10 @@ The one-liners (docs/python.md)::
 
     import cnnlab
     result = cnnlab.train("lenet5", "digits", epochs=5)          # or a folder, tensors, a torch Dataset
-    cnnlab.load(result.run_dir).predict(["seven.png"])           # top classes with probabilities
+    cnnlab.load(result.run_dir).predict(["digit0_label7.png"])   # top classes with probabilities
     cnnlab.summary("resnet18")                                   # per-layer shapes, parameters, FLOPs, fields
     model = cnnlab.create("vgg16", pretrained=True)              # the zoo (aliases and torchvision weights)
+    cnnlab.summary(model)                                        # any nn.Module (Keras' model.summary())
 
 Nothing heavy is imported until used (``cnnlab --version`` answers without torch).
 """

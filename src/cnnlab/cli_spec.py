@@ -68,11 +68,11 @@ examples:
     "data": """
 examples:
   cnnlab data list
-  cnnlab data info mnist --data-root ../shared/datasets
+  cnnlab data info mnist                       # from $CNNLAB_DATA, else ~/.cache/cnnlab
   cnnlab data get cifar10                      # downloads where the network allows (checksums verified)
   cnnlab data preview digits --augment lenet-distortions --out digits.png
   cnnlab data preview folder:~/photos --augment alexnet-2012
-  cnnlab data samples digits --count 2          # digit0_label0.png digit1_label1.png, to try `cnnlab predict` on
+  cnnlab data samples digits --count 2          # digit0_label7.png digit1_label6.png, to try `cnnlab predict` on
 """,
     "attack": """
 examples:
@@ -117,10 +117,10 @@ examples:
   cnnlab bench data            # input pipeline: cnnlab vs the usual torchvision way, side by side
   cnnlab bench data --quick    # seconds; checks that it runs
   cnnlab bench models resnet18 vgg11 --batch-size 16 --input-size 64   # ours vs torchvision, training images/s
-  cnnlab bench train --data-root ../shared/datasets   # engine vs a plain loop; time to 99% on MNIST
+  cnnlab bench train           # engine vs a plain loop; time to 99% on MNIST (minutes)
   cnnlab bench adversarial     # FGSM over 10,000 images; adversarial vs normal epoch
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
-  cnnlab bench viz --data-root ../shared/datasets   # occlusion and top-patches timings
+  cnnlab bench viz             # occlusion and top-patches timings
 """,
     "export": """
 examples:
