@@ -54,7 +54,11 @@ def main() -> None:
                 trained = train_classifier(given, command=["scripts/stn_study.py"])
                 best = json.loads((run_dir / "summary.json").read_text())["best"]
                 row = {"data": data, "model": model, "seed": seed, "test_error": best["test_error"]}
-                row |= {"val_error": best["val_error"], "epoch": best["epoch"], "seconds": time.perf_counter() - started}
+                row |= {
+                    "val_error": best["val_error"],
+                    "epoch": best["epoch"],
+                    "seconds": time.perf_counter() - started,
+                }
                 row["history_test_error"] = [h["test_error"] for h in trained.history]
                 results.append(row)
                 record.write_text(json.dumps(results, indent=1))

@@ -146,6 +146,14 @@ def top_patches(
     geometry = layer_geometry(model, tuple(images.shape[1:]), layer)
     rf = geometry.receptive_field
     if rf is None:
+        from cnnlab.layers import SpatialTransformer
+
+        if any(isinstance(m, SpatialTransformer) for m in model.modules()):
+            raise ConfigError(
+                f"Layer {layer!r} sits behind a spatial transformer, so its units have no fixed receptive field in "
+                "the input (the pixels they read move with θ, image by image): top patches cannot be cut out. Use "
+                "`cnnlab viz transformer` to see where the transformer looks, or deconv / occlusion for one image."
+            )
         raise ConfigError(f"Layer {layer!r} has no receptive field (its input was flattened); choose an earlier layer.")
     positions = torch.stack([flat // map_width, flat % map_width], dim=-1)  # (n, k, 2)
     boxes = torch.tensor(

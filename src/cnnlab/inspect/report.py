@@ -299,6 +299,27 @@ def _section_activations(r: _Report, count: int) -> str:
     return "".join(out)
 
 
+def _section_transformer(r: _Report) -> str:
+    from cnnlab.inspect.transformer import find_transformer, render_theta_history, render_transformer
+
+    pre, transformer = r.ctx.preprocessing, find_transformer(r.ctx.model)
+    _, items = _inputs(r, 8)
+    inputs = torch.stack([x for _, _, x, _ in items])
+    labels = [label for *_, label in items]
+    out = [
+        _figure(
+            render_transformer(r.ctx.model, inputs, pre.mean, pre.std, r.ctx.classes, labels),
+            "The first test images, each beside the spatial transformer's output (what the classifier sees), with "
+            "the region of the input it samples outlined (Jaderberg et al. 2015, Figure 1).",
+        )
+    ]
+    state = r.ctx.record.task_state()
+    if "theta_history" in state:
+        history = render_theta_history(transformer, state["theta_images"], state["theta_history"], pre.mean, pre.std)
+        out.append(_figure(history, "The sampled region of the same validation images after every epoch."))
+    return "".join(out)
+
+
 def _section_occlusion(r: _Report, count: int, size: int | None, stride: int | None) -> str:
     from cnnlab.inspect._errors import MissingDependencyError
     from cnnlab.inspect.occlusion import occlusion, render_occlusion
@@ -417,6 +438,8 @@ def write_report(
     if adversarial or (run_dir / "robustness.json").is_file() or any(run_dir.glob("attack-*/robustness.png")):
         # only runs that were attacked or trained so; a result, so beside the others
         sections.insert(4, ("Robustness", lambda: _section_robustness(r)))
+    if "transformer" in r.ctx.model.stage_names:  # spatial transformer networks: what the transformer does
+        sections.insert(4, ("Spatial transformer", lambda: _section_transformer(r)))
     body, skipped = [], []
     for number, (title, make) in enumerate(sections, 1):
         progress(f"{title.lower()} ({number}/{len(sections)})")

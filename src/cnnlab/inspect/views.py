@@ -425,6 +425,26 @@ def _view_curves(ctx: ViewContext, images, layer, channel) -> list[Path]:
     return [plot_curves(rows, path, f"{ctx.model_name} on {ctx.record.data or '?'}")]
 
 
+def _view_transformer(ctx: ViewContext, images, layer, channel, *, count, data, data_root) -> list[Path]:
+    from cnnlab.inspect.transformer import find_transformer, render_theta_history, render_transformer
+
+    transformer = find_transformer(ctx.model)  # a clear error before any data is loaded
+    items = ctx.inputs(images, count, data, data_root)
+    pre = ctx.preprocessing
+    inputs = torch.stack([item.x for item in items])
+    labels = [item.label for item in items]
+    paths = [
+        save(render_transformer(ctx.model, inputs, pre.mean, pre.std, ctx.classes, labels), ctx.path("transformer"))
+    ]
+    state = ctx.record.task_state()
+    if "theta_history" in state:
+        history = render_theta_history(transformer, state["theta_images"], state["theta_history"], pre.mean, pre.std)
+        paths.append(save(history, ctx.path("transformer", "training")))
+    else:
+        ctx.notes.append("This run recorded no θ over training (a run from before cnnlab tracked it): one figure only.")
+    return paths
+
+
 _SPLIT = ViewOption("split", str, "test", "dataset split: train or test", ("train", "test"))
 _BATCH = ViewOption("batch_size", int, 512, "images per forward pass")
 
@@ -557,6 +577,20 @@ VIEWS: dict[str, ViewSpec] = {
                 _BATCH,
             ),
             _view_errors,
+        ),
+        ViewSpec(
+            "transformer",
+            "spatial transformer models: inputs beside the transformer's output, the sampled region outlined, "
+            "and where it looked after each epoch",
+            True,
+            False,
+            False,
+            (
+                ViewOption("count", int, 8, "without IMAGE files: how many test images (1-16)", maximum=16),
+                _DATA,
+                _DATA_ROOT,
+            ),
+            _view_transformer,
         ),
         ViewSpec(
             "curves",

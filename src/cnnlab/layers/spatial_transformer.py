@@ -244,15 +244,18 @@ class SpatialTransformer(nn.Module):
                 "Cannot tell the localisation network's output width (it has no nn.Linear): pass features=F."
             )
         self.transform, self.sampling, self.tps_points = transform, sampling, tps_points
-        if transform == "tps":
-            identity = torch.zeros(2 * len(control_points(tps_points)))  # no displacement
-        else:
-            identity = torch.eye(3)[: 2 if transform == "affine" else 3].flatten()[: TRANSFORMS[transform]]
+        identity = self.identity_params()
         self.localisation = localisation
         self.regressor = nn.Linear(features, len(identity))
         with torch.no_grad():
             self.regressor.weight.zero_()
             self.regressor.bias.copy_(identity)
+
+    def identity_params(self) -> torch.Tensor:
+        """(P,) the parameters of the identity transformation (what the regressor's bias starts at)."""
+        if self.transform == "tps":
+            return torch.zeros(2 * len(control_points(self.tps_points)))  # no control point moves
+        return torch.eye(3)[: 2 if self.transform == "affine" else 3].flatten()[: TRANSFORMS[self.transform]]
 
     @property
     def num_params(self) -> int:

@@ -197,7 +197,7 @@ def dmnist_fcn(
     param_count=77_928,
     paper_params="not stated",
     description="ST-CNN: a spatial transformer (conv localisation net; affine, projective or TPS) before the CNN",
-    notes="transform=affine|projective|tps, sampling=bilinear|nearest|bicubic, st_size = the transformer's "
+    notes="transform: affine, projective or tps; sampling: bilinear, nearest or bicubic; st_size: the transformer's "
     "output side (default: image_size, halved above 32 px). The trainer sets image_size from the data.",
     aliases=("stn",),
 )

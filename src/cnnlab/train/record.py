@@ -154,6 +154,10 @@ class RunRecord:
         """The evaluated weights (the EMA's when training kept one)."""
         return self._payload["model_state"]
 
+    def task_state(self) -> dict:
+        """The task's own saved state (e.g. a spatial transformer's θ over training); empty when none."""
+        return dict((self._payload.get("train_state") or {}).get("task_state") or {})
+
     def training_payload(self) -> dict:
         """The whole checkpoint, for :meth:`Trainer.load_state_dict` (the engine's own reader of its state)."""
         return self._payload

@@ -163,7 +163,7 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
         config = replace(config, augment=get_dataset_info(config.data).augment)
     validate_augmentation(config.augment)
     info = models.get_model_info(config.model)
-    c, h, w = dataset.image_shape
+    _, h, w = dataset.image_shape
     if "image_size" in info.options and "image_size" not in config.model_options and h is not None and h == w:
         # Models whose fully connected layers depend on the input (the distorted-MNIST nets) are built for the data's
         # size; recording it in the config rebuilds the same model at evaluation and resume.

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from cnnlab.layers import SpatialTransformer
+
 if TYPE_CHECKING:
     from cnnlab.train.setup import TrainingRun
 
@@ -148,6 +150,10 @@ class ClassificationTask(Task):
         self.objective = objective
         self.topk = topk
         self.selection = "val_error" if validation else None
+        # A spatial transformer's θ for a few fixed images after every epoch (how it learns where to look):
+        # the images (model inputs) once, then one (images, params) row per epoch. Kept in the task state.
+        self.theta_images: torch.Tensor | None = None
+        self.theta_history: list[torch.Tensor] = []
 
     def loss(self, part: str, nets: Mapping[str, Any], batch: Batch) -> tuple[torch.Tensor, Sums]:
         images, labels = batch
@@ -174,7 +180,27 @@ class ClassificationTask(Task):
                 result = evaluate(nets["model"], loader, self.objective, self.topk, distributed=distributed)
                 row |= {f"{split}_loss": result["loss"], f"{split}_error": result["top1_error"]}
                 row[f"{split}_top5_error"] = result["top5_error"]
+        self._track_transformer(run)
         return row
+
+    THETA_IMAGES = 8  # images whose θ is tracked over training
+
+    def _track_transformer(self, run: TrainingRun) -> None:
+        """Append θ of the tracked images (the first of the validation split, else of the test split) for models
+        with a spatial transformer in front (``model.transformer``); nothing for the others."""
+        transformer = getattr(self.models["model"], "transformer", None)
+        if not isinstance(transformer, SpatialTransformer):
+            return
+        if self.theta_images is None:
+            loader = getattr(run, "val_loader", None) or run.test_loader
+            self.theta_images = next(iter(loader.batches()))[0][: self.THETA_IMAGES].detach().float().cpu()
+        was_training = transformer.training
+        transformer.eval()
+        with torch.no_grad():
+            device = next(transformer.parameters()).device
+            theta = transformer.transform_params(self.theta_images.to(device))  # (n, parameters)
+        transformer.train(was_training)
+        self.theta_history.append(theta.float().cpu())
 
     def epoch_text(self, row: Mapping[str, float]) -> str:
         k = min(self.topk, self.models["model"].num_classes)
@@ -197,6 +223,16 @@ class ClassificationTask(Task):
         model.train(was_training)
         pre, classes = run.preprocessing, list(run.dataset.classes)
         tensorboard.predictions(step, images, labels, logits, classes, pre.mean, pre.std)
+
+    def state_dict(self) -> dict:
+        if self.theta_images is None:
+            return {}
+        return {"theta_images": self.theta_images, "theta_history": torch.stack(self.theta_history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "theta_images" in state:
+            self.theta_images = state["theta_images"]
+            self.theta_history = list(state["theta_history"].unbind(0))
 
     def record(self, run: TrainingRun) -> dict:
         model = self.models["model"]

@@ -1,0 +1,134 @@
+"""What a spatial transformer does: each input beside the transformer's output, with the region of the input it
+sampled outlined (Jaderberg et al. 2015, Figure 1), and how that region moved over training.
+
+The outline is the border of the output's sampling grid mapped into the input's pixels: for an affine θ a
+parallelogram, for a projective θ a quadrilateral, for a thin-plate spline a curved frame. θ over training comes
+from the run itself: the classification task records θ of a few fixed validation images after every epoch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from cnnlab.errors import ConfigError
+from cnnlab.inspect.grid import new_figure, show_image
+from cnnlab.layers import SpatialTransformer
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def find_transformer(model: nn.Module) -> SpatialTransformer:
+    """The model's first spatial transformer; a clear error for models without one."""
+    for module in model.modules():
+        if isinstance(module, SpatialTransformer):
+            return module
+    name = getattr(model, "model_name", "") or type(model).__name__
+    raise ConfigError(
+        f"{name} has no spatial transformer, so there is nothing for this view to show; "
+        "train st-cnn or st-fcn (e.g. `cnnlab train --model st-cnn --data mnist-rts`)."
+    )
+
+
+def sampled_outline(transformer: SpatialTransformer, params: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """(B, P) θ -> (B, L, 2) the output's border, as (x, y) input pixel coordinates (a closed polyline)."""
+    height, width = transformer.output_size or input_size
+    grid = transformer.grid(params, (height, width))  # (B, H, W, 2) normalised source coordinates
+    border = torch.cat(
+        [grid[:, 0, :], grid[:, :, -1], grid[:, -1, :].flip(1), grid[:, :, 0].flip(1), grid[:, :1, 0]], dim=1
+    )  # (B, L, 2): top, right, bottom, left, back to the start
+    in_h, in_w = input_size
+    x = ((border[..., 0] + 1) * in_w - 1) / 2  # align_corners=False: −1 is the image's left edge
+    y = ((border[..., 1] + 1) * in_h - 1) / 2
+    return torch.stack([x, y], dim=-1)
+
+
+def _display(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """A normalised (C, H, W) model input back to [0, 1] for drawing."""
+    scale = torch.tensor(std).view(-1, 1, 1)
+    return (x.detach().cpu().float() * scale + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
+
+
+def _frame(ax, size) -> None:
+    """The same view for every panel: the image and a margin of 15% around it (outlines may leave the image)."""
+    height, width = size
+    ax.set_xlim(-0.5 - 0.15 * width, width - 0.5 + 0.15 * width)
+    ax.set_ylim(height - 0.5 + 0.15 * height, -0.5 - 0.15 * height)
+
+
+@torch.no_grad()
+def render_transformer(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    classes: list[str],
+    labels: list[int | None],
+) -> Figure:
+    """Pairs of panels: the input with the sampled region outlined, and the transformer's output with the
+    prediction. ``inputs``: (B, C, H, W) normalised model inputs (B ≤ 16)."""
+    transformer = find_transformer(model)
+    params = transformer.transform_params(inputs)
+    outputs = transformer(inputs)
+    predictions = model(inputs).softmax(1)
+    outline = sampled_outline(transformer, params, tuple(inputs.shape[-2:])).cpu()
+    columns = min(4, len(inputs))
+    rows = -(-len(inputs) // columns)
+    fig = new_figure(3.2 * columns, 1.9 * rows + 0.5)
+    axes = fig.subplots(rows, 2 * columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(len(inputs)):
+        left, right = axes[i // columns, 2 * (i % columns)], axes[i // columns, 2 * (i % columns) + 1]
+        label = labels[i]
+        show_image(
+            left, _display(inputs[i], mean, std), "input" + (f" ({classes[label]})" if label is not None else "")
+        )
+        left.plot(outline[i, :, 0], outline[i, :, 1], color="#ffb000", linewidth=1.2)
+        _frame(left, inputs.shape[-2:])
+        top = int(predictions[i].argmax())
+        show_image(right, _display(outputs[i], mean, std), f"output → {classes[top]} {float(predictions[i, top]):.0%}")
+    fig.suptitle(
+        f"Spatial transformer ({transformer.transform}): the input with the region it samples (orange), and what the "
+        "classifier behind it sees",
+        fontsize=9,
+    )
+    return fig
+
+
+def render_theta_history(
+    transformer: SpatialTransformer,
+    images: torch.Tensor,
+    history: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> Figure:
+    """The tracked images with the sampled region after every epoch, light (epoch 1) to dark (last), and the
+    identity (the initial θ) dashed. ``images``: (n, C, H, W) normalised; ``history``: (epochs, n, P)."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["viridis_r"]
+    epochs = history.shape[0]
+    count = min(8, images.shape[0])
+    fig = new_figure(1.9 * count, 2.5)
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    size = tuple(images.shape[-2:])
+    identity = transformer.identity_params()
+    with torch.no_grad():
+        start = sampled_outline(transformer, identity.expand(count, -1), size)
+        outlines = [sampled_outline(transformer, history[e, :count].float(), size) for e in range(epochs)]
+    for i, ax in enumerate(axes):
+        show_image(ax, _display(images[i], mean, std), f"image {i}")
+        ax.plot(start[i, :, 0], start[i, :, 1], color="white", linewidth=0.8, linestyle="--")
+        for e, outline in enumerate(outlines):
+            shade = colours(0.15 + 0.85 * (e + 1) / epochs)
+            ax.plot(outline[i, :, 0], outline[i, :, 1], color=shade, linewidth=1.0)
+        _frame(ax, size)
+    fig.suptitle(
+        f"Where the transformer looks, epoch 1 (light) to {epochs} (dark); dashed: the identity it started from",
+        fontsize=9,
+    )
+    return fig

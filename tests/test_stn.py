@@ -1,0 +1,264 @@
+"""Spatial transformer networks (issue 16): the layer against grid_sample and autograd, the distorted-MNIST sets,
+the models through the trainer."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab import models
+from cnnlab.data import distorted
+from cnnlab.errors import ConfigError
+from cnnlab.layers import SpatialTransformer
+from cnnlab.layers.spatial_transformer import (
+    affine_grid,
+    base_grid,
+    projective_grid,
+    sample,
+    separable_sample,
+    tps_grid,
+)
+
+TRANSFORMS = ["affine", "projective", "tps"]
+
+
+def _transformer(transform: str, channels: int = 3, side: int = 20, **options) -> SpatialTransformer:
+    localisation = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, 16), nn.ReLU())
+    return SpatialTransformer(localisation, transform, **options)
+
+
+def _rotation(degrees: float) -> torch.Tensor:
+    a = math.radians(degrees)
+    return torch.tensor([[[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]])
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_identity_reproduces_the_input(transform):
+    """At initialisation every transform is the identity: bilinear sampling gives the input back to float32
+    rounding (identical after 8-bit quantisation), the integer kernel exactly; no half-pixel shift, no blur."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 20, 20)).float() / 255
+    for side in (20, 17):  # odd sizes too: pixel centres are not dyadic fractions there
+        image = x[..., :side, :side]
+        out = _transformer(transform, side=side)(image)
+        assert (out - image).abs().max() < 1e-5
+        assert torch.equal((out * 255).round(), (image * 255).round())
+        nearest = _transformer(transform, side=side, sampling="nearest")(image)
+        assert torch.equal(nearest, image)
+
+
+def test_align_corners_mismatch_would_blur():
+    """What the convention guards against: an identity grid built with align_corners=True but sampled with False
+    (a classic bug) moves pixels; ours does not."""
+    x = torch.rand(1, 1, 12, 12)
+    wrong = nn.functional.affine_grid(_rotation(0), [1, 1, 12, 12], align_corners=True)
+    assert (sample(x, wrong) - x).abs().max() > 0.05
+    assert (sample(x, affine_grid(_rotation(0), (12, 12))) - x).abs().max() < 1e-5
+
+
+def test_a_known_rotation_is_undone():
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 6:22, 12:16] = 1.0  # a bar
+    rotated = sample(image, affine_grid(_rotation(30), (28, 28)))
+    st = _transformer("affine", channels=1, side=28)
+    with torch.no_grad():
+        st.regressor.bias.copy_(_rotation(-30).flatten())  # θ = the inverse rotation
+    restored = st(rotated)
+    inside = (slice(None), slice(None), slice(4, 24), slice(4, 24))
+    assert (rotated - image)[inside].abs().mean() > 0.05
+    assert (restored - image)[inside].abs().mean() < 0.25 * (rotated - image)[inside].abs().mean()
+
+
+def test_separable_sampler_is_grid_sample_and_gradients_are_autograd_exact():
+    """Eq. 3 written out with the bilinear kernel agrees with grid_sample (the oracle), values and gradients; both
+    pass gradcheck with respect to the image and the grid, as do the projective and TPS grid generators."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+    theta = torch.tensor([[[0.81, 0.29, 0.113], [-0.21, 0.93, -0.047]]], dtype=torch.float64).repeat(2, 1, 1)
+    # (no point exactly on a pixel centre: the bilinear kernel has a kink there that numerical gradients straddle)
+    grid = affine_grid(theta, (7, 8)).detach().requires_grad_()
+    torch.testing.assert_close(separable_sample(x, grid), sample(x, grid))
+    assert torch.autograd.gradcheck(lambda u, g: separable_sample(u, g), (x, grid))
+    assert torch.autograd.gradcheck(lambda u, g: sample(u, g), (x, grid))
+    homography = (torch.eye(3, dtype=torch.float64) + 0.05 * torch.randn(3, 3, dtype=torch.float64)).unsqueeze(0)
+    assert torch.autograd.gradcheck(lambda h: sample(x[:1], projective_grid(h, (5, 6))), (homography.requires_grad_(),))
+    offsets = (0.1 * torch.randn(1, 16, 2, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda o: sample(x[:1], tps_grid(o, (5, 6))), (offsets,))
+
+
+def test_grids_agree_where_the_transforms_coincide():
+    """An affine map written as a homography, and a TPS whose control points move by an affine map, give the
+    affine grid (the spline's affine part absorbs it exactly)."""
+    theta = torch.tensor([[[0.9, 0.2, 0.1], [-0.1, 1.1, 0.05]]])
+    expected = affine_grid(theta, (10, 12))
+    homography = torch.cat([theta, torch.tensor([[[0.0, 0.0, 1.0]]])], dim=1)
+    torch.testing.assert_close(projective_grid(homography, (10, 12)), expected)
+    controls = base_grid(4, 4).reshape(-1, 2) * 0 + torch.stack(
+        torch.meshgrid(torch.linspace(-1, 1, 4), torch.linspace(-1, 1, 4), indexing="xy"), -1
+    ).reshape(-1, 2)
+    moved = controls @ theta[0, :, :2].T + theta[0, :, 2]
+    torch.testing.assert_close(tps_grid((moved - controls).unsqueeze(0), (10, 12)), expected, atol=1e-5, rtol=0)
+
+
+def test_the_integer_kernel_passes_no_gradient_to_theta():
+    """The paper's sub-gradient caveat: with the integer (nearest) kernel θ gets zero gradient, bilinear does not."""
+    x = torch.rand(1, 1, 10, 10)
+    for kernel, moves in (("nearest", False), ("bilinear", True)):
+        theta = (_rotation(10) * 0.9).requires_grad_()
+        sample(x, affine_grid(theta, (10, 10)), kernel).sum().backward()
+        assert (theta.grad.abs().sum() > 0) == moves
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_every_transform_trains_a_step_and_gradients_reach_the_localisation_net(transform):
+    torch.manual_seed(0)
+    model = models.create("st-cnn", image_size=28, transform=transform)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    localisation = model.transformer.localisation
+    before = [p.detach().clone() for p in localisation.parameters()]
+    for _ in range(2):  # step 1 moves the zero-initialised regressor; step 2 reaches the localisation net
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss)
+    assert model.transformer.regressor.weight.abs().sum() > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, localisation.parameters(), strict=True))
+
+
+def test_transformers_in_a_row_and_side_by_side():
+    first, second = _transformer("affine", channels=1, side=16), _transformer("tps", channels=1, side=16)
+    in_a_row = nn.Sequential(first, second)
+    x = torch.rand(2, 1, 16, 16)
+    assert in_a_row(x).shape == x.shape
+    side_by_side = torch.cat([first(x), _transformer("projective", channels=1, side=16, output_size=(16, 8))(x)], 3)
+    assert side_by_side.shape == (2, 1, 16, 24)
+
+
+def test_clear_errors():
+    st = _transformer("affine")
+    with pytest.raises(ConfigError, match=r"6 parameters per image"):
+        st.grid(torch.zeros(2, 8), (4, 4))
+    with pytest.raises(ConfigError, match=r"affine θ must be \(B, 2, 3\)"):
+        affine_grid(torch.zeros(2, 3, 3), (4, 4))
+    with pytest.raises(ConfigError, match=r"projective θ must be \(B, 3, 3\)"):
+        projective_grid(torch.zeros(2, 2, 3), (4, 4))
+    with pytest.raises(ConfigError, match=r"n×n grid of control points"):
+        tps_grid(torch.zeros(1, 5, 2), (4, 4))
+    with pytest.raises(ConfigError, match="Unknown transform"):
+        _transformer("rotation")
+    with pytest.raises(ConfigError, match="pass features=F"):
+        SpatialTransformer(nn.Conv2d(1, 2, 3))
+    with pytest.raises(ConfigError, match=r"output size must be two positive integers"):
+        _transformer("affine", output_size=0)
+    with pytest.raises(ConfigError, match=r"transformer's output is 3×3 px, too small for the classifier.*st_size"):
+        models.create("st-cnn", image_size=28, st_size=3)
+    with pytest.raises(ConfigError, match="has no option .st_size"):
+        models.create("dmnist-cnn", st_size=10)
+
+
+def _fake_digits(count: int = 64) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.zeros(count, 1, 28, 28, dtype=torch.uint8)
+    for i in range(count):  # a bar of random length in the middle of each image: ink to move around
+        length = int(torch.randint(8, 20, (1,), generator=generator))
+        images[i, 0, 14 - length // 2 : 14 + length // 2, 12:16] = 255
+    return images
+
+
+@pytest.mark.parametrize("name", list(distorted.DISTORTIONS))
+def test_distortions_are_deterministic_and_keep_the_digit(name):
+    function, _ = distorted.DISTORTIONS[name]
+    digits = _fake_digits()
+    first = function(digits, torch.Generator().manual_seed(1))
+    again = function(digits, torch.Generator().manual_seed(1))
+    other = function(digits, torch.Generator().manual_seed(2))
+    assert first.dtype == torch.uint8 and torch.equal(first, again) and not torch.equal(first, other)
+    side = {"mnist-rts": 42, "mnist-cluttered": 60}.get(name, 28)
+    assert first.shape == (len(digits), 1, side, side)
+    ink = first.float().sum((1, 2, 3)) / digits.float().sum((1, 2, 3))
+    # RTS scales by 0.7–1.2 (the ink's area by 0.49–1.44), P by 0.75 (0.56); E thins or thickens strokes
+    low = 0.9 if name in ("mnist-rotated", "mnist-cluttered") else 0.3
+    assert ink.min() > low, f"{name}: a digit lost most of its ink (left the canvas?)"
+
+
+def test_rts_digits_stay_inside_their_canvas():
+    digits = _fake_digits(256)
+    canvas = distorted.rotated_translated_scaled(digits, torch.Generator().manual_seed(0))
+    border = canvas.clone()
+    border[:, :, 1:-1, 1:-1] = 0
+    assert border.float().max() < 64  # nothing of the scaled digit box is cut by the edge
+
+
+MNIST_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATA_ROOT = Path(os.environ.get("CNNLAB_DATA") or MNIST_ROOT)
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "MNIST" / "raw").exists(), reason="real MNIST not present")
+def test_registered_sets_come_from_the_matching_mnist_split():
+    from cnnlab.data import load_dataset
+
+    mnist = load_dataset("mnist", DATA_ROOT)
+    data = load_dataset("mnist-cluttered", DATA_ROOT)
+    assert data.train.images.shape == (60_000, 1, 60, 60) and data.test.images.shape == (10_000, 1, 60, 60)
+    assert torch.equal(data.train.labels, mnist.train.labels) and torch.equal(data.test.labels, mnist.test.labels)
+    assert torch.equal(load_dataset("mnist-cluttered", DATA_ROOT).test.images, data.test.images)  # deterministic
+
+
+def test_the_trainer_builds_the_model_for_the_datas_size(tmp_path):
+    """image_size comes from the data (here 36 px) and is recorded, so evaluation rebuilds the same model."""
+    import cnnlab
+    from cnnlab.workflows import load
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (80, 1, 36, 36), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(80) % 4
+    out = tmp_path / "run"
+    cnnlab.train("st-cnn", (images, labels), epochs=1, batch_size=16, out=str(out), progress=False, holdout=0)
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["model_options"]["image_size"] == 36
+    predictor = load(out)
+    assert len(predictor.predict(images[:3].float() / 255)) == 3
+
+    # The view: inputs beside the transformer's outputs, and θ over training (recorded by the task every epoch).
+    from cnnlab.inspect.views import run_view
+    from cnnlab.train.record import RunRecord
+
+    state = RunRecord.load(out).task_state()
+    assert state["theta_images"].shape == (8, 1, 36, 36) and state["theta_history"].shape == (1, 8, 6)
+    result = run_view("transformer", out, count=4, device="cpu")
+    assert [p.name for p in result.paths] == ["transformer.png", "transformer-training.png"]
+    assert all(p.stat().st_size > 1000 for p in result.paths)
+
+
+def test_the_transformer_view_refuses_models_without_one(tmp_path):
+    import cnnlab
+    from cnnlab.inspect.views import run_view
+
+    images, labels = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8), torch.arange(40) % 2
+    cnnlab.train("dmnist-cnn", (images, labels), epochs=1, out=str(tmp_path / "run"), progress=False, holdout=0)
+    with pytest.raises(ConfigError, match="has no spatial transformer.*st-cnn"):
+        run_view("transformer", tmp_path / "run", device="cpu")
+
+
+def test_parameter_counts_by_hand():
+    """The registered counts (42×42 input, classified at 21×21), from the layer table, independently of the code."""
+    conv = lambda c_in, c_out, k: c_in * k * k * c_out + c_out  # noqa: E731
+    linear = lambda n_in, n_out: n_in * n_out + n_out  # noqa: E731
+    cnn = conv(1, 32, 9) + conv(32, 32, 7) + linear(32 * 5 * 5, 10)  # 21 -> pool 10 -> pool 5 ('same' convs)
+    fcn = linear(21 * 21, 128) + 2 * linear(128, 128) + linear(128, 10)
+    # localisation on the full 42: pool 21, conv 5 -> 17, pool 8, conv 5 -> 4; fc 20; regressor of 6 (affine)
+    localisation = conv(1, 20, 5) + conv(20, 20, 5) + linear(20 * 4 * 4, 20) + linear(20, 6)
+    fcn_localisation = linear(42 * 42, 32) + 2 * linear(32, 32) + linear(32, 6)
+    expected = {"dmnist-cnn": cnn, "dmnist-fcn": fcn, "st-cnn": cnn + localisation, "st-fcn": fcn + fcn_localisation}
+    for name, count in expected.items():
+        assert models.get_model_info(name).param_count == count, name
+        model = models.create(name, device="meta")
+        assert sum(p.numel() for p in model.parameters()) == count, name
+    tps = models.create("st-cnn", transform="tps", device="meta").transformer.regressor
+    assert tps.out_features == 32  # 16 control points (4×4), x and y each
