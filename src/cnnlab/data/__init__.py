@@ -1,6 +1,6 @@
 """Datasets, preprocessing and loaders. Data knows no models."""
 
-from cnnlab.data import sources, tensors  # noqa: F401  (register the datasets)
+from cnnlab.data import detection_canvas, detection_readers, sources, tensors  # noqa: F401  (register the datasets)
 from cnnlab.data.datasets import (
     FileImageSet,
     ImageDataset,
