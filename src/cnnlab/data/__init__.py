@@ -1,6 +1,12 @@
 """Datasets, preprocessing and loaders. Data knows no models."""
 
-from cnnlab.data import distorted, sources, tensors  # noqa: F401  (register the datasets)
+from cnnlab.data import (  # noqa: F401  (register the datasets)
+    detection_canvas,
+    detection_readers,
+    distorted,
+    sources,
+    tensors,
+)
 from cnnlab.data.datasets import (
     FileImageSet,
     ImageDataset,

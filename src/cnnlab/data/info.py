@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from cnnlab.errors import ConfigError
 
 PREVIEW_MAX_COUNT = 64  # images per row of a preview: a figure, not a dump (memory stays bounded)
@@ -12,20 +14,52 @@ PREVIEW_MAX_COUNT = 64  # images per row of a preview: a figure, not a dump (mem
 def dataset_list() -> list[str]:
     """One line per registered dataset, with its default augmentation."""
     from cnnlab.data.datasets import get_dataset_info, list_datasets
+    from cnnlab.data.detection import get_detection_dataset_info, list_detection_datasets
 
     lines = []
     for name in list_datasets():
         info = get_dataset_info(name)
         lines.append(f"{name:14} {info.description}  [--augment default: {info.augment}]")
     lines.append(f"{'folder:PATH':14} your own images, one sub-folder per class (PATH/train and PATH/val if present)")
+    lines.append("detection (boxes and classes per image):")
+    lines += [f"{n:18} {get_detection_dataset_info(n).description}" for n in list_detection_datasets()]
     return lines
+
+
+def describe_detection_dataset(name: str, data_root: str | None = None) -> list[str]:
+    """A detection dataset's source, splits, classes (no background), image size, boxes per image and sizes."""
+    from cnnlab.data.detection import get_detection_dataset_info, load_detection_dataset
+
+    info = get_detection_dataset_info(name)
+    dataset = load_detection_dataset(name, data_root)
+    c, h, w = dataset.image_shape
+    more = " ..." if dataset.num_classes > 12 else ""
+    counts = torch.cat([dataset.train.boxes_per_image(), dataset.test.boxes_per_image()])
+    targets = dataset.train.targets
+    box = targets.boxes[targets.valid]
+    sides = torch.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    return [
+        f"{name}: {info.description}",
+        f"  files:    {dataset.source}",
+        f"  train:    {len(dataset.train):,} images   test: {len(dataset.test):,} images",
+        f"  classes:  {dataset.num_classes} object classes, no background class: "
+        f"{', '.join(dataset.classes[:12])}{more}",
+        f"  images:   {c}×{h}×{w} uint8",
+        f"  boxes:    {counts.min()}–{counts.max()} per image (mean {counts.float().mean():.2f}); longer side "
+        f"{sides.min():.0f}–{sides.max():.0f} px (train)",
+        *(f"  note:     {note}" for note in dataset.notes),
+        f"  augment:  {info.augment} (the default preview --augment)",
+    ]
 
 
 def describe_dataset(name: str, data_root: str | None = None, fetch: bool = False, val_split: float = 0.2) -> list[str]:
     """Where a dataset's files are, its splits, classes, image size and statistics (``fetch``: download first)."""
     from cnnlab.data.datasets import get_dataset_info, load_dataset
+    from cnnlab.data.detection import is_detection_dataset
     from cnnlab.data.preprocessing import channel_stats
 
+    if is_detection_dataset(name):
+        return describe_detection_dataset(name, data_root)
     info = get_dataset_info(name)
     dataset = load_dataset(name, data_root, fetch=fetch, val_split=val_split)
     c, h, w = dataset.image_shape
@@ -54,17 +88,22 @@ def preview_dataset(
     data_root: str | None = None,
     val_split: float = 0.2,
 ) -> tuple[Path, str]:
-    """A PNG of ``count`` training images as stored (row 1) and three augmented draws; returns (path, preset)."""
+    """A PNG of ``count`` training images as stored (row 1) and three augmented draws; returns (path, preset).
+    Detection datasets are drawn with their boxes and class names, moved with the pixels."""
     from cnnlab.data.datasets import get_dataset_info, load_dataset
-    from cnnlab.data.preview import preview_grid
+    from cnnlab.data.detection import get_detection_dataset_info, is_detection_dataset, load_detection_dataset
+    from cnnlab.data.preview import detection_preview_grid, preview_grid
     from cnnlab.outputs import image_suffixes, output_file
 
-    info = get_dataset_info(name)
+    detection = is_detection_dataset(name)
+    info = get_detection_dataset_info(name) if detection else get_dataset_info(name)
     if not 1 <= count <= PREVIEW_MAX_COUNT:
         raise ConfigError(f"--count must be between 1 and {PREVIEW_MAX_COUNT} images per row, got {count}.")
     spec = augment or info.augment
     out = out or f"{name.replace(':', '_').replace('/', '_')}-{spec.replace('+', '_')}.png"
     output_file(out, "--out", image_suffixes(), "image")
+    if detection:
+        return detection_preview_grid(load_detection_dataset(name, data_root), spec, out, count=count), spec
     dataset = load_dataset(name, data_root, val_split=val_split)
     return preview_grid(dataset, spec, out, count=count), spec
 

@@ -1,4 +1,4 @@
-"""A PNG grid of augmented samples: `cnnlab data preview`."""
+"""A PNG grid of augmented samples, with their boxes for detection datasets: `cnnlab data preview`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torchvision.utils import make_grid
 
 from cnnlab.data.augment import AugmentContext, build_augmentation, pca_lighting_from
 from cnnlab.data.datasets import ImageDataset
+from cnnlab.data.detection import DetectionDataset
 from cnnlab.data.loader import apply_augmentation
 from cnnlab.data.preprocessing import Preprocessing
 from cnnlab.outputs import write_picture
@@ -96,4 +97,53 @@ def _labelled(picture: torch.Tensor, labels: list[str], row_step: int, pad: int,
     for spine in ax.spines.values():
         spine.set_visible(False)
     fig.suptitle(title, x=0.5, y=1 - 0.05 / fig.get_figheight(), va="top", fontsize=10)
+    return fig
+
+
+def detection_preview_grid(
+    dataset: DetectionDataset, spec: str, path: str | Path, *, count: int = 8, draws: int = 3, seed: int = 0
+) -> Path:
+    """Write :func:`detection_preview_figure` to ``path`` (any image format Pillow writes); returns the path."""
+    return write_picture(detection_preview_figure(dataset, spec, count=count, draws=draws, seed=seed), path)
+
+
+def detection_preview_figure(
+    dataset: DetectionDataset, spec: str = "none", *, count: int = 8, draws: int = 3, seed: int = 0
+) -> Figure:
+    """Row 1: ``count`` training images with their boxes and class names; rows 2..: ``draws`` augmented
+    versions (``spec``, the boxes moved with the pixels; boxes pushed out are gone), none when ``spec`` is
+    "none". One colour per class."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    pick = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))[:count]
+    images, targets = dataset.train.images[pick], dataset.train.targets[pick]
+    c, h, w = images.shape[1:]
+    augment = build_augmentation(spec, AugmentContext((h, w), (h, w), c, lambda: pca_lighting_from(images)))
+    rows, boxes = [images.float() / 255], [targets]
+    for d in range(draws if augment is not None else 0):
+        out, moved = apply_augmentation(augment, images, torch.Generator().manual_seed(seed * 1000 + d), targets)
+        rows.append((out.float() / 255 if not out.is_floating_point() else out).clamp(0, 1))
+        boxes.append(moved)
+    grid = torch.cat(rows)  # (count·rows, C, H, W)
+    scale = max(1, 96 // max(h, w))  # small images enlarged so their boxes and names stay readable
+    if scale > 1:
+        grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
+    pad = 2
+    picture = make_grid(grid, nrow=len(pick), padding=pad, pad_value=1.0)
+    labels = ["as stored"] + [f"augmented draw {d + 1}" for d in range(len(rows) - 1)]
+    plural = "s" if len(pick) > 1 else ""
+    title = f"{dataset.name}: {len(pick)} training image{plural} with their boxes" + (
+        f"\n--augment {spec}" if augment is not None else ""
+    )
+    fig = _labelled(picture, labels, h * scale + pad, pad, title)
+    ax, colours = fig.axes[0], colormaps["tab10"]
+    for r, row_targets in enumerate(boxes):
+        for i, (box, label) in enumerate(row_targets.to_lists()):
+            left, top = pad + i * (w * scale + pad), pad + r * (h * scale + pad)  # the tile's corner in the grid
+            for (x1, y1, x2, y2), k in zip((box * scale).tolist(), label.tolist(), strict=True):
+                colour = colours(k % 10)
+                ax.add_patch(Rectangle((left + x1 - 0.5, top + y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                       edgecolor=colour, linewidth=1))  # fmt: skip  # edges: imshow's pixel centres
+                ax.text(left + x1, top + y1 - 1, dataset.classes[k], color=colour, fontsize=6, va="bottom")
     return fig
