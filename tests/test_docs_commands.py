@@ -104,10 +104,17 @@ def _is_path(text: str) -> bool:
     return "/" in text or text.endswith((".pt", ".npz", ".onnx", ".safetensors")) or Path(text).suffix != ""
 
 
+def _dataset_info(name: str):
+    """A classification dataset's registry entry, else a detection dataset's (``cnnlab data`` takes both)."""
+    from cnnlab.data import get_dataset_info
+    from cnnlab.data.detection import get_detection_dataset_info, is_detection_dataset
+
+    return get_detection_dataset_info(name) if is_detection_dataset(name) else get_dataset_info(name)
+
+
 def unregistered_names(args) -> list[str]:
     """The model, dataset, view and augmentation names of a parsed command that nothing registers."""
     from cnnlab import models
-    from cnnlab.data import get_dataset_info
     from cnnlab.data.augment import validate_augmentation
     from cnnlab.errors import CnnlabError
     from cnnlab.inspect.summary import models_table
@@ -122,7 +129,7 @@ def unregistered_names(args) -> list[str]:
     checks += [(f"model {m!r}", models.get_model_info, m) for m in model_names if m and not _is_path(m)]
     data = args.name if args.command == "data" else getattr(args, "data", None)
     if data and not (args.command == "data" and args.action == "list"):
-        checks.append((f"dataset {data!r}", get_dataset_info, data))
+        checks.append((f"dataset {data!r}", _dataset_info, data))
     if getattr(args, "augment", None):
         checks.append((f"augmentation {args.augment!r}", validate_augmentation, args.augment))
     if args.command == "viz":

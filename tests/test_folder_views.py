@@ -47,7 +47,8 @@ def test_a_3_class_run_reports_top_3_error_everywhere(folder_run, cli):
     assert code == 0 and "top-3 error" in out and "top-5" not in out
 
 
-@pytest.mark.parametrize("kind", [k for k in VIEWS if k != "curves"] + ["curves"])
+# "transformer" is for spatial transformer models only (tests/test_stn.py); on this LeNet it is a clear error.
+@pytest.mark.parametrize("kind", [k for k in VIEWS if k not in ("curves", "transformer")] + ["curves"])
 def test_every_view_works_on_folder_data(folder_run, tmp_path, cli, kind):
     extra = {"top-patches": ["--max-units", "2", "--k", "2"], "occlusion": ["--size", "8", "--stride", "8"]}
     code, out, err = cli("viz", kind, folder_run, "--device", "cpu", "--out", tmp_path, *extra.get(kind, []))

@@ -191,7 +191,7 @@ def test_smallest_input_size_is_exact():
 
 # Models with nothing spatially local before their first global layer: a fully connected first layer, or a spatial
 # transformer (its output pixel reads wherever θ, computed from the whole image, points).
-NOT_LOCAL = {"dmnist-fcn", "st-cnn", "st-fcn"}
+NOT_LOCAL = {"dmnist-fcn", "st-cnn", "st-cnn-addition", "st-fcn"}
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -260,5 +260,27 @@ def test_parameter_counts_by_hand():
         assert models.get_model_info(name).param_count == count, name
         model = models.create(name, device="meta")
         assert sum(p.numel() for p in model.parameters()) == count, name
+    # MNIST addition: two transformers (each on both channels) side by side, their 4 channels into the CNN
+    addition = (
+        conv(4, 32, 9) + conv(32, 32, 7) + linear(32 * 5 * 5, 19) + 2 * (localisation + conv(2, 20, 5) - conv(1, 20, 5))
+    )
+    assert models.get_model_info("st-cnn-addition").param_count == addition
+    assert sum(p.numel() for p in models.create("st-cnn-addition", device="meta").parameters()) == addition
     tps = models.create("st-cnn", transform="tps", device="meta").transformer.regressor
     assert tps.out_features == 32  # 16 control points (4×4), x and y each
+
+
+def test_mnist_addition_pairs_and_the_two_transformer_model():
+    digits = _fake_digits(32)
+    labels = torch.arange(32) % 10
+    images, sums = distorted.addition_pairs(digits, labels, torch.Generator().manual_seed(0))
+    assert images.shape == (32, 2, 42, 42) and images.dtype == torch.uint8
+    assert sums.min() >= 0 and sums.max() <= 18 and not torch.equal(sums, labels)
+    model = models.create("st-cnn-addition")
+    branches = model.get_stage("transformer").branches
+    assert len(branches) == 2 and model.transformer is branches[0]
+    x = images.float() / 255
+    # at the identity, sampling a half-size output bilinearly at its pixel centres averages 2×2 input pixels
+    halved = nn.functional.avg_pool2d(x, 2)
+    torch.testing.assert_close(model.get_stage("transformer")(x), torch.cat([halved, halved], 1), atol=1e-5, rtol=0)
+    assert model(x).shape == (32, 19)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
@@ -100,6 +101,7 @@ class DistortedMNISTNet(FullyConnectedHeadModel):
         transform: str = "affine",
         sampling: str = "bilinear",
         tps_points: int = 4,
+        transformers: int = 1,
     ):
         super().__init__()
         if not isinstance(image_size, int) or image_size < 4:
@@ -110,26 +112,36 @@ class DistortedMNISTNet(FullyConnectedHeadModel):
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
         stages: list[tuple[str, nn.Module]] = []
         size = image_size // downsample
+        body_chans = in_chans
         if localisation is not None:
             size = size if st_size is None else st_size
             if not isinstance(size, int) or size < 1:
                 raise ConfigError(f"st_size must be a positive integer, got {size!r}.")
-            loc_layers, loc_width, _ = _stack(localisation, in_chans, image_size, "valid")
-            transformer = SpatialTransformer(
-                nn.Sequential(OrderedDict(loc_layers)),
-                transform,
-                (size, size),
-                features=loc_width,
-                sampling=sampling,
-                tps_points=tps_points,
-            )
-            stages.append(("transformer", transformer))
+            if not isinstance(transformers, int) or transformers < 1:
+                raise ConfigError(f"transformers must be a positive integer, got {transformers!r}.")
+
+            def make() -> SpatialTransformer:
+                loc_layers, loc_width, _ = _stack(localisation, in_chans, image_size, "valid")
+                return SpatialTransformer(
+                    nn.Sequential(OrderedDict(loc_layers)),
+                    transform,
+                    (size, size),
+                    features=loc_width,
+                    sampling=sampling,
+                    tps_points=tps_points,
+                )
+
+            if transformers == 1:
+                stages.append(("transformer", make()))
+            else:  # side by side, each on the whole input; their outputs stacked as channels
+                stages.append(("transformer", ParallelTransformers([make() for _ in range(transformers)])))
+                body_chans = in_chans * transformers
         elif st_size is not None:
             raise ConfigError("st_size is the transformer's output size; this model has no transformer.")
         elif downsample == 2:
             stages.append(("downsample", nn.AvgPool2d(2)))
         try:
-            body_layers, width, side = _stack(body, in_chans, size, "same")
+            body_layers, width, side = _stack(body, body_chans, size, "same")
         except ConfigError as error:
             where = "the transformer's output" if localisation is not None else "the input after downsampling"
             raise ConfigError(
@@ -145,8 +157,21 @@ class DistortedMNISTNet(FullyConnectedHeadModel):
 
     @property
     def transformer(self) -> SpatialTransformer | None:
-        """The spatial transformer in front of the classifier, or None for the baselines."""
-        return self.features._modules.get("transformer")  # type: ignore[return-value]
+        """The spatial transformer in front of the classifier (the first of parallel ones), or None."""
+        stage = self.features._modules.get("transformer")
+        return stage.branches[0] if isinstance(stage, ParallelTransformers) else stage  # type: ignore[return-value]
+
+
+class ParallelTransformers(nn.Module):
+    """Spatial transformers side by side on the same input, their outputs concatenated along the channels:
+    (B, C, H, W) -> (B, C·n, h, w). The paper's MNIST-addition model: each transformer can attend to one digit."""
+
+    def __init__(self, branches: list[SpatialTransformer]):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
 def _options(image_size: int, downsample: int | None) -> dict:
@@ -256,5 +281,37 @@ def st_fcn(
         st_size=st_size,
         sampling=sampling,
         tps_points=tps_points,
+        **_options(image_size, downsample),
+    )
+
+
+@register_model(
+    "st-cnn-addition",
+    paper=PAPER,
+    year=2015,
+    input_size=(2, 42, 42),
+    num_classes=19,
+    param_count=110_999,
+    paper_params="not stated",
+    description="The paper's MNIST-addition model: two spatial transformers side by side before one CNN",
+    notes="For mnist-addition (two RTS digits as two channels; the sum is the class). Each transformer sees both "
+    "channels; their outputs are stacked (4 channels) for the CNN. The paper's exact sizes are not reproduced.",
+)
+def st_cnn_addition(
+    *,
+    num_classes: int = 19,
+    in_chans: int = 2,
+    image_size: int = 42,
+    transform: str = "affine",
+    transformers: int = 2,
+    downsample: int | None = None,
+) -> DistortedMNISTNet:
+    return DistortedMNISTNet(
+        CNN,
+        CNN_LOCALISATION,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        transform=transform,
+        transformers=transformers,
         **_options(image_size, downsample),
     )
