@@ -163,6 +163,8 @@ def test_a_gan_resumes_bit_exactly_with_its_fixed_noise(gan_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(gan_run, copy)
     step4 = copy / "checkpoints" / "step000000004.pt"
+    with pytest.raises(ConfigError, match="--size cannot change"):
+        generative.train_gan({**GIVEN, "out": str(copy)}, size=32, resume=str(step4))
     resumed = generative.train_gan({**GIVEN, "out": str(copy)}, resume=str(step4))
     assert resumed.resumed_at == (0, 4) and resumed.trainer.step == 12
     straight = load_checkpoint(gan_run)

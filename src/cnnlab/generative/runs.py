@@ -169,6 +169,12 @@ def train_gan(
     payload, run_path = found if found is not None else (None, None)
     if payload is not None:
         spec = _gan_spec(payload, run_path)
+        asked = {"--arch": (arch, "dcgan"), "--size": (size, None), "--z-dim": (z_dim, Z_DIM)}
+        changed = [
+            f for f, (value, default) in asked.items() if value != default and value != spec[f[2:].replace("-", "_")]
+        ]
+        if changed:
+            raise ConfigError(f"--resume continues a GAN with its own nets; {', '.join(changed)} cannot change.")
         arch, size, z_dim = spec["arch"], spec["size"], spec["z_dim"]
         config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
     else:

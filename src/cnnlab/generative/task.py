@@ -58,6 +58,7 @@ class GANTask(Task):
         "d_fake": torch.float64,  # Σ D(G(z)) on generated images, in the discriminator's step
     }
     selection = None  # no "best" epoch: a GAN's losses do not rank its samples
+    resume_command = "cnnlab gan train --resume"
 
     def __init__(
         self,

@@ -387,7 +387,7 @@ class Trainer:
         raise TrainingInterrupted(
             f"Stopped by {signal_name} at {_position(self.epoch, self.batch)}. "
             f"A resumable checkpoint is at {self.run.run_dir.checkpoint}; "
-            f"continue with: cnnlab train --resume {self.run.run_dir.path}"
+            f"continue with: {self.task.resume_command} {self.run.run_dir.path}"
         )
 
     def _global_batch(self, batch_index: int, local: int) -> int:
