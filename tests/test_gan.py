@@ -196,6 +196,46 @@ def test_a_diverging_gan_stops_and_names_the_loss(tmp_path, monkeypatch):
     assert '"status": "non-finite loss"' in (tmp_path / "nan" / "summary.json").read_text()
 
 
+@pytest.mark.parametrize(("arch", "low", "high"), [("dcgan", -1.0, 1.0), ("mlp", 0.0, 1.0)])
+def test_the_data_are_scaled_to_the_generators_range(arch, low, high, tmp_path):
+    from cnnlab.generative.runs import build_gan_run
+    from cnnlab.train import TrainConfig, resolve
+
+    config = resolve(TrainConfig(**{**generative.GAN_DEFAULTS, "data": "digits", "device": "cpu"}))
+    run, task = build_gan_run(config, arch, None, 8, tmp_path / arch, overwrite=False)
+    images, _ = next(iter(run.train_loader.batches()))
+    assert images.shape == (128, 1, 28, 28) and run.config.model == generative.generator_name(arch, 28)
+    assert images.min().item() == pytest.approx(low, abs=1e-6) and images.max().item() == pytest.approx(high, abs=1e-6)
+    fake = task.samples()
+    assert fake.shape == (64, 1, 28, 28) and low <= fake.min() and fake.max() <= high
+    run.run_dir.release()
+
+
+def test_the_2014_gan_trains_by_the_engine(tmp_path):
+    result = generative.train_gan({**GIVEN, "out": str(tmp_path / "mlp"), "checkpoint_every": 0}, arch="mlp")
+    row = result.history[0]
+    assert row["train_d_loss"] == row["train_d_loss"] and 0 < row["train_d_real"] < 1
+    assert generative.load_gan(tmp_path / "mlp").spec["arch"] == "mlp"
+
+
+@pytest.mark.slow
+def test_a_gan_trains_under_torchrun(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cnnlab",
+               "gan", "train", "--data", "digits", "--epochs", "1", "--device", "cpu", "--z-dim", "8",
+               "--out", str(tmp_path / "ddp")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["status"] == "complete" and summary["task"] == "gan"
+    assert (tmp_path / "ddp" / "samples" / "epoch001.png").exists()
+
+
 # ---- sampling, latent walks ------------------------------------------------------------------------------------
 def test_sample_and_interpolate(gan_run, tmp_path):
     result = generative.sample_run(gan_run, n=5, out=tmp_path / "five.png", seed=1)
@@ -239,6 +279,8 @@ def test_the_command_line(cli, gan_run, trained_run, tmp_path):
     assert code == 0 and (tmp_path / "w.png").exists()
     code, _, err = cli("gan", "sample", trained_run)
     assert code != 0 and "is a classification run, not a GAN run" in " ".join(err.split())
+    code, _, err = cli("train", "--resume", gan_run)
+    assert code != 0 and "is a GAN run; continue it with: cnnlab gan train --resume" in " ".join(err.split())
     code, out, _ = cli("summary", "dcgan-generator-64")
     assert code == 0 and "input 100×1×1" in out and "3×64×64" in out
     code, out, _ = cli("summary", gan_run)

@@ -44,7 +44,7 @@ GAN_DEFAULTS: dict[str, Any] = {
 }
 GAN_FLAGS = (  # the TrainConfig fields `cnnlab gan train` offers (the rest are a classifier's)
     "data", "epochs", "batch_size", "lr", "momentum", "seed", "device", "amp", "channels_last", "compile", "data_root",
-    "val_split", "num_workers", "strict", "out", "log_every", "checkpoint_every", "keep_last", "tensorboard",
+    "val_split", "num_workers", "strict", "out", "log_every", "checkpoint_every", "keep_last", "tensorboard", "sync_bn",
 )  # fmt: skip
 GRID_UPSCALE = 2  # sample grids: each pixel 2×2, so 28 px digits are readable
 
