@@ -5,17 +5,19 @@ The paper's guidelines (section 3), all followed here: no pooling (strided convo
 fractionally strided ones in the generator), batch norm in both nets except the generator's output layer and the
 discriminator's input layer, ReLU in the generator with tanh on its output, LeakyReLU (slope 0.2) in the
 discriminator, no fully connected hidden layers, weights drawn from N(0, 0.02) (section 4; batch-norm scales from
-N(1, 0.02) and shifts 0, as in the authors' released code).
+N(1, 0.02) and shifts 0, as in the authors' code).
 
 One table for every size: the generator projects z to ``widths[0]`` maps of ``base × base``, doubles the side with
-each 4×4 stride-2 transposed convolution, and ends in ``channels`` maps; the discriminator mirrors it. The paper's
-64 px model (figure 1: 1024-512-256-128 there; 512-256-128-64 in the authors' released code, used here):
+each 4×4 stride-2 transposed convolution, and ends in ``channels`` maps; the discriminator mirrors it. At 64 px:
 
     z 100 -> 512×4×4 -> 256×8×8 -> 128×16×16 -> 64×32×32 -> C×64×64 (tanh)          generator
     C×64×64 -> 64×32×32 -> 128×16×16 -> 256×8×8 -> 512×4×4 -> 1 (a 4×4 conv)          discriminator
 
-32 px drops the widest layer; 28 px (MNIST) starts from 7×7 with two upsamplings (128-64), the shape most MNIST
-DCGANs use. Convolutions followed by batch norm have no bias (the norm's shift replaces it); the others (the
+These are the widths and 4×4 kernels of the widely used Torch/PyTorch DCGAN example (64 filters in the widest
+layer); the paper's figure 1 and the authors' Theano code are twice as wide (1024-512-256-128), with 5×5 kernels, a
+fully connected projection of z, and an L2 weight decay of 10⁻⁵. ``size=64`` is therefore not the paper's exact
+model but its design at half the width (about a quarter of the parameters).
+32 px drops the widest layer; 28 px (MNIST) starts from 7×7 with two upsamplings (128-64). Convolutions followed by batch norm have no bias (the norm's shift replaces it); the others (the
 discriminator's input and output layers, the generator's output layer) have one.
 
 The discriminator is a model of the zoo (``dcgan-discriminator-28`` / ``-32`` / ``-64``): it follows the classifier
@@ -39,7 +41,7 @@ PAPER = "Radford, Metz & Chintala 2015, Unsupervised representation learning wit
 
 # image side: (side of the first generator map, widths of the generator's hidden maps, input to output)
 DCGAN: dict[int, tuple[int, tuple[int, ...]]] = {
-    64: (4, (512, 256, 128, 64)),  # the paper's LSUN/ImageNet model, widths of the authors' code
+    64: (4, (512, 256, 128, 64)),  # the paper's design at half its width (the PyTorch example's widths)
     32: (4, (256, 128, 64)),
     28: (7, (128, 64)),
 }
@@ -160,8 +162,8 @@ def _register(size: int, channels: int, count: int) -> None:
         fixed_input_size=True,
         description=f"DCGAN discriminator for {size} px images: strided convs {'-'.join(map(str, widths[::-1]))}",
         paper_params="not stated",
-        notes="Widths of the authors' released code (64 px); 32 and 28 px are the same design with fewer layers. "
-        "One logit (real vs generated); trained with its generator by `cnnlab gan train`.",
+        notes="The paper's design at half its width (the PyTorch DCGAN example's 64-128-256-512, 4×4 kernels; the "
+        "paper: 128-...-1024, 5×5); 32 and 28 px drop layers. One logit; trained by `cnnlab gan train`.",
     )
     def builder(*, num_classes: int = 1, in_chans: int = channels) -> DCGANDiscriminator:
         return DCGANDiscriminator(size, num_classes=num_classes, in_chans=in_chans)

@@ -3,15 +3,18 @@
 
 Section 5: "The generator nets used a mixture of rectifier linear activations and sigmoid activations, while the
 discriminator net used maxout activations. Dropout was applied in training the discriminator net." The paper gives
-no widths; they are those of the authors' released pylearn2 MNIST configuration:
+no widths; they are those of the authors' released pylearn2 file (goodfeli/adversarial, ``mnist.yaml``):
 
     generator      z 100 -> 1200 ReLU -> 1200 ReLU -> C·28·28 sigmoid -> (C, 28, 28), pixels in [0, 1]
     discriminator  (C, 28, 28) -> maxout 240 units × 5 pieces -> maxout 240 × 5 -> 1 logit
 
-What we chose where the paper and its release differ from cnnlab's conventions: the noise is N(0, I) for every
-generator in cnnlab (the release drew it uniformly); dropout on the discriminator's inputs is 0.2 on the image and
-0.5 on each hidden layer (the maxout paper's convention, which the authors used); weights start from torch's
-defaults. The discriminator keeps the paper's maxout units (:class:`~cnnlab.layers.Maxout`).
+with the file's dropout: inputs of ``h0`` kept with probability 0.8, of every other layer 0.5.
+
+What differs from that file: z ~ N(0, I) (one noise for every cnnlab generator); torch's default initialisation
+instead of the file's uniform ±0.05 (generator) and ±0.005 (discriminator), and no output bias set from the pixel
+marginals; training follows cnnlab's GAN defaults (Adam, Radford et al.'s settings) rather than the file's SGD
+(η 0.1, momentum 0.5 rising to 0.7, batch 100). The discriminator keeps the paper's maxout units
+(:class:`~cnnlab.layers.Maxout`).
 """
 
 from __future__ import annotations
