@@ -3,6 +3,7 @@ with exact resume and failure detection, the sample / interpolate / measure work
 
 Fast by design: the bundled 8×8 digits upscaled to 28 px, a dozen steps per run, random tensors elsewhere."""
 
+import importlib.util
 import shutil
 from itertools import pairwise
 from pathlib import Path
@@ -138,7 +139,8 @@ def gan_run(tmp_path_factory) -> Path:
     """A DCGAN trained on the digits (28 px): 1 epoch of 12 steps, a checkpoint every 4."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("gan") / "run"
-    result = generative.train_gan({**GIVEN, "out": str(out)}, z_dim=16)
+    tensorboard = importlib.util.find_spec("tensorboard") is not None  # then the grid goes there too
+    result = generative.train_gan({**GIVEN, "out": str(out), "tensorboard": tensorboard}, z_dim=16)
     assert len(result.history) == 1 and result.trainer.step == 12
     return out
 
@@ -157,6 +159,13 @@ def test_a_gan_run_has_its_record_and_a_sample_grid_per_epoch(gan_run):
         payload["history"][0]
     )
     assert payload["train_state"]["task_state"]["fixed_noise"].shape == (64, 16)
+    if (gan_run / "tensorboard").exists():
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(gan_run / "tensorboard"))
+        events.Reload()
+        assert events.Tags()["images"] == ["samples/fixed_noise"]
+        assert {"epoch/train_d_loss", "epoch/train_d_wins", "train/generator_loss"} <= set(events.Tags()["scalars"])
 
 
 def test_a_gan_resumes_bit_exactly_with_its_fixed_noise(gan_run, tmp_path):
