@@ -5,7 +5,13 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src"
-LAYERS = ["layers", "models|data", "train", "inspect|adversarial|transfer|bench|export|workflows", "cli|cli_spec"]
+LAYERS = [
+    "layers",
+    "models|data",
+    "train",
+    "inspect|adversarial|transfer|bench|export|workflows|generative",
+    "cli|cli_spec",
+]
 
 
 def _imports() -> dict[str, set[str]]:

@@ -11,7 +11,7 @@ import textwrap
 from contextlib import contextmanager
 
 from cnnlab.cli_spec import COMMANDS as COMMAND_SPECS
-from cnnlab.cli_spec import EXAMPLES, int_list
+from cnnlab.cli_spec import EXAMPLES, GAN_ACTIONS, GAN_HELP, int_list
 from cnnlab.errors import CnnlabError, ConfigError
 
 
@@ -22,9 +22,12 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps (default: auto)"
 
 
-def _config_flags(parser: argparse.ArgumentParser) -> list[str]:
-    """A flag for every :class:`TrainConfig` field offered on the command line, from its metadata (help,
-    choices, how a boolean is set); returns the field names. Unset flags stay None: the recipes decide."""
+def _config_flags(
+    parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None, helps: dict[str, str] | None = None
+) -> list[str]:
+    """A flag for every :class:`TrainConfig` field offered on the command line (or those in ``only``), from its
+    metadata (help, unless ``helps`` has another; choices; how a boolean is set); returns the field names. Unset
+    flags stay None: the recipes decide."""
     from dataclasses import fields
 
     from cnnlab.train.config import TrainConfig
@@ -32,9 +35,10 @@ def _config_flags(parser: argparse.ArgumentParser) -> list[str]:
     names = []
     for spec in fields(TrainConfig):
         meta = spec.metadata
-        if not meta.get("cli"):
+        if not meta.get("cli") or (only is not None and spec.name not in only):
             continue
-        flag, help_text, kind = "--" + spec.name.replace("_", "-"), meta["help"], meta["flag"]
+        help_text = (helps or {}).get(spec.name, meta["help"])
+        flag, kind = "--" + spec.name.replace("_", "-"), meta["flag"]
         choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
         if kind == "on":
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
@@ -54,6 +58,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
+    from cnnlab.generative.runs import GAN_FLAGS
     from cnnlab.inspect.views import add_view_arguments, view_list
 
     parser = argparse.ArgumentParser(
@@ -66,22 +71,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, spec in COMMAND_SPECS.items():
         epilog = ("views:\n" + view_list() + "\n" if name == "viz" else "") + (EXAMPLES.get(name) or "")
-        p = sub.add_parser(name, help=spec.help, description=spec.help, epilog=epilog, formatter_class=_formatter)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        p = _add_command(sub, name, spec, epilog)
         if name == "train":
             TRAIN_FLAGS[:] = _config_flags(p)
-        if spec.device is not None:
-            p.add_argument("--device", default=None if spec.device == "config" else spec.device, help=DEVICE_HELP)
-        if spec.data_root:
-            p.add_argument("--data-root", help="where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
-        group = None
-        for arg in spec.arguments:
-            if arg.exclusive and group is None:
-                group = p.add_mutually_exclusive_group()
-            (group if arg.exclusive else p).add_argument(*arg.flags, **arg.options)
         if name == "viz":
             add_view_arguments(p)
+        if name == "gan":  # `cnnlab gan ACTION`: one sub-parser per action
+            actions = p.add_subparsers(dest="gan_action", metavar="ACTION", required=True)
+            for action, action_spec in GAN_ACTIONS.items():
+                q = _add_command(actions, action, action_spec, EXAMPLES["gan"])
+                if action == "train":
+                    _config_flags(q, only=GAN_FLAGS, helps=GAN_HELP)
     return parser
+
+
+def _add_command(sub, name: str, spec, epilog: str) -> argparse.ArgumentParser:
+    """A (sub)command's parser from its :class:`~cnnlab.cli_spec.CommandSpec`."""
+    p = sub.add_parser(name, help=spec.help, description=spec.help, epilog=epilog, formatter_class=_formatter)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    if spec.device is not None:
+        p.add_argument("--device", default=None if spec.device == "config" else spec.device, help=DEVICE_HELP)
+    if spec.data_root:
+        p.add_argument("--data-root", help="where datasets live (default: $CNNLAB_DATA, else ~/.cache/cnnlab)")
+    group = None
+    for arg in spec.arguments:
+        if arg.exclusive and group is None:
+            group = p.add_mutually_exclusive_group()
+        (group if arg.exclusive else p).add_argument(*arg.flags, **arg.options)
+    return p
 
 
 def _parse_model_options(pairs: list[str]) -> dict:
@@ -215,12 +232,12 @@ def _cmd_fool(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from cnnlab.generative import summary_model
     from cnnlab.inspect import render_summary, summarize
-    from cnnlab.train.record import saved_or_registered_model
 
     requested = _parse_shape(args.input)
     options = {"device": "meta", "num_classes": args.num_classes, "in_chans": requested[0] if requested else None}
-    model, default_shape = saved_or_registered_model(args.model, **options)
+    model, default_shape = summary_model(args.model, **options)
     render_summary(summarize(model, requested or default_shape), Console(width=max(Console().width, 132)))
     return 0
 
@@ -339,6 +356,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gan(args: argparse.Namespace) -> int:
+    from cnnlab import generative
+
+    if args.gan_action == "train":
+        given = {name: getattr(args, name) for name in generative.GAN_FLAGS if getattr(args, name, None) is not None}
+        with _session(given.get("device")) as (context, main, reporter, say):
+            r = generative.train_gan(given, arch=args.arch, size=args.size, z_dim=args.z_dim, resume=args.resume,
+                                     overwrite=args.overwrite, reporter=reporter, context=context, say=say)  # fmt: skip
+        if main and not r.already_complete:
+            last = r.history[-1]
+            print(f"after {last['epoch']} epochs ({r.seconds:.1f} s): D loss {last['train_d_loss']:.3f}, G loss "
+                  f"{last['train_g_loss']:.3f}; samples in {r.run.run_dir.path / 'samples'}")  # fmt: skip
+            print(f"run directory: {r.run.run_dir.path}")
+    elif args.gan_action == "sample":
+        print(f"wrote {generative.sample_run(args.run, args.n, args.out, args.seed, args.device).path}")
+    elif args.gan_action == "interpolate":
+        r = generative.interpolate_run(args.run, args.steps, args.rows, args.out, args.seed, args.spherical,
+                                       args.device)  # fmt: skip
+        print(f"wrote {r.path}")
+    else:
+        m = generative.measure_gan(args.run, args.classifier, args.n, args.seed, args.data_root, args.device)
+        print(f"coverage of {m.samples:,} samples: {m.coverage.text()}")
+        print(f"real test images, for reference: {m.real_coverage.text()}")
+        print(f"Fréchet distance (classifier features): generated vs real test {m.frechet:.3f}; real train vs "
+              f"real test (the floor) {m.frechet_floor:.3f}")  # fmt: skip
+    return 0
+
+
 COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
@@ -355,6 +400,7 @@ COMMANDS = {
     "data": _cmd_data,
     "bench": _cmd_bench,
     "export": _cmd_export,
+    "gan": _cmd_gan,
 }
 TRAIN_FLAGS: list[str] = []  # the TrainConfig fields offered as `train` flags (filled by build_parser)
 

@@ -122,12 +122,85 @@ examples:
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
   cnnlab bench viz             # occlusion and top-patches timings
 """,
+    "gan": """
+examples:
+  cnnlab gan train --data mnist --epochs 5 --data-root ../shared/datasets   # DCGAN, 28 px
+  cnnlab gan train --data mnist --arch mlp                # the 2014 paper's fully connected nets
+  cnnlab gan train --data cifar10 --size 32
+  cnnlab gan train --data folder:~/faces --size 64
+  cnnlab gan train --resume runs/dcgan-generator-28-mnist-20261129-201500
+  cnnlab gan sample runs/dcgan-generator-28-mnist-20261129-201500 -n 64 --out samples.png
+  cnnlab gan interpolate runs/dcgan-generator-28-mnist-20261129-201500 --steps 10
+  cnnlab gan measure runs/dcgan-generator-28-mnist-20261129-201500 runs/mnist-lenet --data-root ../shared/datasets
+""",
     "export": """
 examples:
   cnnlab export runs/lenet5-digits --out lenet5.onnx --check
   cnnlab export runs/lenet5-digits --out lenet5.safetensors
   cnnlab export resnet20 --out resnet20.onnx --input 3x32x32
 """,
+}
+
+GAN_HELP = {  # `cnnlab gan train`'s help for the TrainConfig flags whose defaults differ from a classifier's
+    "data": "mnist, fashion-mnist, cifar10, digits... or folder:PATH (default: mnist)",
+    "epochs": "passes over the training images (default: 5)",
+    "batch_size": "real images per step (default: 128, Radford et al.)",
+    "lr": "Adam's learning rate, both nets (default: 0.0002, Radford et al.)",
+    "momentum": "Adam's β1 (default: 0.5, Radford et al.)",
+}
+_RUN = Arg(("run",), {"metavar": "RUN", "help": "a GAN run directory (or its checkpoint file)"})
+_SEED = Arg(("--seed",), {"type": int, "default": 0, "help": "seed of the noise (default: 0): same seed, same images"})
+# `cnnlab gan ACTION`: each action's arguments; `train` also offers GAN_FLAGS, generated from TrainConfig.
+GAN_ACTIONS: dict[str, CommandSpec] = {
+    "train": CommandSpec(
+        "Train a GAN (DCGAN or the 2014 MLP) by the engine; a sample grid per epoch in RUN_DIR/samples.",
+        (
+            Arg(
+                ("--arch",), {"choices": ("dcgan", "mlp"), "default": "dcgan", "help": "architecture (default: dcgan)"}
+            ),
+            Arg(
+                ("--size",),
+                {"type": int, "help": "image side: 28, 32 or 64 for dcgan, 28 for mlp (default: the data's, else 64)"},
+            ),
+            Arg(("--z-dim",), {"type": int, "default": 100, "help": "noise dimensions (default: 100)"}),
+            Arg(("--resume",), {"metavar": "CHECKPOINT|RUN_DIR|auto", "help": "continue a GAN run exactly"}),
+            Arg(("--overwrite",), {"action": "store_true", "help": "--out holds a run: replace it"}),
+        ),
+        device=None,
+    ),
+    "sample": CommandSpec(
+        "Draw samples of a GAN run's generator as one PNG grid.",
+        (
+            _RUN,
+            Arg(("-n",), {"type": int, "default": 64, "help": "how many images (default: 64)"}),
+            Arg(("--out",), {"help": "image file (default: RUN/samples-N-seedS.png)"}),
+            _SEED,
+        ),
+        device="cpu",
+    ),
+    "interpolate": CommandSpec(
+        "A latent walk: rows of images between two noise vectors, as one PNG.",
+        (
+            _RUN,
+            Arg(("--steps",), {"type": int, "default": 10, "help": "images per row (default: 10)"}),
+            Arg(("--rows",), {"type": int, "default": 8, "help": "walks, one per row (default: 8)"}),
+            Arg(("--spherical",), {"action": "store_true", "help": "along the great circle instead of the line"}),
+            Arg(("--out",), {"help": "image file (default: RUN/interpolation-seedS.png)"}),
+            _SEED,
+        ),
+        device="cpu",
+    ),
+    "measure": CommandSpec(
+        "Class coverage and Fréchet distance of a GAN's samples, in a cnnlab classifier's feature space.",
+        (
+            _RUN,
+            Arg(("classifier",), {"help": "a classifier run trained on the same data (`cnnlab train`)"}),
+            Arg(("-n",), {"type": int, "default": 10_000, "help": "samples and real images per set (default: 10,000)"}),
+            _SEED,
+        ),
+        device="cpu",
+        data_root=True,
+    ),
 }
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -408,6 +481,7 @@ COMMANDS: dict[str, CommandSpec] = {
         ),
         data_root=True,
     ),
+    "gan": CommandSpec("Generative adversarial networks: train, sample, interpolate, measure.", (), device=None),
     "export": CommandSpec(
         "Export a checkpoint's model (or a registered model) to ONNX or safetensors.",
         (

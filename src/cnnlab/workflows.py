@@ -88,6 +88,8 @@ def train_classifier(
     found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
     if found is not None:
         payload, run_path = found
+        if payload.get("task") == "gan":
+            raise ConfigError(f"{run_path} is a GAN run; continue it with: cnnlab gan train --resume {run_path}")
         record = RunRecord.from_payload(payload, run_path)
         config = resume_config(record.train_config(), given, options)
         done = record.progress.epoch if record.progress is not None else 0

@@ -71,6 +71,7 @@ class Task:
     main: str = "model"
     sums: ClassVar[Mapping[str, torch.dtype]] = {"loss": torch.float64}
     selection: str | None = None
+    resume_command: str = "cnnlab train --resume"  # what an interrupted run's message tells to run (+ the run dir)
 
     # ---- what the task is ------------------------------------------------------------------------------
     def parts(self) -> list[Part]:

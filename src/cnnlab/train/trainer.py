@@ -387,7 +387,7 @@ class Trainer:
         raise TrainingInterrupted(
             f"Stopped by {signal_name} at {_position(self.epoch, self.batch)}. "
             f"A resumable checkpoint is at {self.run.run_dir.checkpoint}; "
-            f"continue with: cnnlab train --resume {self.run.run_dir.path}"
+            f"continue with: {self.task.resume_command} {self.run.run_dir.path}"
         )
 
     def _global_batch(self, batch_index: int, local: int) -> int:
@@ -501,7 +501,8 @@ class Trainer:
         bad = (~torch.isfinite(totals.recent)).nonzero()
         if len(bad):
             row, column = (int(i) for i in bad[0])
-            self._non_finite(self.step - epoch.n_recent + row + 1, float(totals.recent[row, column]))
+            during = "training" if len(self.parts) == 1 else f"training: the {self.parts[column].part.name}'s loss"
+            self._non_finite(self.step - epoch.n_recent + row + 1, float(totals.recent[row, column]), during)
         global_seen = int(totals.counts["seen"])
         lr = float(self.optimizer.param_groups[0]["lr"])
         speed = totals.counts["seen_here"] / max(time.perf_counter() - epoch.started, 1e-9)

@@ -1,0 +1,385 @@
+"""GANs (issue 18): the DCGAN and 2014 MLP nets against their tables and init, the GAN task trained by the engine
+with exact resume and failure detection, the sample / interpolate / measure workflows and the `cnnlab gan` command.
+
+Fast by design: the bundled 8×8 digits upscaled to 28 px, a dozen steps per run, random tensors elsewhere."""
+
+import importlib.util
+import shutil
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnlab import generative, models
+from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLossError, UnknownNameError
+from cnnlab.generative import GANTask, diagnose
+from cnnlab.models.dcgan import DCGAN
+from cnnlab.train import load_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # small ops; the two cores are shared with other jobs
+
+
+def _trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ---- the nets ---------------------------------------------------------------------------------------------------
+def _dcgan_counts(size: int, channels: int, z_dim: int = 100) -> tuple[int, int]:
+    """(generator, discriminator) parameters from the table alone: 4×4 kernels, no bias before batch norm (2 per
+    channel), a bias on the layers without it."""
+    base, widths = DCGAN[size]
+    g = z_dim * widths[0] * base * base + 2 * widths[0]  # project + BN
+    g += sum(a * b * 16 + 2 * b for a, b in pairwise(widths))  # up-sampling + BN
+    g += widths[-1] * channels * 16 + channels  # output, with bias
+    reverse = widths[::-1]
+    d = channels * reverse[0] * 16 + reverse[0]  # conv1, with bias, no BN
+    d += sum(a * b * 16 + 2 * b for a, b in pairwise(reverse))
+    d += widths[0] * base * base + 1  # head: a base×base conv to one logit
+    return g, d
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes_and_parameter_counts(size, channels):
+    generator, discriminator = generative.build_gan("dcgan", size, channels, device="meta")
+    assert (_trainable(generator), _trainable(discriminator)) == _dcgan_counts(size, channels)
+    with torch.device("meta"):
+        images = generator(torch.zeros(5, 100))
+        assert images.shape == (5, channels, size, size)
+        assert generator(torch.zeros(5, 100, 1, 1)).shape == images.shape  # (B, z) or (B, z, 1, 1)
+        assert discriminator(images).shape == (5, 1)
+        features = discriminator.forward_features(images)
+        assert discriminator.forward_head(features, pre_logits=True).shape == (5, discriminator.num_features)
+    info = models.get_model_info(f"dcgan-discriminator-{size}")
+    default = models.create(info.name, device="meta")
+    assert _trainable(default) == info.param_count == _dcgan_counts(size, info.input_size[0])[1]
+
+
+def test_dcgan_layers_follow_the_papers_guidelines():
+    generator, discriminator = generative.build_gan("dcgan", 64, 3)
+    g_stages, d_stages = list(generator.stages), list(discriminator.features)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in g_stages[-1].modules())  # none on G's output
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in d_stages[0].modules())  # none on D's input
+    assert all(any(isinstance(m, nn.BatchNorm2d) for m in s.modules()) for s in g_stages[:-1] + d_stages[1:])
+    assert isinstance(g_stages[-1][-1], nn.Tanh) and all(isinstance(s[-1], nn.ReLU) for s in g_stages[:-1])
+    assert all(isinstance(s[-1], nn.LeakyReLU) and s[-1].negative_slope == 0.2 for s in d_stages)
+    convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.stride == (2, 2) for c in convs[:-1]) and not any(isinstance(m, nn.MaxPool2d | nn.Linear)
+                                                                      for m in discriminator.modules())  # fmt: skip
+
+
+def test_dcgan_initialisation_statistics():
+    torch.manual_seed(0)
+    generator, discriminator = generative.build_gan("dcgan", 64, 3)
+    for net in (generator, discriminator):
+        for name, m in net.named_modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and m.weight.numel() > 10_000:
+                w = m.weight.detach()
+                assert abs(w.mean().item()) < 0.002 and abs(w.std().item() - 0.02) < 0.001, name
+            if isinstance(m, nn.BatchNorm2d):
+                assert abs(m.weight.mean().item() - 1) < 0.01 and 0.01 < m.weight.std().item() < 0.03, name
+                assert torch.all(m.bias == 0)
+            if getattr(m, "bias", None) is not None:
+                assert torch.all(m.bias == 0), name
+
+
+def test_the_2014_mlp_nets():
+    generator, discriminator = generative.build_gan("mlp", 28, 1)
+    g = 100 * 1200 + 1200 + 1200 * 1200 + 1200 + 1200 * 784 + 784
+    d = (784 * 1200 + 1200) + (240 * 1200 + 1200) + (240 + 1)  # maxout 240 × 5 pieces twice, one logit
+    assert (_trainable(generator), _trainable(discriminator)) == (g, d) and d == models.get_model_info(
+        "gan-mlp-discriminator"
+    ).param_count
+    images = generator(torch.randn(4, 100))
+    assert images.shape == (4, 1, 28, 28) and images.min() >= 0 and images.max() <= 1  # sigmoid
+    assert discriminator(images).shape == (4, 1) and discriminator.num_features == 240
+    with pytest.raises(ConfigError, match="makes 28 px images"):
+        generative.build_gan("mlp", 32, 1)
+
+
+def test_generator_registry():
+    assert generative.list_generators("dcgan*") == ["dcgan-generator-28", "dcgan-generator-32", "dcgan-generator-64"]
+    with pytest.raises(ConfigError, match="already registered"):
+        generative.register_generator(generative.GENERATORS["gan-mlp-generator"])
+    with pytest.raises(UnknownNameError, match="dcgan-generator-64"):
+        generative.create_generator("dcgan-generator-46")
+    with pytest.raises(ConfigError, match="28 or 32 or 64"):
+        generative.generator_name("dcgan", 48)
+    with pytest.raises(UnknownNameError):
+        generative.generator_name("stylegan", 64)
+    with pytest.raises(ConfigError, match="channels must be"):
+        generative.create_generator("dcgan-generator-32", channels=0)
+
+
+# ---- the task -------------------------------------------------------------------------------------------------
+def test_diagnosis_names_the_failure():
+    assert diagnose(0.6, 1.5) is None
+    assert "discriminator wins" in diagnose(0.01, 6.0)
+    assert "non-finite" in diagnose(float("nan"), 1.0)
+    task = GANTask(*generative.build_gan("dcgan", 28, 1, z_dim=8))
+    row = task.train_metrics({"d_loss": 0.32, "g_loss": 320.0, "d_real": 31.9, "d_fake": 0.1}, 32)
+    assert row["train_d_wins"] == 1.0 and "discriminator wins" in task.epoch_text(row)
+    healthy = task.train_metrics({"d_loss": 32.0, "g_loss": 64.0, "d_real": 20.0, "d_fake": 10.0}, 32)
+    assert healthy["train_d_wins"] == 0.0 and "[" not in task.epoch_text(healthy)
+
+
+GIVEN = {"data": "digits", "epochs": 1, "batch_size": 128, "device": "cpu", "seed": 3, "checkpoint_every": 4,
+         "keep_last": 10, "log_every": 2}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory) -> Path:
+    """A DCGAN trained on the digits (28 px): 1 epoch of 12 steps, a checkpoint every 4."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("gan") / "run"
+    tensorboard = importlib.util.find_spec("tensorboard") is not None  # then the grid goes there too
+    result = generative.train_gan({**GIVEN, "out": str(out), "tensorboard": tensorboard}, z_dim=16)
+    assert len(result.history) == 1 and result.trainer.step == 12
+    return out
+
+
+def test_a_gan_run_has_its_record_and_a_sample_grid_per_epoch(gan_run):
+    names = {p.name for p in gan_run.iterdir()}
+    assert {"checkpoint.pt", "config.json", "metrics.csv", "summary.json", "samples"} <= names
+    assert "best.pt" not in names  # no selection: GAN losses do not rank samples
+    grid = Image.open(gan_run / "samples" / "epoch001.png")
+    assert grid.size == (2 * (1 + 8 * 29), 2 * (1 + 8 * 29))  # 8×8 tiles of 28 px, 1 px apart, ×2
+    payload = load_checkpoint(gan_run)
+    assert payload["task"] == "gan" and payload["gan"] == {"arch": "dcgan", "size": 28, "channels": 1, "z_dim": 16}
+    assert set(payload["model_states"]) == {"discriminator"} and payload["config"]["model"] == "dcgan-generator-28"
+    assert payload["config"]["optimizer"] == "adam" and payload["config"]["momentum"] == 0.5
+    assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins"} <= set(
+        payload["history"][0]
+    )
+    assert payload["train_state"]["task_state"]["fixed_noise"].shape == (64, 16)
+    if (gan_run / "tensorboard").exists():
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(gan_run / "tensorboard"))
+        events.Reload()
+        assert events.Tags()["images"] == ["samples/fixed_noise"]
+        assert {"epoch/train_d_loss", "epoch/train_d_wins", "train/generator_loss"} <= set(events.Tags()["scalars"])
+
+
+def test_a_gan_resumes_bit_exactly_with_its_fixed_noise(gan_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(gan_run, copy)
+    step4 = copy / "checkpoints" / "step000000004.pt"
+    with pytest.raises(ConfigError, match="--size cannot change"):
+        generative.train_gan({**GIVEN, "out": str(copy)}, size=32, resume=str(step4))
+    resumed = generative.train_gan({**GIVEN, "out": str(copy)}, resume=str(step4))
+    assert resumed.resumed_at == (0, 4) and resumed.trainer.step == 12
+    straight = load_checkpoint(gan_run)
+    again = load_checkpoint(copy)
+    for key in ("model_state",):
+        for name, value in straight[key].items():
+            assert torch.equal(value, again[key][name]), name
+    for name, value in straight["model_states"]["discriminator"].items():
+        assert torch.equal(value, again["model_states"]["discriminator"][name]), name
+    noise = [p["train_state"]["task_state"]["fixed_noise"] for p in (straight, again)]
+    assert torch.equal(*noise)
+    same = ("train_d_loss", "train_g_loss", "train_d_real", "train_d_fake")
+    assert [straight["history"][0][k] for k in same] == [again["history"][0][k] for k in same]
+    a = np.asarray(Image.open(gan_run / "samples" / "epoch001.png"))
+    b = np.asarray(Image.open(copy / "samples" / "epoch001.png"))
+    assert np.array_equal(a, b)  # the same z, the same weights: the same grid
+
+
+def test_a_diverging_gan_stops_and_names_the_loss(tmp_path, monkeypatch):
+    real_loss = GANTask.loss
+
+    def nan_in_g(self, part, nets, batch):
+        loss, sums = real_loss(self, part, nets, batch)
+        return (loss * float("nan"), sums) if part == "generator" else (loss, sums)
+
+    monkeypatch.setattr(GANTask, "loss", nan_in_g)
+    with pytest.raises(NonFiniteLossError, match="GAN diverged.*generator's loss"):
+        generative.train_gan({**GIVEN, "out": str(tmp_path / "nan"), "log_every": 1}, z_dim=8)
+    assert '"status": "non-finite loss"' in (tmp_path / "nan" / "summary.json").read_text()
+
+
+@pytest.mark.parametrize(("arch", "low", "high"), [("dcgan", -1.0, 1.0), ("mlp", 0.0, 1.0)])
+def test_the_data_are_scaled_to_the_generators_range(arch, low, high, tmp_path):
+    from cnnlab.generative.runs import build_gan_run
+    from cnnlab.train import TrainConfig, resolve
+
+    config = resolve(TrainConfig(**{**generative.GAN_DEFAULTS, "data": "digits", "device": "cpu"}))
+    run, task = build_gan_run(config, arch, None, 8, tmp_path / arch, overwrite=False)
+    images, _ = next(iter(run.train_loader.batches()))
+    assert images.shape == (128, 1, 28, 28) and run.config.model == generative.generator_name(arch, 28)
+    assert images.min().item() == pytest.approx(low, abs=1e-6) and images.max().item() == pytest.approx(high, abs=1e-6)
+    fake = task.samples()
+    assert fake.shape == (64, 1, 28, 28) and low <= fake.min() and fake.max() <= high
+    run.run_dir.release()
+
+
+def test_the_2014_gan_trains_by_the_engine(tmp_path):
+    result = generative.train_gan({**GIVEN, "out": str(tmp_path / "mlp"), "checkpoint_every": 0}, arch="mlp")
+    row = result.history[0]
+    assert row["train_d_loss"] == row["train_d_loss"] and 0 < row["train_d_real"] < 1
+    assert generative.load_gan(tmp_path / "mlp").spec["arch"] == "mlp"
+
+
+@pytest.mark.slow
+def test_a_gan_trains_under_torchrun(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cnnlab",
+               "gan", "train", "--data", "digits", "--epochs", "1", "--device", "cpu", "--z-dim", "8",
+               "--out", str(tmp_path / "ddp")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["status"] == "complete" and summary["task"] == "gan"
+    assert (tmp_path / "ddp" / "samples" / "epoch001.png").exists()
+
+
+# ---- sampling, latent walks ------------------------------------------------------------------------------------
+def test_sample_and_interpolate(gan_run, tmp_path):
+    result = generative.sample_run(gan_run, n=5, out=tmp_path / "five.png", seed=1)
+    assert result.images.shape == (5, 1, 28, 28)
+    assert Image.open(result.path).size == (2 * (1 + 3 * 29), 2 * (1 + 2 * 29))  # 3 columns, 2 rows
+    assert torch.equal(generative.sample_run(gan_run, n=5, out=tmp_path / "again.png", seed=1).images, result.images)
+    walk = generative.interpolate_run(gan_run, steps=4, rows=2, out=tmp_path / "walk.png")
+    assert walk.images.shape == (8, 1, 28, 28) and Image.open(walk.path).size == (2 * (1 + 4 * 29), 2 * (1 + 2 * 29))
+    gan = generative.load_gan(gan_run)
+    ends = torch.randn(2, 2, 16, generator=torch.Generator().manual_seed(0))  # the walk's seeded end points
+    torch.testing.assert_close(walk.images[[0, 3, 4, 7]], gan.generate(ends.transpose(0, 1).reshape(4, 16)))
+    sphere = generative.interpolate_run(gan_run, steps=4, rows=2, out=tmp_path / "arc.png", spherical=True)
+    torch.testing.assert_close(sphere.images[[0, 3]], walk.images[[0, 3]], atol=1e-5, rtol=0)  # same ends
+    assert (gan_run / "samples-64-seed0.png").exists() is False  # only where asked
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["gan", "train", "--data", "digits", "--size", "30"], "28 or 32 or 64 px"),
+        (["gan", "train", "--arch", "mlp", "--data", "digits", "--size", "64"], "28 px"),
+        (["gan", "train", "--data", "digit"], "Unknown dataset 'digit'"),
+        (["gan", "train", "--lr", "0"], "--lr must be a positive number"),
+        (["gan", "train", "--z-dim", "0"], "--z-dim must be"),
+        (["gan", "sample", "no/such/run"], "does not exist"),
+        (["gan", "interpolate", "no/such/run"], "does not exist"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(cli, argv, message, tmp_path):
+    code, _, err = cli(*argv, "--out", tmp_path / "o")
+    assert code != 0 and message in " ".join(err.split()) and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_command_line(cli, gan_run, trained_run, tmp_path):
+    code, out, _ = cli("gan", "sample", gan_run, "-n", "4", "--out", tmp_path / "s.png")
+    assert code == 0 and "s.png" in out and (tmp_path / "s.png").exists()
+    code, _, err = cli("gan", "sample", gan_run, "-n", "0")
+    assert code != 0 and "-n must be a whole number from 1" in " ".join(err.split())
+    code, out, _ = cli("gan", "interpolate", gan_run, "--steps", "3", "--rows", "1", "--out", tmp_path / "w.png")
+    assert code == 0 and (tmp_path / "w.png").exists()
+    code, _, err = cli("gan", "sample", trained_run)
+    assert code != 0 and "is a classification run, not a GAN run" in " ".join(err.split())
+    code, _, err = cli("train", "--resume", gan_run)
+    assert code != 0 and "is a GAN run; continue it with: cnnlab gan train --resume" in " ".join(err.split())
+    code, out, _ = cli("summary", "dcgan-generator-64")
+    assert code == 0 and "input 100×1×1" in out and "3×64×64" in out
+    code, out, _ = cli("summary", gan_run)
+    assert code == 0 and "input 16×1×1" in out and "1×28×28" in out
+    code, out, _ = cli("summary", "dcgan-discriminator-32")
+    assert code == 0 and "663,361" in out
+
+
+@pytest.mark.parametrize("action", ["train", "sample", "interpolate", "measure"])
+def test_every_gan_action_has_help_with_examples(action, capsys):
+    from cnnlab.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["gan", action, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "examples:" in out and f"cnnlab gan {action}" in out
+
+
+# ---- measuring -------------------------------------------------------------------------------------------------
+class _Brightness(models.ClassifierModel):
+    """A stand-in classifier: class k for images whose mean is nearest k/9 (10 classes); features = the mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten())
+        self.num_classes, self.in_chans, self.num_features = 10, 1, 1
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward_head(self, x, pre_logits=False):
+        mean = x.mean(1, keepdim=True) * self.scale  # (B, 1)
+        return mean if pre_logits else -(mean - torch.arange(10) / 9).abs()
+
+
+def _identity_preprocessing(size: int):
+    from cnnlab.data import Preprocessing
+
+    return Preprocessing(1, (size, size), 0, (0.0,), (1.0,))
+
+
+def test_class_coverage_counts_each_class_share():
+    features = generative.ClassifierFeatures(_Brightness(), _identity_preprocessing(8))
+    levels = torch.tensor([0] * 50 + [3] * 30 + [9] * 16 + [5] * 4) / 9  # 4 % of class 5: not covered
+    images = levels.view(-1, 1, 1, 1).expand(-1, 1, 8, 8)
+    coverage = generative.class_coverage(images, features, [str(k) for k in range(10)])
+    assert coverage.shares[0] == 0.5 and coverage.shares[3] == 0.3 and coverage.shares[5] == 0.04
+    assert coverage.covered == 3 and coverage.samples == 100 and "3 of 10 classes" in coverage.text()
+
+
+def _frechet_oracle(a: np.ndarray, b: np.ndarray) -> float:
+    """Heusel et al.'s formula on the two sets' sample means and covariances, with scipy's sqrtm."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+class _Flatten(nn.Module):
+    num_features = 4
+
+    def forward(self, x):
+        return x.flatten(1).double()
+
+
+def test_frechet_distance_against_the_formula():
+    pytest.importorskip("torchmetrics")
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(600, 4, 1, 1, generator=g)
+    same = generative.frechet_distance(real, real.clone(), _Flatten())
+    assert abs(same) < 1e-4
+    other = torch.randn(600, 4, 1, 1, generator=g)  # another sample of the same distribution
+    shifted = other + 0.5  # |Δμ|² grows by 4 × 0.25
+    near = generative.frechet_distance(real, other, _Flatten())
+    far = generative.frechet_distance(real, shifted, _Flatten())
+    assert 0 < near < 0.1 < 0.9 < far
+    expected = _frechet_oracle(real.flatten(1).double().numpy(), shifted.flatten(1).double().numpy())
+    assert far == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ConfigError, match="at least 2 images"):
+        generative.frechet_distance(real[:1], real, _Flatten())
+
+
+def test_measure_a_gan_with_a_classifier_run(gan_run, trained_run):
+    pytest.importorskip("torchmetrics")
+    measured = generative.measure_gan(gan_run, trained_run, n=64)
+    assert measured.samples == 64 and len(measured.coverage.shares) == 10
+    assert measured.real_coverage.covered >= 8  # the classifier recognises real digits (3 epochs of LeNet-5)
+    assert measured.frechet_floor >= 0 and measured.frechet > measured.frechet_floor  # 12 steps of GAN training
+
+
+def test_measuring_a_classifier_run_as_a_gan_is_an_error(trained_run):
+    with pytest.raises(CheckpointError, match="not a GAN run"):
+        generative.load_gan(trained_run)
