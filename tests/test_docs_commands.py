@@ -104,6 +104,14 @@ def _is_path(text: str) -> bool:
     return "/" in text or text.endswith((".pt", ".npz", ".onnx", ".safetensors")) or Path(text).suffix != ""
 
 
+def _model_info(name: str):
+    """A zoo model's registry entry, else a GAN generator's (``cnnlab summary`` takes both)."""
+    from cnnlab import models
+    from cnnlab.generative.architectures import GENERATORS
+
+    return GENERATORS[name] if name in GENERATORS else models.get_model_info(name)
+
+
 def _dataset_info(name: str):
     """A classification dataset's registry entry, else a detection dataset's (``cnnlab data`` takes both)."""
     from cnnlab.data import get_dataset_info
@@ -114,7 +122,6 @@ def _dataset_info(name: str):
 
 def unregistered_names(args) -> list[str]:
     """The model, dataset, view and augmentation names of a parsed command that nothing registers."""
-    from cnnlab import models
     from cnnlab.data.augment import validate_augmentation
     from cnnlab.errors import CnnlabError
     from cnnlab.inspect.summary import models_table
@@ -126,7 +133,7 @@ def unregistered_names(args) -> list[str]:
         model_names.append(args.source.removesuffix(":torchvision"))
     if args.command == "bench" and args.kind == "models":
         model_names += args.names
-    checks += [(f"model {m!r}", models.get_model_info, m) for m in model_names if m and not _is_path(m)]
+    checks += [(f"model {m!r}", _model_info, m) for m in model_names if m and not _is_path(m)]
     data = args.name if args.command == "data" else getattr(args, "data", None)
     if data and not (args.command == "data" and args.action == "list"):
         checks.append((f"dataset {data!r}", _dataset_info, data))

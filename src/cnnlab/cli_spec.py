@@ -124,14 +124,14 @@ examples:
 """,
     "gan": """
 examples:
-  cnnlab gan train --data mnist --epochs 5 --data-root ../shared/datasets   # DCGAN, 28 px
+  cnnlab gan train --data mnist --epochs 5   # DCGAN, 28 px
   cnnlab gan train --data mnist --arch mlp                # the 2014 paper's fully connected nets
   cnnlab gan train --data cifar10 --size 32
   cnnlab gan train --data folder:~/faces --size 64
   cnnlab gan train --resume runs/dcgan-generator-28-mnist-20261129-201500
   cnnlab gan sample runs/dcgan-generator-28-mnist-20261129-201500 -n 64 --out samples.png
   cnnlab gan interpolate runs/dcgan-generator-28-mnist-20261129-201500 --steps 10
-  cnnlab gan measure runs/dcgan-generator-28-mnist-20261129-201500 runs/mnist-lenet --data-root ../shared/datasets
+  cnnlab gan measure runs/dcgan-generator-28-mnist-20261129-201500 runs/mnist-lenet
 """,
     "export": """
 examples:
