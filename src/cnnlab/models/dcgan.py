@@ -17,7 +17,8 @@ These are the widths and 4×4 kernels of the widely used Torch/PyTorch DCGAN exa
 layer); the paper's figure 1 and the authors' Theano code are twice as wide (1024-512-256-128), with 5×5 kernels, a
 fully connected projection of z, and an L2 weight decay of 10⁻⁵. ``size=64`` is therefore not the paper's exact
 model but its design at half the width (about a quarter of the parameters).
-32 px drops the widest layer; 28 px (MNIST) starts from 7×7 with two upsamplings (128-64). Convolutions followed by batch norm have no bias (the norm's shift replaces it); the others (the
+32 px drops the widest layer; 28 px (MNIST) starts from 7×7 with two upsamplings (128-64). Convolutions followed
+by batch norm have no bias (the norm's shift replaces it); the others (the
 discriminator's input and output layers, the generator's output layer) have one.
 
 The discriminator is a model of the zoo (``dcgan-discriminator-28`` / ``-32`` / ``-64``): it follows the classifier
