@@ -2,7 +2,7 @@
 distorted-MNIST sets, each trained with one fixed recipe through the engine; the test error of the epoch that the
 validation split (10% of the training images, held out) chooses. Prints mean ± sd (sample sd) over the seeds as
 markdown rows and keeps every run's figures in <out>/results.json (appended as runs finish, so a partial study
-still reports what it measured).
+still reports what it measured, and a second call goes on where the first stopped).
 
     python scripts/stn_study.py --data mnist-rts mnist-cluttered --models dmnist-cnn st-cnn --seeds 0 1 2
 
@@ -48,6 +48,8 @@ def main() -> None:
         for seed in args.seeds:
             for model in args.models:
                 run_dir = out / f"{model}-{data}-seed{seed}"
+                if any((r["data"], r["model"], r["seed"]) == (data, model, seed) for r in results):
+                    continue  # measured by an earlier, interrupted call
                 given = {**RECIPE, "epochs": args.epochs, "model": model, "data": data, "seed": seed}
                 given |= {"out": str(run_dir), "data_root": args.data_root}
                 started = time.perf_counter()

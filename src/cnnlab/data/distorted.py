@@ -1,19 +1,22 @@
 """Distorted MNIST: the datasets of the spatial transformer paper (Jaderberg et al. 2015, section 4.1), generated
 deterministically from the local MNIST files.
 
-Each image of MNIST's train split gives one training image and each image of its test split one test image
-(labels kept), distorted with draws from a fixed seed, so every machine builds the same tensors; nothing is
-downloaded or cached. Generation runs in batches through ``grid_sample`` (2 CPU cores: about 1–3 s per set).
+Each image of MNIST's train split gives one training image and each image of its test split one test image (labels
+kept), distorted with draws from a fixed seed, so the same torch build gives the same tensors every time (other
+versions or processors may differ in the last bit of an interpolation); nothing is downloaded or cached. Generation
+runs in batches through ``grid_sample`` (2 CPU cores: about 1–3 s per set).
 
 - ``mnist-rotated`` (R): rotated by an angle uniform in ±90°; 28×28.
 - ``mnist-rts`` (RTS): rotated ±45°, scaled by a factor uniform in 0.7–1.2, and placed at a random position of a
-  42×42 canvas (the whole scaled digit box stays inside).
+  42×42 canvas such that the scaled 28×28 box, before rotation, stays inside (the rotation can push a corner of
+  the ink out: 0.8% of the test images touch the canvas's edge).
 - ``mnist-projective`` (P): a projective distortion: the digit is scaled by 0.75 and its four corners moved by
   Gaussian noise (σ = 0.1 of the half-width, as we read the paper's "random Gaussian noise"); 28×28.
 - ``mnist-elastic`` (E): Simard et al.'s elastic distortion (2003): a displacement field uniform in ±1 px,
   smoothed by a Gaussian of σ = 4 px and scaled by α = 34 px (Simard's values); 28×28.
 - ``mnist-cluttered`` (translated and cluttered): the digit at a random position of a 60×60 canvas with six 6×6
-  crops of other digits of the same split at random positions (the paper's TC set: "clutter").
+  crops of other digits of the same split at random positions (the paper's TC set: "clutter"), each crop taken
+  where it overlaps its donor's ink (not from the empty margin).
 
 The transformations are the spatial transformer's own grid generators (:mod:`cnnlab.layers.spatial_transformer`),
 so a distortion and the transformer that learns to undo it use one definition of coordinates.
@@ -123,9 +126,12 @@ def elastic(images: torch.Tensor, generator: torch.Generator, alpha: float = 34.
     )  # (H, W, 2) pixel centres
 
     def grids(a: int, b: int) -> torch.Tensor:
-        field = torch.rand(b - a, 2, height, width, generator=generator) * 2 - 1  # (n, 2, H, W), pixels
-        field = F.conv2d(field.view(-1, 1, height, width), gauss.view(1, 1, 1, -1), padding=(0, radius))
-        field = F.conv2d(field, gauss.view(1, 1, -1, 1), padding=(radius, 0)).view(b - a, 2, height, width)
+        # The noise is drawn on a canvas larger by the kernel's radius on each side and smoothed without padding,
+        # so the field near the border is as strong as in the middle (zero padding would weaken it there).
+        big_h, big_w = height + 2 * radius, width + 2 * radius
+        field = torch.rand(b - a, 2, big_h, big_w, generator=generator) * 2 - 1  # (n, 2, H + 2r, W + 2r), pixels
+        field = F.conv2d(field.view(-1, 1, big_h, big_w), gauss.view(1, 1, 1, -1))  # (n·2, 1, H + 2r, W)
+        field = F.conv2d(field, gauss.view(1, 1, -1, 1)).view(b - a, 2, height, width)
         pixels = alpha * field.permute(0, 2, 3, 1)  # (n, H, W, 2) displacement in pixels
         return base + pixels * torch.tensor([2 / width, 2 / height])
 
@@ -137,9 +143,25 @@ def cluttered(images: torch.Tensor, generator: torch.Generator, side: int = 60, 
     ``pieces`` crops of ``piece``×``piece`` px from other random digits of the same set; pixel-wise maximum."""
     count = len(images)
     canvas = torch.zeros(count, 1, side, side, dtype=torch.uint8)
+    ink = images[:, 0] > 64  # (N, 28, 28)
+    ink_rows, ink_cols = ink.any(2), ink.any(1)  # (N, 28) each: which rows / columns of each digit have ink
+
+    def span(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First and last index with ink (the whole range for a blank image)."""
+        first = torch.where(mask.any(1), mask.float().argmax(1), torch.zeros(len(mask), dtype=torch.long))
+        last = torch.where(mask.any(1), 27 - mask.flip(1).float().argmax(1), torch.full((len(mask),), 27))
+        return first, last
+
+    def inside(first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """A crop start uniform over the positions whose window overlaps the ink span, within the image."""
+        low = (first - piece + 1).clamp(min=0)
+        high = last.clamp(max=28 - piece)
+        return low + (torch.rand(len(first), generator=generator) * (high - low + 1)).long().clamp(max=high - low)
+
     for _ in range(pieces):  # clutter first, digit last: the maximum keeps both
         donor = torch.randint(count, (count,), generator=generator)
-        top, left = torch.randint(28 - piece + 1, (2, count), generator=generator)
+        # crops that overlap the donor's ink: uniform positions over the whole 28×28 would often cut empty margin
+        top, left = inside(*span(ink_rows[donor])), inside(*span(ink_cols[donor]))
         at_y, at_x = torch.randint(side - piece + 1, (2, count), generator=generator)
         rows = torch.arange(piece)
         crop = images[donor[:, None, None], 0, (top[:, None] + rows)[:, :, None], (left[:, None] + rows)[:, None, :]]

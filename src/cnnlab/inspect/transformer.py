@@ -33,10 +33,21 @@ def find_transformer(model: nn.Module) -> SpatialTransformer:
     )
 
 
+def _to_edges(grid: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 2) coordinates of pixel centres -> (B, H + 2, W + 2, 2) with the outer edges (half a pixel
+    further out) added by linear extrapolation: exact for affine maps, a close fit for smooth ones."""
+    grid = torch.cat([1.5 * grid[:, :1] - 0.5 * grid[:, 1:2], grid, 1.5 * grid[:, -1:] - 0.5 * grid[:, -2:-1]], 1)
+    return torch.cat(
+        [1.5 * grid[:, :, :1] - 0.5 * grid[:, :, 1:2], grid, 1.5 * grid[:, :, -1:] - 0.5 * grid[:, :, -2:-1]], 2
+    )
+
+
 def sampled_outline(transformer: SpatialTransformer, params: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-    """(B, P) θ -> (B, L, 2) the output's border, as (x, y) input pixel coordinates (a closed polyline)."""
+    """(B, P) θ -> (B, L, 2) the outer edge of the output, as (x, y) input pixel coordinates (a closed polyline):
+    the identity's outline is the input's own border."""
     height, width = transformer.output_size or input_size
-    grid = transformer.grid(params, (height, width))  # (B, H, W, 2) normalised source coordinates
+    grid = transformer.grid(params.float(), (max(height, 2), max(width, 2)))  # (B, H, W, 2) source coordinates
+    grid = _to_edges(grid)  # (B, H + 2, W + 2, 2): the outermost rows and columns are the output's edges
     border = torch.cat(
         [grid[:, 0, :], grid[:, :, -1], grid[:, -1, :].flip(1), grid[:, :, 0].flip(1), grid[:, :1, 0]], dim=1
     )  # (B, L, 2): top, right, bottom, left, back to the start
@@ -47,9 +58,13 @@ def sampled_outline(transformer: SpatialTransformer, params: torch.Tensor, input
 
 
 def _display(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """A normalised (C, H, W) model input back to [0, 1] for drawing."""
+    """A normalised (C, H, W) model input back to [0, 1] for drawing; two channels (MNIST addition) as red and
+    green, more than three as the first."""
     scale = torch.tensor(std).view(-1, 1, 1)
-    return (x.detach().cpu().float() * scale + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
+    image = (x.detach().cpu().float() * scale + torch.tensor(mean).view(-1, 1, 1)).clamp(0, 1)
+    if image.shape[0] == 2:
+        return torch.cat([image, torch.zeros_like(image[:1])])
+    return image if image.shape[0] in (1, 3) else image[:1]
 
 
 def _frame(ax, size) -> None:

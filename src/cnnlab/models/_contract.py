@@ -58,6 +58,9 @@ class ClassifierModel(nn.Module):
     model_name: str = ""  # the registry name it was built under (set by models.create; "" for a model built by hand)
     torchvision_compatible = False  # True where the state dict's keys and shapes are torchvision's namesake's
     aux_loss_weight = 0.0  # weight of each auxiliary classifier's loss in training (GoogLeNet: 0.3)
+    # Learning-rate multipliers by parameter-name prefix, a model's own training rule (a spatial transformer's
+    # localisation network learns slower than the classifier behind it); the trainer makes a group of each.
+    lr_multipliers: dict[str, float] = {}  # noqa: RUF012 (read-only class default)
 
     @property
     def aux_heads(self) -> list[nn.Module]:

@@ -85,7 +85,8 @@ class DistortedMNISTNet(FullyConnectedHeadModel):
         image_size: side of the (square) input in pixels.
         downsample: 1, or 2 to classify at half resolution (None: 2 above 32 px, else 1).
         st_size: side of the transformer's output (default: image_size // downsample).
-        transform, sampling, tps_points: the transformer's (see :class:`~cnnlab.layers.SpatialTransformer`).
+        transform, sampling, tps_points, padding: the transformer's (see :class:`~cnnlab.layers.SpatialTransformer`).
+        transformers: how many transformers side by side (their outputs stacked as channels).
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class DistortedMNISTNet(FullyConnectedHeadModel):
         sampling: str = "bilinear",
         tps_points: int = 4,
         transformers: int = 1,
+        padding: str = "zeros",
     ):
         super().__init__()
         if not isinstance(image_size, int) or image_size < 4:
@@ -129,6 +131,7 @@ class DistortedMNISTNet(FullyConnectedHeadModel):
                     features=loc_width,
                     sampling=sampling,
                     tps_points=tps_points,
+                    padding=padding,
                 )
 
             if transformers == 1:
@@ -154,6 +157,10 @@ class DistortedMNISTNet(FullyConnectedHeadModel):
         self.num_features = flat
 
     cpu_channels_last = False  # grid_sample and the small FC layers gain nothing from NHWC
+
+    # The localisation network (and the regressor of θ) at a tenth of the classifier's learning rate: at the same
+    # rate θ swings from batch to batch and the classifier chases a moving image (measured: docs/stn.md).
+    lr_multipliers = {"features.transformer.": 0.1}  # noqa: RUF012
 
     @property
     def transformer(self) -> SpatialTransformer | None:
@@ -236,6 +243,7 @@ def st_cnn(
     st_size: int | None = None,
     sampling: str = "bilinear",
     tps_points: int = 4,
+    padding: str = "zeros",
 ) -> DistortedMNISTNet:
     return DistortedMNISTNet(
         CNN,
@@ -246,6 +254,7 @@ def st_cnn(
         st_size=st_size,
         sampling=sampling,
         tps_points=tps_points,
+        padding=padding,
         **_options(image_size, downsample),
     )
 
@@ -271,6 +280,7 @@ def st_fcn(
     st_size: int | None = None,
     sampling: str = "bilinear",
     tps_points: int = 4,
+    padding: str = "zeros",
 ) -> DistortedMNISTNet:
     return DistortedMNISTNet(
         FCN,
@@ -281,6 +291,7 @@ def st_fcn(
         st_size=st_size,
         sampling=sampling,
         tps_points=tps_points,
+        padding=padding,
         **_options(image_size, downsample),
     )
 

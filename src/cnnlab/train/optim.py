@@ -105,6 +105,23 @@ def parameter_groups(
     return [g for g in split if g["params"]]
 
 
+def multiplier_groups(model: nn.Module, lr: float) -> list[dict] | None:
+    """Parameter groups for a model's ``lr_multipliers`` (name prefix -> factor on η), or None when it has none:
+    one group per prefix at ``lr × factor``, the rest at ``lr``. The schedule scales every group alike."""
+    multipliers = getattr(model, "lr_multipliers", None) or {}
+    if not multipliers:
+        return None
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups, taken = [], set()
+    for prefix, factor in multipliers.items():
+        params = [p for name, p in trainable if name.startswith(prefix) and id(p) not in taken]
+        taken |= {id(p) for p in params}
+        if params:
+            groups.append({"params": params, "lr": lr * factor})
+    rest = [p for _, p in trainable if id(p) not in taken]
+    return [{"params": rest}, *groups] if rest else groups
+
+
 def make_optimizer(
     model: nn.Module,
     kind: str,

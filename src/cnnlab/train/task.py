@@ -181,15 +181,18 @@ class ClassificationTask(Task):
                 result = evaluate(nets["model"], loader, self.objective, self.topk, distributed=distributed)
                 row |= {f"{split}_loss": result["loss"], f"{split}_error": result["top1_error"]}
                 row[f"{split}_top5_error"] = result["top5_error"]
-        self._track_transformer(run)
+        self._track_transformer(nets["model"], run)
         return row
 
     THETA_IMAGES = 8  # images whose θ is tracked over training
 
-    def _track_transformer(self, run: TrainingRun) -> None:
+    def _track_transformer(self, model: nn.Module, run: TrainingRun) -> None:
         """Append θ of the tracked images (the first of the validation split, else of the test split) for models
-        with a spatial transformer in front (``model.transformer``); nothing for the others."""
-        transformer = getattr(self.models["model"], "transformer", None)
+        with a spatial transformer in front (``model.transformer``); nothing for the others. ``model`` is the one
+        evaluated (the EMA's weights when there is one: what the checkpoint keeps and the views show)."""
+        for wrapper in ("module", "_orig_mod"):  # DDP or an EMA wrapper, torch.compile
+            model = getattr(model, wrapper, model)
+        transformer = getattr(model, "transformer", None)
         if not isinstance(transformer, SpatialTransformer):
             return
         if self.theta_images is None:

@@ -37,7 +37,7 @@ from cnnlab.train.ema import ModelEMA
 from cnnlab.train.fastpath import resolve_fast_path
 from cnnlab.train.monitor import Monitor
 from cnnlab.train.objective import ClassificationObjective, Objective, aux_heads
-from cnnlab.train.optim import make_optimizer, make_scheduler
+from cnnlab.train.optim import make_optimizer, make_scheduler, multiplier_groups
 from cnnlab.train.progress import Reporter
 from cnnlab.train.provenance import git_revision, versions
 from cnnlab.train.record import TrainingState
@@ -194,6 +194,8 @@ class Trainer:
                    "weight_decay": cfg.weight_decay, **part.options}  # fmt: skip
         models = [self.task.models[name] for name in part.models]
         holder = models[0] if len(models) == 1 else nn.ModuleList(models)
+        if param_groups is None and len(models) == 1:  # a model's own rates (e.g. a spatial transformer's)
+            param_groups = multiplier_groups(holder, options["lr"])
         optimizer = make_optimizer(
             holder,
             options["optimizer"],
