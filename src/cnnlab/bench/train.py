@@ -162,6 +162,7 @@ class TrainBenchRow:
     peak_flops: float | None  # the device's peak at this precision (None: CPU or a GPU not in PEAK_FLOPS)
     fast_path: str  # what cnnlab's engine used
     environment: str
+    cnnlab_warmup_s: float = 0.0  # the engine's first epoch (cuDNN autotuning, compilation, graph capture)
 
     @property
     def ratio(self) -> float:
@@ -230,6 +231,7 @@ def bench_train(
         trainer = Trainer(_synthetic_run(config, images, labels, Path(tmp)))
         trainer.fit()
         ours_ips = trainer.history[-1]["images_per_s"]
+        warmup_s = trainer.history[0]["seconds"]
         described = trainer.fast.describe()
     torch.backends.cudnn.benchmark = benchmark_flag
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[fast.amp_dtype]
@@ -244,6 +246,7 @@ def bench_train(
         device_peak_flops(device, precision),
         described,
         _environment(device),
+        warmup_s,
     )
 
 
