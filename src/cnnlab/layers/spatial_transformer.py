@@ -287,7 +287,7 @@ class SpatialTransformer(nn.Module):
         """θ for each image: (B, C, H, W) -> (B, num_params), in float32 whatever autocast says."""
         features = self.localisation(x)  # under autocast, in its precision: it only has to point
         with _full_precision(x.device.type):
-            return self.regressor(features.float())
+            return self.regressor(features.to(self.regressor.weight.dtype))
 
     def grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, num_params) -> (B, H, W, 2) source coordinates of an output of ``size``."""
@@ -311,7 +311,8 @@ class SpatialTransformer(nn.Module):
         # θ, the grid and the sampling in float32 even under mixed precision: in bfloat16 the coordinates are
         # quantised to ~0.1 px and the identity is off by up to 6% of the pixel range.
         with _full_precision(x.device.type):
-            out = sample(x.float(), self.grid(params, size), self.sampling, self.padding)  # (B, C, H_out, W_out)
+            wide = x.to(torch.promote_types(x.dtype, torch.float32))  # float16/bfloat16 -> float32; float64 stays
+            out = sample(wide, self.grid(params.to(wide.dtype), size), self.sampling, self.padding)  # (B, C, h, w)
         return out.to(x.dtype)
 
     def extra_repr(self) -> str:

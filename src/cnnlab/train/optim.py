@@ -118,6 +118,8 @@ def multiplier_groups(model: nn.Module, lr: float) -> list[dict] | None:
         taken |= {id(p) for p in params}
         if params:
             groups.append({"params": params, "lr": lr * factor})
+    if not groups:  # the prefixes name nothing in this model (e.g. a baseline without a transformer)
+        return None
     rest = [p for _, p in trainable if id(p) not in taken]
     return [{"params": rest}, *groups] if rest else groups
 
