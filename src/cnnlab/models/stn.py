@@ -181,10 +181,6 @@ class ParallelTransformers(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
-def _options(image_size: int, downsample: int | None) -> dict:
-    return {"image_size": image_size, "downsample": downsample}
-
-
 @register_model(
     "dmnist-cnn",
     paper=PAPER,
@@ -200,7 +196,7 @@ def _options(image_size: int, downsample: int | None) -> dict:
 def dmnist_cnn(
     *, num_classes: int = 10, in_chans: int = 1, image_size: int = 42, downsample: int | None = None
 ) -> DistortedMNISTNet:
-    return DistortedMNISTNet(CNN, None, num_classes=num_classes, in_chans=in_chans, **_options(image_size, downsample))
+    return DistortedMNISTNet(CNN, None, **locals())  # every option of the signature, as given
 
 
 @register_model(
@@ -217,7 +213,7 @@ def dmnist_cnn(
 def dmnist_fcn(
     *, num_classes: int = 10, in_chans: int = 1, image_size: int = 42, downsample: int | None = None
 ) -> DistortedMNISTNet:
-    return DistortedMNISTNet(FCN, None, num_classes=num_classes, in_chans=in_chans, **_options(image_size, downsample))
+    return DistortedMNISTNet(FCN, None, **locals())
 
 
 @register_model(
@@ -245,18 +241,7 @@ def st_cnn(
     tps_points: int = 4,
     padding: str = "zeros",
 ) -> DistortedMNISTNet:
-    return DistortedMNISTNet(
-        CNN,
-        CNN_LOCALISATION,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        transform=transform,
-        st_size=st_size,
-        sampling=sampling,
-        tps_points=tps_points,
-        padding=padding,
-        **_options(image_size, downsample),
-    )
+    return DistortedMNISTNet(CNN, CNN_LOCALISATION, **locals())
 
 
 @register_model(
@@ -282,18 +267,7 @@ def st_fcn(
     tps_points: int = 4,
     padding: str = "zeros",
 ) -> DistortedMNISTNet:
-    return DistortedMNISTNet(
-        FCN,
-        FCN_LOCALISATION,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        transform=transform,
-        st_size=st_size,
-        sampling=sampling,
-        tps_points=tps_points,
-        padding=padding,
-        **_options(image_size, downsample),
-    )
+    return DistortedMNISTNet(FCN, FCN_LOCALISATION, **locals())
 
 
 @register_model(
@@ -317,12 +291,4 @@ def st_cnn_addition(
     transformers: int = 2,
     downsample: int | None = None,
 ) -> DistortedMNISTNet:
-    return DistortedMNISTNet(
-        CNN,
-        CNN_LOCALISATION,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        transform=transform,
-        transformers=transformers,
-        **_options(image_size, downsample),
-    )
+    return DistortedMNISTNet(CNN, CNN_LOCALISATION, **locals())
