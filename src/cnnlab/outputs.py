@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,10 +61,20 @@ def image_suffixes() -> set[str]:
 def _writable(folder: Path, flag: str, target: Path | None = None) -> None:
     named = target if target is not None else folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".cnnlab-write-test.{os.getpid()}.tmp"
-        probe.write_bytes(b"")
-        probe.unlink()
+        for attempt in range(5):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".cnnlab-write-test.{os.getpid()}.tmp"
+                probe.write_bytes(b"")
+                probe.unlink()
+                break
+            except FileNotFoundError:
+                # Another process (rank 0 of a torchrun job) may be creating or replacing this very folder at the
+                # same moment (a CI failure: rank 1's probe vanished with it); a missing path that stays missing
+                # is reported below.
+                if attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
     except OSError as error:
         reason = {
             errno.EROFS: "the file system is read-only",
