@@ -9,7 +9,8 @@ LAYERS = [
     "layers",
     "models|data",
     "train",
-    "inspect|adversarial|transfer|bench|export|workflows|generative",
+    "inspect|adversarial|transfer|bench|export|workflows|generative|detection|captioning",
+    "serve",
     "cli|cli_spec",
 ]
 
