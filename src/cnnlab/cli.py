@@ -11,7 +11,7 @@ import textwrap
 from contextlib import contextmanager
 
 from cnnlab.cli_spec import COMMANDS as COMMAND_SPECS
-from cnnlab.cli_spec import EXAMPLES, GAN_ACTIONS, GAN_HELP, int_list
+from cnnlab.cli_spec import DETECT_ACTIONS, DETECT_HELP, EXAMPLES, GAN_ACTIONS, GAN_HELP, int_list
 from cnnlab.errors import CnnlabError, ConfigError
 
 
@@ -58,6 +58,7 @@ def _config_flags(
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
+    from cnnlab.detection.runs import DETECT_FLAGS
     from cnnlab.generative.runs import GAN_FLAGS
     from cnnlab.inspect.views import add_view_arguments, view_list
 
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                 q = _add_command(actions, action, action_spec, EXAMPLES["gan"])
                 if action == "train":
                     _config_flags(q, only=GAN_FLAGS, helps=GAN_HELP)
+        if name == "detect":  # `cnnlab detect ACTION`
+            actions = p.add_subparsers(dest="detect_action", metavar="ACTION", required=True)
+            for action, action_spec in DETECT_ACTIONS.items():
+                q = _add_command(actions, action, action_spec, EXAMPLES["detect"])
+                if action == "train":
+                    _config_flags(q, only=DETECT_FLAGS, helps=DETECT_HELP)
     return parser
 
 
@@ -384,7 +391,43 @@ def _cmd_gan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from cnnlab import detection
+
+    if args.detect_action == "train":
+        given = {name: getattr(args, name) for name in detection.DETECT_FLAGS if getattr(args, name, None) is not None}
+        with _session(given.get("device")) as (_, _main, reporter, say):
+            r = detection.train_detector(
+                given, method=args.method, backbone=args.backbone, stage=args.backbone_stage,
+                options=_parse_model_options(args.option), data_options=_parse_model_options(args.data_option),
+                resume=args.resume, overwrite=args.overwrite, reporter=reporter, say=say,
+            )  # fmt: skip
+        if not r.already_complete:
+            last = r.history[-1]
+            print(f"after {last['epoch']} epochs ({r.seconds:.1f} s): test mAP@0.5 {last['test_map50']:.3f}, "
+                  f"COCO mAP {last['test_map']:.3f}")  # fmt: skip
+            print(f"run directory: {r.run.run_dir.path}")
+    elif args.detect_action == "eval":
+        r = detection.evaluate_detector(args.run, args.data_root, args.device, say=_warn)
+        print(f"{r.images:,} test images, {r.seconds_per_image * 1000:.1f} ms each: mAP@0.5 {r.map50:.4f}, "
+              f"COCO mAP@[.5:.95] {r.map:.4f}")  # fmt: skip
+        print("AP@0.5 per class (VOC all-point): " + ", ".join(f"{k} {v:.3f}" for k, v in r.per_class.items()))
+        print(f"report: {detection.write_report(args.run, data_root=args.data_root)}")
+    elif args.detect_action == "predict":
+        for path, found in detection.predict_images(args.run, args.images, args.out, args.threshold, args.device):
+            print(f"{path}: {len(found['boxes'])} object(s)")
+    else:
+        image = int(args.image[5:]) if args.image.startswith("test:") and args.image[5:].isdigit() else args.image
+        views = tuple(args.view or ("occlusion", "deconvnet"))
+        r = detection.explain_detection(args.run, image, args.detection, views, args.out, args.data_root)
+        print(f"detection {args.detection}: {r.label} {r.score:.2f} at {r.box}")
+        for view, path in r.files.items():
+            print(f"{view}: {path}")
+    return 0
+
+
 COMMANDS = {
+    "detect": _cmd_detect,
     "train": _cmd_train,
     "eval": _cmd_eval,
     "predict": _cmd_predict,

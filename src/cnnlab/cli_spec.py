@@ -121,6 +121,7 @@ examples:
   cnnlab bench adversarial     # FGSM over 10,000 images; adversarial vs normal epoch
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
   cnnlab bench viz             # occlusion and top-patches timings
+  cnnlab bench detect runs/rcnn runs/fast-rcnn runs/faster-rcnn runs/overfeat   # detectors side by side
 """,
     "gan": """
 examples:
@@ -132,6 +133,17 @@ examples:
   cnnlab gan sample runs/dcgan-generator-28-mnist-20261129-201500 -n 64 --out samples.png
   cnnlab gan interpolate runs/dcgan-generator-28-mnist-20261129-201500 --steps 10
   cnnlab gan measure runs/dcgan-generator-28-mnist-20261129-201500 runs/mnist-lenet
+""",
+    "detect": """
+examples:
+  cnnlab detect train --method faster-rcnn --data mnist-detection --epochs 4
+  cnnlab detect train --method fast-rcnn --backbone lenet5-modern --data-option train_size=2000
+  cnnlab detect train --method rcnn --data-option train_size=2000
+  cnnlab detect train --method overfeat --data mnist-detection --data-option clutter=8
+  cnnlab detect train --resume runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500
+  cnnlab detect eval runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500
+  cnnlab detect predict runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500 canvas.png
+  cnnlab detect explain runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500 test:0 --view occlusion
 """,
     "export": """
 examples:
@@ -199,6 +211,92 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
             _SEED,
         ),
         device="cpu",
+        data_root=True,
+    ),
+}
+
+DETECT_HELP = {  # `cnnlab detect train`'s help for the TrainConfig flags whose defaults differ from a classifier's
+    "data": "mnist-detection, fashion-detection, voc:PATH or coco:PATH (default: mnist-detection)",
+    "epochs": "passes over the training images (default: 4)",
+    "batch_size": "images per step (default: 8)",
+    "lr": "SGD's learning rate at batch 8 (default: 0.02)",
+    "holdout": "fraction of the training images held out to choose best.pt (default: 0.1)",
+}
+_DETECT_RUN = Arg(("run",), {"metavar": "RUN", "help": "a detection run directory (or its checkpoint file)"})
+# `cnnlab detect ACTION`: each action's arguments; `train` also offers DETECT_FLAGS, generated from TrainConfig.
+DETECT_ACTIONS: dict[str, CommandSpec] = {
+    "train": CommandSpec(
+        "Train a detector (R-CNN, Fast R-CNN, Faster R-CNN or OverFeat) on a zoo backbone by the engine.",
+        (
+            Arg(
+                ("--method",),
+                {
+                    "choices": ("rcnn", "fast-rcnn", "faster-rcnn", "overfeat"),
+                    "default": "faster-rcnn",
+                    "help": "the detector (default: faster-rcnn)",
+                },
+            ),
+            Arg(("--backbone",), {"default": "lenet5-modern", "help": "a zoo model (default: lenet5-modern)"}),
+            Arg(("--backbone-stage",), {"help": "the backbone's last stage kept (default: its last)"}),
+            Arg(
+                ("--option",),
+                {
+                    "action": "append",
+                    "default": [],
+                    "metavar": "NAME=VALUE",
+                    "help": "a method option, e.g. svd_rank=64 (repeatable; see docs/detection.md)",
+                },
+            ),
+            Arg(
+                ("--data-option",),
+                {
+                    "action": "append",
+                    "default": [],
+                    "metavar": "NAME=VALUE",
+                    "help": "a dataset option, e.g. train_size=2000 or clutter=8 (repeatable)",
+                },
+            ),
+            Arg(("--resume",), {"metavar": "CHECKPOINT|RUN_DIR|auto", "help": "continue a detection run exactly"}),
+            Arg(("--overwrite",), {"action": "store_true", "help": "--out holds a run: replace it"}),
+        ),
+        device=None,
+    ),
+    "eval": CommandSpec(
+        "mAP of a detection run on its test split: COCO mAP, mAP@0.5, AP per class; writes RUN/report/.",
+        (_DETECT_RUN,),
+        device="cpu",
+        data_root=True,
+    ),
+    "predict": CommandSpec(
+        "Detect objects in image files; writes each with its labelled boxes as <name>-detections.png.",
+        (
+            _DETECT_RUN,
+            Arg(("images",), {"nargs": "+", "metavar": "IMAGE", "help": "image files"}),
+            Arg(("--threshold",), {"type": float, "default": 0.5, "help": "smallest score drawn (default: 0.5)"}),
+            Arg(("--out",), {"help": "folder for the pictures (default: beside each image)"}),
+        ),
+        device="cpu",
+    ),
+    "explain": CommandSpec(
+        "What made the detector fire on one box: occlusion, deconvnet or guided backprop of that detection.",
+        (
+            _DETECT_RUN,
+            Arg(("image",), {"help": "an image file, or test:N for the run's test image N"}),
+            Arg(
+                ("--detection",),
+                {"type": int, "default": 0, "help": "which detection, by score (default: 0, the best)"},
+            ),
+            Arg(
+                ("--view",),
+                {
+                    "action": "append",
+                    "choices": ("occlusion", "deconvnet", "guided-backprop"),
+                    "help": "repeatable (default: occlusion and deconvnet)",
+                },
+            ),
+            Arg(("--out",), {"help": "folder for the pictures (default: RUN/report)"}),
+        ),
+        device=None,
         data_root=True,
     ),
 }
@@ -464,7 +562,11 @@ COMMANDS: dict[str, CommandSpec] = {
             ),
             Arg(
                 ("names",),
-                {"nargs": "*", "metavar": "MODEL", "help": "models: which (default: lenet5-modern resnet20 vgg11)"},
+                {
+                    "nargs": "*",
+                    "metavar": "MODEL|RUN",
+                    "help": "models: which (default: lenet5-modern resnet20 vgg11); detect: detection run directories",
+                },
             ),
             Arg(("--quick",), {"action": "store_true", "help": "a few seconds: checks that it runs, not its speed"}),
             Arg(("--batch-size",), {"type": int, "default": 32, "help": "models: images per step (default: 32)"}),
@@ -482,6 +584,9 @@ COMMANDS: dict[str, CommandSpec] = {
         data_root=True,
     ),
     "gan": CommandSpec("Generative adversarial networks: train, sample, interpolate, measure.", (), device=None),
+    "detect": CommandSpec(
+        "Object detection: train, eval, predict (R-CNN, Fast/Faster R-CNN, OverFeat).", (), device=None
+    ),
     "export": CommandSpec(
         "Export a checkpoint's model (or a registered model) to ONNX or safetensors.",
         (

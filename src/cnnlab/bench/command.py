@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from cnnlab.errors import ConfigError
 
-KINDS = ("data", "models", "train", "adversarial", "transfer", "viz")
+KINDS = ("data", "models", "train", "adversarial", "transfer", "viz", "detect")
 DEFAULT_MODELS = ["lenet5-modern", "resnet20", "vgg11"]
 
 
@@ -27,10 +27,10 @@ class BenchOptions:
     def check(self, kind: str) -> None:
         if kind not in KINDS:
             raise ConfigError(f"Unknown benchmark {kind!r}; choose one of {', '.join(KINDS)}.")
-        if self.names and kind != "models":
+        if self.names and kind not in ("models", "detect"):
             raise ConfigError(
                 f"`cnnlab bench {kind}` takes no model names ({', '.join(self.names)}); they are for "
-                "`cnnlab bench models MODEL ...`."
+                "`cnnlab bench models MODEL ...` (and run directories for `cnnlab bench detect RUN ...`)."
             )
         for name in ("batch_size", "repeats", "input_size"):
             value = getattr(self, name)
@@ -51,7 +51,14 @@ def run_benchmark(kind: str, options: BenchOptions) -> list[str]:
         "adversarial": _adversarial,
         "transfer": _transfer,
         "data": _data,
+        "detect": _detect,
     }[kind](options, device)
+
+
+def _detect(options: BenchOptions, device: str) -> list[str]:
+    from cnnlab.bench.detect import bench_detectors
+
+    return bench_detectors(options.names, quick=options.quick, data_root=options.data_root)
 
 
 def _models(options: BenchOptions, device: str) -> list[str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -78,6 +78,7 @@ class DetectionDataset:
         name: the name it was loaded by.
         train: the training split.
         test: the test split.
+        val: the validation split held out of the training images (:meth:`with_holdout`), or None.
         classes: object class names, index = label.
         source: where the data came from (a path, or what it was generated from and how).
         notes: facts worth printing with it (measured object counts, dropped objects...).
@@ -89,6 +90,34 @@ class DetectionDataset:
     classes: list[str]
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    val: DetectionSplit | None = None
+
+    def with_holdout(self, fraction: float) -> DetectionDataset:
+        """This dataset with the last ``fraction`` of the training images as a validation split (for choosing
+        checkpoints and settings; the test split is only reported). Generated canvases are in random order, and
+        a folder's images in its own order, so the last ones are as good a sample as any and the split is the same
+        on every machine.
+
+        Raises:
+            ConfigError: ``fraction`` outside [0, 1), or leaving no training image.
+        """
+        if not 0 <= fraction < 1:
+            raise ConfigError(f"The validation fraction must be in [0, 1), got {fraction}.")
+        held = round(len(self.train) * fraction)
+        if held == 0:
+            return replace(self, val=None)
+        if held >= len(self.train):
+            raise ConfigError(
+                f"Holding out {fraction:.0%} of {len(self.train)} training images leaves none to train on."
+            )
+        keep = len(self.train) - held
+
+        def part(index: slice) -> DetectionSplit:
+            split = self.train
+            names = split.names[index] if split.names is not None else None
+            return DetectionSplit(split.images[index], split.targets[index], names, None)
+
+        return replace(self, train=part(slice(0, keep)), val=part(slice(keep, None)))
 
     @property
     def num_classes(self) -> int:
