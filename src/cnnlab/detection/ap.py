@@ -169,34 +169,37 @@ def average_precision_per_class(
     aps, precisions, recalls, scores_out, hits_out = [], [], [], [], []
     positives = torch.zeros(num_classes, dtype=torch.int64)
     for k in range(num_classes):
-        # step 1: the class's detections of all images, by score (stable: ties keep image order)
-        det_image, det_box, det_score, gt_boxes, gt_difficult = [], [], [], [], []
+        # each detection's most-overlapping box of its class in its image (IoU, index), image by image
+        det_image, det_score, det_iou, det_box, gt_difficult = [], [], [], [], []
         for i, (det, gt) in enumerate(zip(detections, ground_truths, strict=True)):
-            mine = det["labels"] == k
-            det_box.append(det["boxes"][mine].double())
+            mine, theirs = det["labels"] == k, gt["labels"] == k
+            boxes, truth = det["boxes"][mine].double(), gt["boxes"][theirs].double()
+            best_iou = torch.zeros(len(boxes), dtype=torch.float64)
+            best_box = torch.full((len(boxes),), -1, dtype=torch.int64)
+            if len(truth) and len(boxes):
+                best_iou, best_box = box_iou(boxes, truth).max(1)
+            det_iou.append(best_iou)
+            det_box.append(best_box)
             det_score.append(det["scores"][mine].double())
-            det_image.append(torch.full((int(mine.sum()),), i, dtype=torch.int64))
-            theirs = gt["labels"] == k
-            gt_boxes.append(gt["boxes"][theirs].double())
+            det_image.append(torch.full((len(boxes),), i, dtype=torch.int64))
             difficult = gt.get("difficult")
             gt_difficult.append(
                 difficult[theirs].bool() if difficult is not None else torch.zeros(int(theirs.sum()), dtype=torch.bool)
             )
             positives[k] += int((~gt_difficult[-1]).sum())
-        boxes, scores, images = torch.cat(det_box), torch.cat(det_score), torch.cat(det_image)
+        if not det_score:  # no images at all: empty curves
+            det_score = det_iou = [torch.zeros(0, dtype=torch.float64)]
+            det_image = det_box = [torch.zeros(0, dtype=torch.int64)]
+        # step 1: the class's detections of all images, by score (stable: ties keep image order)
+        scores = torch.cat(det_score)
         order = torch.argsort(scores, descending=True, stable=True)
-        boxes, scores, images = boxes[order], scores[order], images[order]
+        scores, images = scores[order], torch.cat(det_image)[order]
+        best_iou, best_box = torch.cat(det_iou)[order], torch.cat(det_box)[order]
 
         # step 2: greedy matching, in score order (sequential: a box once matched turns later hits into FPs)
-        best_iou = torch.zeros(len(boxes), dtype=torch.float64)
-        best_box = torch.full((len(boxes),), -1, dtype=torch.int64)
-        for i in images.unique().tolist():
-            here = torch.nonzero(images == i).squeeze(1)
-            if len(gt_boxes[i]):
-                best_iou[here], best_box[here] = box_iou(boxes[here], gt_boxes[i]).max(1)
-        hit = torch.zeros(len(boxes), dtype=torch.bool)
-        ignored = torch.zeros(len(boxes), dtype=torch.bool)
-        matched = [torch.zeros(len(g), dtype=torch.bool) for g in gt_boxes]
+        hit = torch.zeros(len(scores), dtype=torch.bool)
+        ignored = torch.zeros(len(scores), dtype=torch.bool)
+        matched = [torch.zeros(len(g), dtype=torch.bool) for g in gt_difficult]
         for d, (i, j, iou) in enumerate(zip(images.tolist(), best_box.tolist(), best_iou.tolist(), strict=True)):
             if j < 0 or iou < iou_threshold:
                 continue  # false positive: overlaps no box of its class enough
