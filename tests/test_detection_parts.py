@@ -303,6 +303,41 @@ def test_greedy_merge_hand_made_boxes():
     assert len(everything.boxes) == 1 and everything.scores.item() == pytest.approx(2.3)
 
 
+def _naive_merge(boxes, scores, threshold):
+    """The paper's loop written plainly (one class): the full matrix searched again after every merge."""
+    members = [[i] for i in range(len(boxes))]
+    current = [(boxes[i].double(), float(scores[i]), float(scores[i])) for i in range(len(boxes))]  # box, weight, score
+    while len(current) > 1:
+        stacked = torch.stack([c[0] for c in current])
+        dissimilarity = match_score(stacked, stacked)
+        dissimilarity.fill_diagonal_(float("inf"))
+        flat = int(torch.argmin(dissimilarity))
+        i, j = divmod(flat, len(current))
+        if dissimilarity[i, j] > threshold:
+            break
+        i, j = min(i, j), max(i, j)
+        (bi, wi, si), (bj, wj, sj) = current[i], current[j]
+        current[i] = ((wi * bi + wj * bj) / (wi + wj), wi + wj, si + sj)
+        members[i] += members.pop(j)
+        del current[j]
+    return torch.stack([c[0] for c in current]).float(), torch.tensor([c[2] for c in current]), members
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_greedy_merge_equals_the_plain_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    corner = torch.rand(60, 2, generator=g) * 100
+    boxes = torch.cat([corner, corner + 10 + torch.rand(60, 2, generator=g) * 30], 1)
+    scores = torch.rand(60, generator=g) + 0.1
+    merged = greedy_merge(boxes, scores, torch.zeros(60, dtype=torch.int64), threshold=1.2)
+    expected_boxes, expected_scores, members = _naive_merge(boxes, scores, 1.2)
+    assert 5 < len(merged.boxes) < 50 and torch.allclose(merged.boxes, expected_boxes, atol=1e-4)
+    assert torch.allclose(merged.scores, expected_scores, atol=1e-5)
+    assert [sorted(torch.nonzero(merged.members == r).squeeze(1).tolist()) for r in range(len(members))] == [
+        sorted(m) for m in members
+    ]
+
+
 def test_greedy_merge_is_fast_on_hundreds_of_boxes_and_refuses_bad_input():
     g = torch.Generator().manual_seed(0)
     corner = torch.rand(400, 2, generator=g) * 200
@@ -310,7 +345,7 @@ def test_greedy_merge_is_fast_on_hundreds_of_boxes_and_refuses_bad_input():
     labels = torch.randint(0, 4, (400,), generator=g)
     start = time.perf_counter()
     merged = greedy_merge(boxes, torch.rand(400, generator=g), labels)
-    assert time.perf_counter() - start < 2.0  # measured 0.17 s on the loaded 2-core machine
+    assert time.perf_counter() - start < 2.0  # measured 0.05–0.17 s on the loaded 2-core machine
     assert merged.counts.sum() == 400 and len(merged.boxes) < 400
     assert torch.equal(merged.members.bincount(), merged.counts)
     empty = greedy_merge(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
@@ -394,6 +429,9 @@ def test_svm_stream_can_be_a_function_and_bad_input_is_refused():
 
     svms = train_class_svms(again, num_classes=2, initial_negatives=10, rounds=1, c=1.0)
     assert len(calls) == 2 and svms.weights.shape == (2, 6)
+    whole = FeatureBatch(*(torch.cat([getattr(b, f) for b in stream]) for f in ("features", "labels", "max_ious")))
+    one = train_class_svms(whole, num_classes=2, initial_negatives=10, rounds=1, c=1.0)  # all in memory at once
+    assert one.weights.shape == (2, 6) and one.positives.tolist() == [9, 9]
     with pytest.raises(DataError, match="empty"):
         train_class_svms([], num_classes=2)
     bad = FeatureBatch(torch.zeros(4, 6), torch.tensor([0, 5, -1, -1]), torch.zeros(4, 2))

@@ -117,7 +117,9 @@ def max_ious_per_class(boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: t
 Stream = Iterable[FeatureBatch] | Callable[[], Iterable[FeatureBatch]]
 
 
-def _batches(stream: Stream, num_classes: int | None = None) -> Iterable[FeatureBatch]:
+def _batches(stream: Stream | FeatureBatch, num_classes: int | None = None) -> Iterable[FeatureBatch]:
+    if isinstance(stream, FeatureBatch):  # everything in memory at once: a stream of one batch
+        stream = [stream]
     for batch in stream() if callable(stream) else stream:
         batch.check(num_classes)
         yield batch
@@ -189,7 +191,7 @@ def _fit_svm(positives: torch.Tensor, negatives: torch.Tensor, c: float, positiv
 
 
 def train_class_svms(
-    stream: Stream,
+    stream: Stream | FeatureBatch,
     num_classes: int,
     rounds: int = 3,
     initial_negatives: int = 1000,
@@ -203,7 +205,8 @@ def train_class_svms(
 
     Args:
         stream: an iterable of :class:`FeatureBatch` that can be iterated again (a list, a DataLoader-like
-            object), or a function returning a fresh iterator; same batches in the same order each time.
+            object), or a function returning a fresh iterator; same batches in the same order each time. One
+            :class:`FeatureBatch` holding every sample works too (small data, all in memory).
         num_classes: K.
         rounds: mining rounds after the initial fit (the paper converged in one pass; more cost more passes).
         initial_negatives: per class, the random negatives of the first fit.
