@@ -405,6 +405,7 @@ def test_hard_negative_mining_adds_the_hard_ones():
     expected = torch.nonzero(negative & (scores > -1) & ~torch.isin(torch.arange(len(labels)), start.added[0][0]))
     mined = train_class_svms(stream, rounds=3, **options)
     assert torch.equal(mined.added[0][0], start.added[0][0])
+    assert negative[start.added[0][0]].all() and start.added[0][0].max() >= 100  # a random sample of the stream
     assert len(expected) > 0 and torch.equal(mined.added[0][1], expected.squeeze(1))  # exactly the hard ones
     pushed = (torch.arange(8)[:, None] * 50 + torch.arange(47, 50)).flatten()  # negatives placed towards class 0
     assert torch.isin(pushed, torch.cat(mined.added[0])).float().mean() > 0.5  # mostly mined

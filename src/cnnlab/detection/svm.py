@@ -8,10 +8,11 @@ the mining loop and the box encoding around them.
 proposal (``labels`` = −1), and ``max_ious`` (N, K): its IoU with the most-overlapping object of each class
 in its image (1 for a ground-truth box and its own class). For the SVM of class k:
 
-- positives: the ground-truth boxes of class k (not the proposals near them: the paper found that
-  fine-tuning-style positives at IoU ≥ 0.5 lose ~5 mAP for the SVMs, appendix B);
+- positives: the ground-truth boxes of class k only (section 2.3; not the proposals near them, which the
+  fine-tuning stage counts as positives at IoU ≥ 0.5);
 - negatives: every box with IoU < 0.3 with all objects of class k (``max_ious[:, k] < 0.3``), including
-  ground-truth boxes of other classes; boxes in between are ignored (the paper's grid search chose 0.3).
+  ground-truth boxes of other classes; boxes in between are ignored. The paper chose 0.3 by a grid search over
+  0, 0.1, …, 0.5 and reports that 0.5 cost 5 mAP points and 0 cost 4 (section 2.3).
 
 **Streaming, and what is in memory.** R-CNN cached the features of every proposal of every training image
 (~200 GB for VOC 2007). Here the features come as a *stream*: an iterable of :class:`FeatureBatch` (e.g. one
@@ -21,13 +22,16 @@ each time (sample ids are positions in the stream). In memory at any time: one b
 float32: 10 classes × 5,000 × 256 features = 51 MB), plus the K SVMs. The features of the other negatives are
 computed again on each pass (the CNN forward pass is the price of not caching them).
 
-**Hard-negative mining** (the paper's bootstrapping, Felzenszwalb et al. 2010 via Sung & Poggio 1994), in steps:
+**Hard-negative mining** (the standard method the paper cites: Felzenszwalb et al. 2010; Sung & Poggio
+1994), in steps:
 
-1. Read the stream once: keep all positives and, per class, the first ``initial_negatives`` negatives chosen
+1. Read the stream once: keep all positives and, per class, ``initial_negatives`` negatives chosen
    uniformly at random (a reservoir sample, seeded); train each class's SVM on them.
 2. Each round, read the stream again; per class, score every negative not in the cache; those inside the margin
    or misclassified (score > −1: "hard") join the cache. When a cache overflows, the easiest cached negatives
-   (lowest score) are evicted. Retrain on positives + cache.
+   (lowest score) are evicted. Retrain on positives + cache. (The released R-CNN code retrains within a pass,
+   whenever enough new hard negatives have accumulated, and evicts those scoring below −1.2; here the SVM is
+   refitted once per pass, so a round's choices depend only on the previous round's SVM.)
 3. Stop after ``rounds`` rounds, or earlier when a round finds no new hard negative for any class (the mining
    has converged: every negative is outside the margin of the current SVM).
 
