@@ -58,8 +58,8 @@ at its own size Felzenszwalb's segmentation merges thin, faint strokes into the 
 fast at ×1.5, reaches recall ≥ 0.95 at IoU 0.5 (0.98, with and without clutter) in the least time of the settings
 that do, with the fewest proposals on cluttered canvases (41; 28 without clutter, where fast k=300 ×2 needs
 only 21 but takes twice as long and 44 with clutter). R-CNN used ~2000 per image on Pascal VOC. Take
-``upscale=2`` when the IoU-0.7 recall matters (0.97 for 1.6× the proposals). Every setting gives far fewer than ``max_proposals``: the cap
-matters only for larger images.
+``upscale=2`` when the IoU-0.7 recall matters (0.97 for 1.6× the proposals). Every setting gives far fewer
+than ``max_proposals``: the cap matters only for larger images.
 
 **Time per image, threads or processes.** With the defaults, on 64 test canvases at load average ~10 on the 2
 cores (2026-11-29): 0.27 s per canvas in-process, with or without clutter (30 and 43 proposals, recall@0.5 0.974
