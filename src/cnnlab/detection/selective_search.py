@@ -160,7 +160,7 @@ def _c_library() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c") or ctypes.util.find_library("msvcrt")  # runs ldconfig: once
     try:
         return ctypes.CDLL(name)
-    except OSError:
+    except (OSError, TypeError):  # TypeError: CDLL(None) on Windows
         return None
 
 
