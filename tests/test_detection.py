@@ -149,12 +149,15 @@ def _overfit(method: str, canvases, steps: int, lr: float, options=None) -> floa
 @needs_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("method", "steps", "lr"), [("faster-rcnn", 150, 1e-3), ("fast-rcnn", 150, 1e-3), ("rcnn", 300, 3e-3),
-                                ("overfeat", 300, 1e-3)]  # fmt: skip
+    ("method", "steps", "lr", "options"),
+    [("faster-rcnn", 100, 2e-3, {}), ("fast-rcnn", 100, 2e-3, {}), ("rcnn", 200, 3e-3, {"scorer": "softmax"}),
+     ("overfeat", 200, 2e-3, {})],  # fmt: skip
 )
-def test_each_detector_overfits_a_handful_of_canvases(few_canvases, method, steps, lr):
+def test_each_detector_overfits_a_handful_of_canvases(few_canvases, method, steps, lr, options):
+    """(R-CNN scored by its fine-tuned softmax: its SVMs, fitted on 4 canvases' ~10 positives, are not what this
+    checks; the mnist-detection study in docs/detection.md measures them.)"""
     assert len(few_canvases[1]) == 4
-    assert _overfit(method, few_canvases, steps, lr) == 1.0
+    assert _overfit(method, few_canvases, steps, lr, options) == 1.0
 
 
 # ---- workflows ----------------------------------------------------------------------------------------------------
