@@ -41,8 +41,15 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "rpn_train_proposals": 300,
         "rpn_test_proposals": 100,
     },
-    "rcnn": {"context": 16 / 227, "crop": 32, "rois_per_image": 32, "nms": 0.3, "svm_images": 500, "svm_c": 0.001,
-             "scorer": "svm"},
+    "rcnn": {
+        "context": 16 / 227,
+        "crop": 32,
+        "rois_per_image": 32,
+        "nms": 0.3,
+        "svm_images": 500,
+        "svm_c": 0.001,
+        "scorer": "svm",
+    },
     "overfeat": {"scales": (1.0, 0.5), "head_width": 128, "threshold": 0.3, "merge": 1.0},
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,21 +292,13 @@ class DetectorRun:
         if self.detector.needs_proposals:
             from cnnlab.detection.selective_search import propose_all
 
-            with timer("proposals") if timer else _null():
+            with timer("proposals") if timer else nullcontext():
                 proposals = list(propose_all(images, workers=0))
         device = next(self.detector.parameters()).device
         inputs = self.preprocessing.normalize(images.to(device))
         with torch.no_grad():
             found = self.detector.detect(inputs, proposals, timer=timer)
         return [{k: v.detach().cpu() for k, v in d.items()} for d in found]
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def load_detector(run: str | Path, device: str = "cpu") -> DetectorRun:
