@@ -384,6 +384,14 @@ def _cmd_gan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cnnlab.serve import serve
+
+    say = lambda text: print(text, flush=True)  # noqa: E731  (the address must show before serving starts)
+    serve(args.run_dirs, host=args.host, port=args.port, device=args.device, say=say, warn=_warn)
+    return 0
+
+
 COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
@@ -401,6 +409,7 @@ COMMANDS = {
     "bench": _cmd_bench,
     "export": _cmd_export,
     "gan": _cmd_gan,
+    "serve": _cmd_serve,
 }
 TRAIN_FLAGS: list[str] = []  # the TrainConfig fields offered as `train` flags (filled by build_parser)
 

@@ -133,6 +133,11 @@ examples:
   cnnlab gan interpolate runs/dcgan-generator-28-mnist-20261129-201500 --steps 10
   cnnlab gan measure runs/dcgan-generator-28-mnist-20261129-201500 runs/mnist-lenet
 """,
+    "serve": """
+examples:
+  cnnlab serve runs/latest                                   # then open the address it prints
+  cnnlab serve runs/mnist-normal runs/mnist-adversarial --port 8001   # two runs side by side
+""",
     "export": """
 examples:
   cnnlab export runs/lenet5-digits --out lenet5.onnx --check
@@ -494,5 +499,20 @@ COMMANDS: dict[str, CommandSpec] = {
             ),
         ),
         device=None,
+    ),
+    "serve": CommandSpec(
+        "Explore runs in the browser: draw a digit, watch predictions, feature maps, occlusion, FGSM (docs/serve.md).",
+        (
+            Arg(("run_dirs",), {"nargs": "+", "metavar": "RUN_DIR", "help": "run directories (or checkpoint files)"}),
+            Arg(("--port",), {"type": int, "default": 8000, "help": "TCP port (default: 8000; 0: any free port)"}),
+            Arg(
+                ("--host",),
+                {
+                    "default": "127.0.0.1",
+                    "help": "address to listen on (default: 127.0.0.1, this machine only; any other is warned about: "
+                    "the explorer has no login)",
+                },
+            ),
+        ),
     ),
 }
