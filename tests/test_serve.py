@@ -302,6 +302,37 @@ def test_an_unexpected_failure_is_a_500_without_internals(trained_run):
     assert "secret" not in response.text and "Traceback" not in response.text
 
 
+def test_views_in_other_lanes_run_at_once_without_disturbing_each_other(trained_run):
+    """The deconvnet traces the model with torch.fx, which patches nn.Module.__call__ process-wide: predictions in
+    other threads meanwhile must still succeed (the gate), and give the same answer as alone."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnlab.serve.images import decode_upload
+
+    (explorer,) = load_explorers([trained_run], "cpu")
+    pixels = decode_upload(drawn_digit(), explorer.preprocessing, Limits())
+    alone = explorer.predict(pixels)["top"]
+    done = threading.Event()
+
+    def keep_predicting() -> int:
+        count = 0
+        while not done.is_set():
+            assert explorer.predict(pixels)["top"] == alone
+            explorer.features(pixels, "c1")
+            count += 1
+        return count
+
+    with ThreadPoolExecutor(3) as pool:
+        others = [pool.submit(keep_predicting) for _ in range(2)]
+        try:
+            for _ in range(8):
+                explorer.deconv(pixels, "c3")
+        finally:
+            done.set()
+        assert all(f.result() > 0 for f in others)  # re-raises a failure in those threads
+
+
 def test_stale_requests_for_one_view_are_skipped():
     from cnnlab.serve.app import _Scheduler
 

@@ -14,12 +14,20 @@ split, seconds, once) shares the hook-free copy, since inference without hooks c
 A running occlusion therefore never delays the prediction of the next stroke, and a hook set by one view is never
 seen by another view's forward pass in another thread. (For LeNet-5 the three copies are 3 × 240 kB; for a large
 model the memory is the price of that independence.)
+
+One thing lanes cannot separate: torch.fx, which the deconvnet uses for receptive fields, patches
+``nn.Module.__call__`` for the whole process while it traces, so a forward pass in another thread at that moment
+fails. The deconvnet therefore runs alone (:data:`GATE`, exclusive), every other view alongside any other
+(shared); the wait it can cause is one deconvnet (75 ms for LeNet-5). Occlusion, which would trace too (to fold
+BatchNorm, and for incremental passes on large images), gets a model folded once at start-up and plain passes.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +40,43 @@ LANES = ("fast", "maps", "slow", "record")
 MAX_FEATURE_MAPS = 64  # channels sent for one layer: a 512-channel layer would be 512 PNGs per stroke
 MAX_CONFUSION_IMAGES = 10_000  # test images classified for the confusion matrix (all of MNIST's test split)
 MAX_EPSILON = 0.5  # the slider's range: beyond it FGSM images are mostly noise
+
+
+class Gate:
+    """Many holders at once (``shared``) or one alone (``exclusive``). Shared holders do not wait for a waiting
+    exclusive one: a deconvnet may wait for a pause in the predictions, but a prediction never waits for a queue."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._exclusive)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._shared -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._exclusive and not self._shared)
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._exclusive = False
+                self._changed.notify_all()
+
+
+GATE = Gate()  # one per process: torch.fx's patch is process-wide, across every run served
 
 
 @dataclass
@@ -64,7 +109,8 @@ class RunExplorer:
     """
 
     def __init__(self, run_dir: str | Path, run_id: str, device: str = "auto"):
-        from cnnlab.inspect.hooks import spatial_layers, without_inplace_relu
+        from cnnlab.inspect.hooks import default_spatial_layer, spatial_layers, without_inplace_relu
+        from cnnlab.inspect.occlusion import inference_copy
         from cnnlab.inspect.transformer import find_transformer
         from cnnlab.workflows import open_run
 
@@ -79,7 +125,10 @@ class RunExplorer:
             "slow": Lane(slow, threading.Lock()),
             "record": Lane(model, threading.Lock()),  # the fast lane's copy: inference without hooks is reentrant
         }
-        self.layers = spatial_layers(model, self.preprocessing.input_size)
+        self.layers = spatial_layers(model, self.preprocessing.input_size)  # traced once, here, not per request
+        self.default_layer = default_spatial_layer(model, self.preprocessing.input_size) if self.layers else None
+        # BatchNorm folded once (torch.fx) for occlusion's many passes; the model itself when it has none
+        self.occlusion_model = inference_copy(slow) if self.device.type == "cpu" else slow
         try:
             self.transformer = find_transformer(self.lanes["maps"].model)  # used in that lane only
         except ConfigError:
@@ -90,8 +139,6 @@ class RunExplorer:
     def describe(self) -> dict:
         """The run as the page lists it: names, classes, input, the layers with feature maps, and which views
         apply (``views``: the page shows a panel per entry; a detector would add ``boxes``)."""
-        from cnnlab.inspect.hooks import default_spatial_layer
-
         last = self.record.history[-1] if self.record.history else {}
         views = ["predict", "features", "occlusion", "deconv", "guided-backprop", "fgsm", "curves", "confusion"]
         if self.transformer is not None:
@@ -106,9 +153,7 @@ class RunExplorer:
             "classes": self.classes,
             "input_size": list(self.preprocessing.input_size),
             "layers": self.layers,
-            "default_layer": default_spatial_layer(self.lanes["fast"].model, self.preprocessing.input_size)
-            if self.layers
-            else None,
+            "default_layer": self.default_layer,
             "epochs": int(last.get("epoch", 0)),
             "test_error": last.get("test_error"),
             "views": views,
@@ -130,7 +175,7 @@ class RunExplorer:
             raise ConfigError(f"top_k must be between 1 and 100, got {top_k}.")
         x = self._input(pixels)
         lane = self.lanes["fast"]
-        with lane.lock, torch.no_grad():
+        with lane.lock, GATE.shared(), torch.no_grad():
             probabilities = lane.model(x.unsqueeze(0)).float().softmax(dim=1)[0].cpu()  # (K,) the one sync
         return {"top": _class_list(probabilities, self.classes, top_k), "input": image_url(pixels.float() / 255)}
 
@@ -145,7 +190,7 @@ class RunExplorer:
             raise ConfigError(f"ε = {eps:g} is beyond the explorer's range 0…{MAX_EPSILON:g}.")
         images = pixels.unsqueeze(0).to(self.device).float() / 255  # (1, C, H, W) in [0, 1]
         lane = self.lanes["fast"]
-        with lane.lock:
+        with lane.lock, GATE.shared():
             wrapped = PixelModel(lane.model, self.preprocessing.mean, self.preprocessing.std).to(self.device)
             with torch.no_grad():
                 clean = int(wrapped(images).argmax(dim=1)[0])
@@ -169,7 +214,7 @@ class RunExplorer:
 
         x = self._input(pixels)
         lane = self.lanes["maps"]
-        with lane.lock:
+        with lane.lock, GATE.shared():
             (found,) = activations(lane.model, x, [layer])
         values = found.values  # (C, h, w), or (n,) for a layer without spatial layout
         if values.ndim == 1:
@@ -197,7 +242,7 @@ class RunExplorer:
             raise ConfigError(f"{self.record.model_name} has no spatial transformer, so there is no output to show.")
         x = self._input(pixels).unsqueeze(0)
         lane = self.lanes["maps"]
-        with lane.lock, torch.no_grad():
+        with lane.lock, GATE.shared(), torch.no_grad():
             transformer = self.transformer
             params = transformer.transform_params(x)
             output = transformer(x)[0].cpu()  # (C, h, w) normalised
@@ -221,8 +266,9 @@ class RunExplorer:
         pre = self.preprocessing
         grey = torch.tensor([(0.5 - m) / s for m, s in zip(pre.mean, pre.std, strict=True)], device=self.device)
         lane = self.lanes["slow"]
-        with lane.lock:
-            result = occlusion(lane.model, x, None, size=size, stride=stride, baseline=grey, batch_size=256)
+        with lane.lock, GATE.shared():  # plain passes (incremental=False) on the folded copy: no tracing here
+            window = {"size": size, "stride": stride, "baseline": grey}
+            result = occlusion(self.occlusion_model, x, None, **window, batch_size=256, incremental=False)
         return {
             "target": result.target,
             "class": self.classes[result.target],
@@ -239,7 +285,7 @@ class RunExplorer:
 
         x = self._input(pixels)
         lane = self.lanes["slow"]
-        with lane.lock:
+        with lane.lock, GATE.exclusive():  # it traces the model with torch.fx (receptive fields)
             result = deconvnet(lane.model, x, layer)
         return {
             "layer": layer,
@@ -257,7 +303,7 @@ class RunExplorer:
 
         x = self._input(pixels)
         lane = self.lanes["slow"]
-        with lane.lock:
+        with lane.lock, GATE.shared():
             result = guided_backprop(lane.model, x, None)
         return {
             "target": result.target,
@@ -280,7 +326,7 @@ class RunExplorer:
         from cnnlab.inspect.mistakes import confusion_matrix, predict
 
         lane = self.lanes["record"]
-        with lane.lock:
+        with lane.lock, GATE.shared():
             if self._confusion is None:
                 dataset = self.record.dataset()
                 self.record.check_classes(dataset)
