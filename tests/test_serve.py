@@ -424,3 +424,32 @@ def test_the_command_prints_its_address_and_serves_it(trained_run):
         process.terminate()
         process.wait(timeout=30)
     assert "warning" not in process.stderr.read()  # loopback: nothing to warn about
+
+
+@pytest.mark.slow
+def test_the_page_ships_in_the_wheel_and_the_sdist(tmp_path):
+    """The page is package data (pyproject.toml) and in MANIFEST.in: an installed cnnlab serves it."""
+    import shutil
+    import tarfile
+    import zipfile
+
+    tree = tmp_path / "tree"  # a copy: building writes an .egg-info next to the sources
+    tree.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy(ROOT / name, tree / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".*")
+    for name in ("src", "docs"):
+        shutil.copytree(ROOT / name, tree / name, ignore=ignore)
+    code = (
+        "from setuptools import build_meta as b; "
+        f"print(b.build_wheel({str(tmp_path / 'dist')!r}), b.build_sdist({str(tmp_path / 'dist')!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheel, sdist = result.stdout.split()[-2:]
+    page = {f"static/{name}" for name in ("index.html", "app.js", "style.css")}
+    with zipfile.ZipFile(tmp_path / "dist" / wheel) as archive:
+        assert {f"cnnlab/serve/{p}" for p in page} <= set(archive.namelist())
+    with tarfile.open(tmp_path / "dist" / sdist) as archive:
+        shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {f"src/cnnlab/serve/{p}" for p in page} <= shipped
