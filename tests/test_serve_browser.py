@@ -29,15 +29,22 @@ def _playwright():
 
 @pytest.fixture(scope="module")
 def server(trained_run, tmp_path_factory):
-    """The explorer on a free 127.0.0.1 port, two runs side by side (the same LeNet-5 twice: two columns)."""
+    """The explorer on a free 127.0.0.1 port, three runs side by side: the same LeNet-5 twice (two columns, one
+    answer) and an ST-CNN (one epoch on 64 random images: only its transformer panel matters here)."""
     _playwright()
+    import torch
     import uvicorn
 
+    import cnnlab
     from cnnlab.serve import create_app, load_explorers
 
-    twin = tmp_path_factory.mktemp("twin") / "lenet5"
+    scratch = tmp_path_factory.mktemp("browser")
+    twin = scratch / "lenet5"
     shutil.copytree(trained_run, twin)
-    app = create_app(load_explorers([trained_run, twin], "cpu"))
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cnnlab.train("st-cnn", (images, torch.arange(64) % 4), epochs=1, batch_size=16, out=str(scratch / "st"),
+                 progress=False)  # fmt: skip
+    app = create_app(load_explorers([trained_run, twin, scratch / "st"], "cpu"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
@@ -66,12 +73,13 @@ def test_draw_predict_slide_epsilon_switch_layers_in_chromium(server, tmp_path):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page = browser.new_page(viewport={"width": 1700, "height": 1000})
             failures: list[str] = []
             page.on("pageerror", lambda error: failures.append(str(error)))
             page.goto(server)
             page.wait_for_selector("body[data-ready='1']", timeout=15_000)
-            assert page.locator("[data-run]").count() == 2
+            assert page.locator("[data-run]").count() == 3
+            assert page.locator("[data-run='lenet5'] .transformer-panel").is_hidden()
 
             # draw a stroke with the mouse; a prediction appears in both columns
             box = page.locator("#pad").bounding_box()
@@ -109,6 +117,12 @@ def test_draw_predict_slide_epsilon_switch_layers_in_chromium(server, tmp_path):
                 ".every((img) => img.src.startsWith('data:image/png') && img.complete && img.naturalWidth > 0)",
                 timeout=15_000,
             )
+            # the spatial transformer's column shows its output and the region it sampled
+            st = page.locator("[data-run='st']")
+            assert st.locator(".transformer-panel").is_visible()
+            page.wait_for_selector("[data-run='st'] .outline[data-drawn='1']", timeout=15_000)
+            assert st.locator(".transformed").get_attribute("src").startswith("data:image/png;base64,")
+            not_blank(st.locator(".outline").screenshot(), "transformer outline")
             whole = not_blank(page.screenshot(full_page=True), "page")
             assert (whole < 128).mean() > 0.05  # drawings, maps and text on the light page
             column = not_blank(first.screenshot(), "run column")

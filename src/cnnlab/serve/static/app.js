@@ -137,6 +137,7 @@ function outlineChart(canvas, seen, outline, inputSize) {
       i ? g.lineTo(cx, cy) : g.moveTo(cx, cy);
     });
     g.stroke();
+    canvas.dataset.drawn = "1";
   };
   picture.src = seen;
 }
