@@ -70,6 +70,13 @@ def post(client, view: str, body: bytes | None = None, run: str = "lenet5", **qu
     return client.post(f"/api/runs/{run}/{view}", content=drawn_digit() if body is None else body, params=query)
 
 
+def test_top_k_is_a_whole_number_in_range(client):
+    assert [len(post(client, "predict", top_k=k).json()["top"]) for k in (1, 3, 100)] == [1, 3, 10]
+    for bad, message in (("2.5", "top_k must be a whole number"), ("0", "between 1 and 100")):
+        response = post(client, "predict", top_k=bad)
+        assert response.status_code == 400 and message in response.json()["error"]
+
+
 def test_the_runs_are_listed_with_their_layers_and_views(client):
     answer = client.get("/api/runs").json()
     assert [r["id"] for r in answer["runs"]] == ["lenet5", "modern"]

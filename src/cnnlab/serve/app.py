@@ -110,14 +110,15 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-def _query_float(request: Request, name: str, default: float) -> float:
+def _query_number(request: Request, name: str, default: float, kind: type = float) -> float:
+    """A number from the query string (``kind`` int: a whole one), or a ConfigError naming it."""
     text = request.query_params.get(name)
     if text is None:
         return default
     try:
-        return float(text)
+        return kind(text)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {text!r}.") from None
+        raise ConfigError(f"{name} must be a {'whole ' if kind is int else ''}number, got {text!r}.") from None
 
 
 def _compute(explorer: RunExplorer, view: str, request: Request, body: bytes, limits: Limits):
@@ -128,9 +129,9 @@ def _compute(explorer: RunExplorer, view: str, request: Request, body: bytes, li
     pixels = decode_upload(body, explorer.preprocessing, limits, frame=frame)
     layer = request.query_params.get("layer") or None
     if view == "predict":
-        return explorer.predict(pixels, int(_query_float(request, "top_k", 5)))
+        return explorer.predict(pixels, _query_number(request, "top_k", 5, int))
     if view == "fgsm":
-        return explorer.fgsm(pixels, _query_float(request, "eps", 0.1))
+        return explorer.fgsm(pixels, _query_number(request, "eps", 0.1))
     if view in ("features", "deconv"):
         if layer is None:
             raise ConfigError(f"The {view} view needs ?layer=NAME; this run's layers: {', '.join(explorer.layers)}.")

@@ -12,8 +12,9 @@ transformer's output) one that carries forward hooks for one pass at a time; ``s
 guided backpropagation) one whose ReLUs carry backward hooks; ``record`` (the confusion matrix over the test
 split, seconds, once) shares the hook-free copy, since inference without hooks can run in two threads at once.
 A running occlusion therefore never delays the prediction of the next stroke, and a hook set by one view is never
-seen by another view's forward pass in another thread. (For LeNet-5 the three copies are 3 × 240 kB; for a large
-model the memory is the price of that independence.)
+seen by another view's forward pass in another thread. (For LeNet-5 the three copies are 3 × 240 kB, plus a
+fourth for occlusion in models with BatchNorm, folded; for a large model the memory is the price of that
+independence.)
 
 One thing lanes cannot separate: torch.fx, which the deconvnet uses for receptive fields, patches
 ``nn.Module.__call__`` for the whole process while it traces, so a forward pass in another thread at that moment
