@@ -402,6 +402,22 @@ def test_serve_needs_a_run_dir(capsys):
     assert exit_.value.code == 2 and "RUN_DIR" in capsys.readouterr().err
 
 
+def test_another_host_is_served_with_a_warning_and_the_address_printed(trained_run, monkeypatch):
+    import uvicorn
+
+    from cnnlab.serve import serve
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append(sockets[0].getsockname()))
+    said, warned = [], []
+    serve([trained_run], host="0.0.0.0", port=0, device="cpu", say=said.append, warn=warned.append)
+    assert len(served) == 1 and served[0][0] == "0.0.0.0" and served[0][1] > 0
+    assert said[-1] == f"open http://0.0.0.0:{served[0][1]}/ (Ctrl-C stops the server)"
+    assert len(warned) == 1 and "no login" in warned[0] and "127.0.0.1" in warned[0]
+    serve([trained_run], port=0, device="cpu", say=said.append, warn=warned.append)
+    assert served[1][0] == "127.0.0.1" and len(warned) == 1  # loopback: no warning
+
+
 def test_only_loopback_addresses_count_as_local():
     from cnnlab.serve.server import is_loopback
 

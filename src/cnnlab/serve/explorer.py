@@ -119,7 +119,13 @@ class RunExplorer:
         self.record, model, self.device = open_run(run_dir, device)
         self.preprocessing = self.record.preprocessing
         self.classes = list(self.record.classes)
-        slow, self.relus_changed = without_inplace_relu(model)  # backward hooks cannot see in-place ReLUs
+        slow, changed = without_inplace_relu(model)  # backward hooks cannot see in-place ReLUs
+        self.hook_notes = (
+            [f"{len(changed)} nn.ReLU(inplace=True) module(s) were switched to inplace=False for the backward hooks; "
+             "the results are the same."]
+            if changed
+            else []
+        )  # fmt: skip
         self.lanes = {
             "fast": Lane(model, threading.Lock()),
             "maps": Lane(copy.deepcopy(model), threading.Lock()),
@@ -295,7 +301,7 @@ class RunExplorer:
             "activation": result.activation,
             "box": list(result.box),
             "image": self._attribution_image(result.projection),
-            "notes": result.notes,
+            "notes": result.notes + self.hook_notes,
         }
 
     def guided_backprop(self, pixels: torch.Tensor) -> dict:
@@ -311,7 +317,7 @@ class RunExplorer:
             "class": self.classes[result.target],
             "probability": result.probability,
             "image": self._attribution_image(result.values),
-            "notes": result.notes,
+            "notes": result.notes + self.hook_notes,
         }
 
     @staticmethod

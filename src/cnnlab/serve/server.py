@@ -46,14 +46,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_port(port: int) -> None:
+    """A ConfigError unless ``port`` is a TCP port number (0: any free one)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535 (or 0 for any free port), got {port}.")
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port) (port 0: a free one), or a clear error when it cannot be had.
 
     Raises:
         ConfigError: a port outside 0…65535, a port in use, an address this machine does not have.
     """
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port must be between 1 and 65535 (or 0 for any free port), got {port}.")
+    check_port(port)
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -89,6 +94,7 @@ def serve(
 
     from cnnlab.serve.app import create_app
 
+    check_port(port)  # before the models load: a typo should not cost their loading time
     explorers = load_explorers(run_dirs, device)
     sock = bind(host, port)
     if not is_loopback(host):
