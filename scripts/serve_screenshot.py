@@ -59,6 +59,7 @@ def main() -> None:
                 "() => [...document.querySelectorAll('[data-run] img')].filter((img) => img.offsetParent)"
                 ".every((img) => img.complete && img.naturalWidth > 0) && "
                 "![...document.querySelectorAll('.confusion-caption')].some((p) => p.textContent.startsWith('comp'))",
+                polling=250,  # ms; not on animation frames, which a headless page may not render
                 timeout=120_000,
             )
             page.wait_for_timeout(500)

@@ -340,6 +340,52 @@ def test_views_in_other_lanes_run_at_once_without_disturbing_each_other(trained_
         assert all(f.result() > 0 for f in others)  # re-raises a failure in those threads
 
 
+def test_while_a_lane_is_busy_only_the_newest_waiting_request_for_a_view_is_computed(trained_run):
+    """A slider dragged across values: requests pile up behind a slow view in the same lane; the older waiting
+    one answers 409 `superseded` at once, the newest is computed, and other lanes never wait."""
+    import asyncio
+    import time as clock
+
+    import httpx
+
+    (explorer,) = load_explorers([trained_run], "cpu")
+    computed = []
+
+    def slow_occlusion(pixels):  # holds the slow lane for a second
+        clock.sleep(1.0)
+        return {"slow": True}
+
+    def guided(pixels):
+        computed.append(clock.perf_counter())
+        return {"guided": len(computed)}
+
+    explorer.occlusion, explorer.guided_backprop = slow_occlusion, guided
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=create_app([explorer]))
+        async with httpx.AsyncClient(transport=transport, base_url="http://explorer") as client:
+
+            def send(view):
+                return asyncio.create_task(client.post(f"/api/runs/lenet5/{view}", content=drawn_digit()))
+
+            slow = send("occlusion")
+            await asyncio.sleep(0.3)
+            older = send("guided-backprop")
+            await asyncio.sleep(0.1)
+            newer = send("guided-backprop")
+            await asyncio.sleep(0.1)
+            started = clock.perf_counter()
+            fast = await send("predict")  # another lane: answers while the slow lane is busy
+            fast_seconds = clock.perf_counter() - started
+            return await slow, await older, await newer, fast, fast_seconds
+
+    slow, older, newer, fast, fast_seconds = asyncio.run(scenario())
+    assert slow.json() == {"slow": True}
+    assert older.status_code == 409 and older.json()["superseded"] is True
+    assert newer.status_code == 200 and newer.json() == {"guided": 1} and len(computed) == 1
+    assert fast.status_code == 200 and fast_seconds < 0.5
+
+
 def test_stale_requests_for_one_view_are_skipped():
     from cnnlab.serve.app import _Scheduler
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -171,10 +171,10 @@ def create_app(explorers: list[RunExplorer], limits: Limits | None = None) -> St
                           f"{', '.join([*IMAGE_VIEWS, *RECORD_VIEWS])}.")  # fmt: skip
         if request.method not in methods:
             return _error(405, f"{name} takes {methods[0]} requests.")
+        ticket = scheduler.ticket(run_id, name)  # on arrival: a slow upload must not make an older request newer
         try:
             body = await _read_body(request, limits) if request.method == "POST" else b""
             lane = IMAGE_VIEWS.get(name) or RECORD_VIEWS[name]
-            ticket = scheduler.ticket(run_id, name)
             waited = time.perf_counter()
             if lane is None:
                 result = await run_in_threadpool(_compute, explorer, name, request, body, limits)
@@ -184,6 +184,8 @@ def create_app(explorers: list[RunExplorer], limits: Limits | None = None) -> St
                         return JSONResponse({"superseded": True, "error": "a newer request replaced this one"}, 409)
                     waited = time.perf_counter()
                     result = await run_in_threadpool(_compute, explorer, name, request, body, limits)
+        except ClientDisconnect:  # the page aborted a stale request while it was being sent: nobody to answer
+            return _error(400, "The client closed the request before sending all of it.")
         except UploadTooLargeError as error:
             return _error(413, str(error))
         except CnnlabError as error:

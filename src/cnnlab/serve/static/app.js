@@ -23,14 +23,21 @@ async function call(run, view, query = {}, body = null) {
   const params = new URLSearchParams(query).toString();
   const url = `/api/runs/${encodeURIComponent(run.info.id)}/${view}${params ? "?" + params : ""}`;
   try {
-    const response = await fetch(url, {
-      method: body ? "POST" : "GET", body, signal: controller.signal,
-      headers: body ? {"Content-Type": body.type || "application/octet-stream"} : {},
-    });
-    const answer = await response.json().catch(() => ({error: `the server answered ${response.status}`}));
-    if (response.status === 409 && answer.superseded) return null;
-    if (!response.ok) throw new Error(answer.error || `the server answered ${response.status}`);
-    return answer;
+    for (let attempt = 0; ; attempt++) {
+      const response = await fetch(url, {
+        method: body ? "POST" : "GET", body, signal: controller.signal,
+        headers: body ? {"Content-Type": body.type || "application/octet-stream"} : {},
+      });
+      const answer = await response.json().catch(() => ({error: `the server answered ${response.status}`}));
+      // 409: the server saw a newer request for this view. If this one is still our newest (requests on two
+      // connections can arrive out of order), ask again; otherwise a newer call will answer.
+      if (response.status === 409 && answer.superseded) {
+        if (inFlight.get(key) !== controller || attempt >= 3) return null;
+        continue;
+      }
+      if (!response.ok) throw new Error(answer.error || `the server answered ${response.status}`);
+      return answer;
+    }
   } catch (error) {
     if (error.name === "AbortError") return null;
     throw error;
