@@ -426,6 +426,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cnnlab.serve import serve
+
+    say = lambda text: print(text, flush=True)  # noqa: E731  (the address must show before serving starts)
+    serve(args.run_dirs, host=args.host, port=args.port, device=args.device, say=say, warn=_warn)
+    return 0
+
+
 COMMANDS = {
     "detect": _cmd_detect,
     "train": _cmd_train,
@@ -444,6 +452,7 @@ COMMANDS = {
     "bench": _cmd_bench,
     "export": _cmd_export,
     "gan": _cmd_gan,
+    "serve": _cmd_serve,
 }
 TRAIN_FLAGS: list[str] = []  # the TrainConfig fields offered as `train` flags (filled by build_parser)
 

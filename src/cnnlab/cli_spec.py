@@ -145,6 +145,11 @@ examples:
   cnnlab detect predict runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500 canvas.png
   cnnlab detect explain runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500 test:0 --view occlusion
 """,
+    "serve": """
+examples:
+  cnnlab serve runs/latest                                   # then open the address it prints
+  cnnlab serve runs/mnist-normal runs/mnist-adversarial --port 8001   # two runs side by side
+""",
     "export": """
 examples:
   cnnlab export runs/lenet5-digits --out lenet5.onnx --check
@@ -599,5 +604,20 @@ COMMANDS: dict[str, CommandSpec] = {
             ),
         ),
         device=None,
+    ),
+    "serve": CommandSpec(
+        "Explore runs in the browser: draw a digit, watch predictions, feature maps, occlusion, FGSM (docs/serve.md).",
+        (
+            Arg(("run_dirs",), {"nargs": "+", "metavar": "RUN_DIR", "help": "run directories (or checkpoint files)"}),
+            Arg(("--port",), {"type": int, "default": 8000, "help": "TCP port (default: 8000; 0: any free port)"}),
+            Arg(
+                ("--host",),
+                {
+                    "default": "127.0.0.1",
+                    "help": "address to listen on (default: 127.0.0.1, this machine only; any other is warned about: "
+                    "the explorer has no login)",
+                },
+            ),
+        ),
     ),
 }

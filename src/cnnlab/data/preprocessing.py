@@ -97,11 +97,29 @@ class Preprocessing:
         Raises:
             ImageDecodeError: naming the file, if it is missing or cannot be decoded.
         """
-        from PIL import Image, UnidentifiedImageError
-
         path = Path(path)
         try:
-            with open_image(path) as image:
+            return self._decode(path, f"image file {str(path)!r}")
+        except FileNotFoundError:
+            raise ImageDecodeError(f"Image file {str(path)!r} does not exist.") from None
+        except IsADirectoryError:
+            raise ImageDecodeError(f"{str(path)!r} is a directory, not an image file.") from None
+
+    def decode_bytes(self, data: bytes, name: str = "the image") -> torch.Tensor:
+        """:meth:`decode_file` for an encoded image held in memory (an upload); ``name`` is what errors call it.
+
+        Raises:
+            ImageDecodeError: the bytes are not an image Pillow can decode (or one too large to decode safely).
+        """
+        import io
+
+        return self._decode(io.BytesIO(data), name)
+
+    def _decode(self, source, name: str) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with open_image(source, name) as image:
                 image.load()
                 mode = "L" if self.in_chans == 1 else "RGB"
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -112,18 +130,13 @@ class Preprocessing:
                 elif image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                     image = image.point(lambda v: v / 256).convert("L") if image.mode != "F" else image.convert("L")
                 converted = image.convert(mode)
-                tensor = TF.pil_to_tensor(converted)  # (C, h, w) uint8
-        except FileNotFoundError:
-            raise ImageDecodeError(f"Image file {str(path)!r} does not exist.") from None
-        except IsADirectoryError:
-            raise ImageDecodeError(f"{str(path)!r} is a directory, not an image file.") from None
-        except ImageDecodeError:
+                return TF.pil_to_tensor(converted)  # (C, h, w) uint8
+        except (ImageDecodeError, FileNotFoundError, IsADirectoryError):
             raise
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise ImageDecodeError(
-                f"Cannot decode image file {str(path)!r}: {error}. Give a PNG or JPEG (or another format Pillow reads)."
+                f"Cannot decode {name}: {error}. Give a PNG or JPEG (or another format Pillow reads)."
             ) from None
-        return tensor
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -152,8 +165,9 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 MAX_PIXELS_VARIABLE = "CNNLAB_MAX_IMAGE_PIXELS"
 
 
-def open_image(path: str | Path):
-    """``PIL.Image.open`` with Pillow's guard against decompression bombs turned into a clear error.
+def open_image(path, name: str | None = None):
+    """``PIL.Image.open`` (of a path or a binary file object, called ``name`` in errors) with Pillow's guard
+    against decompression bombs turned into a clear error.
 
     Pillow refuses images over ``Image.MAX_IMAGE_PIXELS`` × 2 (about 179 million pixels by default); the
     environment variable ``CNNLAB_MAX_IMAGE_PIXELS`` raises the limit (to that many pixels).
@@ -178,8 +192,9 @@ def open_image(path: str | Path):
             return Image.open(path)
     except Image.DecompressionBombError:
         allowed = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        what = name or f"image file {str(path)!r}"
         raise ImageDecodeError(
-            f"Image file {str(path)!r} is too large to decode safely: more than {allowed:,} pixels (a guard against "
+            f"{what[0].upper()}{what[1:]} is too large to decode safely: more than {allowed:,} pixels (a guard against "
             f"decompression bombs). Resize it, or if you trust the file lift the limit: "
             f"{MAX_PIXELS_VARIABLE}=<pixels> cnnlab ..."
         ) from None
