@@ -120,8 +120,14 @@ def few_canvases():
 def _overfit(method: str, canvases, steps: int, lr: float, options=None) -> float:
     images, targets, proposals = canvases
     torch.manual_seed(0)
-    spec = {"method": method, "backbone": "lenet5-modern", "num_classes": 10, "in_chans": 1,
-            "image_size": [128, 128], "options": options or {}}  # fmt: skip
+    spec = {
+        "method": method,
+        "backbone": "lenet5-modern",
+        "num_classes": 10,
+        "in_chans": 1,
+        "image_size": [128, 128],
+        "options": options or {},
+    }
     if method == "faster-rcnn":
         spec["options"] = {"anchor_sizes": [12, 20, 32], "aspect_ratios": [1.0, 1.5, 2.0]}
     detector = build_detector(spec)
@@ -150,8 +156,12 @@ def _overfit(method: str, canvases, steps: int, lr: float, options=None) -> floa
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "steps", "lr", "options"),
-    [("faster-rcnn", 100, 2e-3, {}), ("fast-rcnn", 100, 2e-3, {}), ("rcnn", 200, 3e-3, {"scorer": "softmax"}),
-     ("overfeat", 200, 2e-3, {})],  # fmt: skip
+    [
+        ("faster-rcnn", 100, 2e-3, {}),
+        ("fast-rcnn", 100, 2e-3, {}),
+        ("rcnn", 200, 3e-3, {"scorer": "softmax"}),
+        ("overfeat", 200, 2e-3, {}),
+    ],
 )
 def test_each_detector_overfits_a_handful_of_canvases(few_canvases, method, steps, lr, options):
     """(R-CNN scored by its fine-tuned softmax: its SVMs, fitted on 4 canvases' ~10 positives, are not what this
@@ -175,7 +185,9 @@ def test_train_eval_predict_resume_and_report(cli, tmp_path):
     assert "val_map50" in metrics[0] and len(metrics) == 2
     config = json.loads((out / "config.json").read_text())
     assert config["detector"]["method"] == "faster-rcnn" and config["detector"]["options"]["anchor_sizes"]
-    assert {"detections.png", "pr_curves.png", "misses.png", "report.md"} <= {p.name for p in (out / "report").iterdir()}
+    assert {"detections.png", "pr_curves.png", "misses.png", "report.md"} <= {
+        p.name for p in (out / "report").iterdir()
+    }
     code, text, err = cli("detect", "train", "--resume", out, "--epochs", "2", *root)
     assert code == 0, err
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
