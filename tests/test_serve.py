@@ -522,3 +522,51 @@ def test_the_page_ships_in_the_wheel_and_the_sdist(tmp_path):
     with tarfile.open(tmp_path / "dist" / sdist) as archive:
         shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {f"src/cnnlab/serve/{p}" for p in page} <= shipped
+
+
+# ---- a detection run: its boxes ------------------------------------------------------------------------------------
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def detection_client(tmp_path_factory, trained_run):
+    if not (DATASETS / "MNIST" / "raw").is_dir():
+        pytest.skip("real MNIST not in ../shared/datasets")
+    out = tmp_path_factory.mktemp("serve") / "faster"
+    argv = ["detect", "train", "--epochs", "1", "--out", str(out), "--data-root", str(DATASETS), "--batch-size", "4",
+            "--data-option", "train_size=16", "--data-option", "test_size=4", "--holdout", "0.25"]  # fmt: skip
+    assert main(argv) == 0
+    with TestClient(create_app(load_explorers([out, trained_run], "cpu"), SMALL)) as test_client:
+        yield test_client
+
+
+def canvas_png() -> bytes:
+    from cnnlab.data.detection import load_detection_dataset
+
+    canvas = load_detection_dataset("mnist-detection", DATASETS, train_size=4, test_size=4).test.images[0, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(canvas.numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_a_detection_run_shows_its_boxes(detection_client):
+    runs = {r["id"]: r for r in detection_client.get("/api/runs").json()["runs"]}
+    assert runs["faster"]["views"] == ["boxes", "curves"] and runs["faster"]["task"] == "detection"
+    everything = post(detection_client, "boxes", canvas_png(), run="faster", threshold=0.0)
+    assert everything.status_code == 200, everything.text
+    answer = everything.json()
+    assert png_pixels(answer["image"]).shape[:2] == (384, 384)  # the 128 px canvas drawn 3× larger
+    confident = post(detection_client, "boxes", canvas_png(), run="faster", threshold=0.5).json()["detections"]
+    assert len(confident) <= len(answer["detections"])
+    assert all(d["score"] >= 0.5 for d in confident) and all(len(d["box"]) == 4 for d in answer["detections"])
+    assert detection_client.get("/api/runs/faster/curves").json()["rows"][0]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_detection_run_refuses_classifier_views_and_bad_thresholds(detection_client):
+    wrong = post(detection_client, "predict", canvas_png(), run="faster")
+    assert wrong.status_code == 400 and "has no predict view" in wrong.json()["error"]
+    bad = post(detection_client, "boxes", canvas_png(), run="faster", threshold=2)
+    assert bad.status_code == 400 and "threshold must be a score" in bad.json()["error"]
+    assert post(detection_client, "boxes", run="lenet5").status_code == 400  # and a classifier has no boxes

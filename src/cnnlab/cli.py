@@ -108,11 +108,11 @@ def _add_command(sub, name: str, spec, epilog: str) -> argparse.ArgumentParser:
     return p
 
 
-def _parse_model_options(pairs: list[str]) -> dict:
+def _parse_model_options(pairs: list[str], flag: str = "--model-option") -> dict:
     options = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--model-option {pair!r} must look like KEY=VALUE, e.g. head=softmax.")
+            raise ConfigError(f"{flag} {pair!r} must look like KEY=VALUE, e.g. {flag[2:].replace('-', '_')}=...")
         key, raw = pair.split("=", 1)
         try:
             value = ast.literal_eval(raw)
@@ -399,7 +399,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         with _session(given.get("device")) as (_, _main, reporter, say):
             r = detection.train_detector(
                 given, method=args.method, backbone=args.backbone, stage=args.backbone_stage,
-                options=_parse_model_options(args.option), data_options=_parse_model_options(args.data_option),
+                options=_parse_model_options(args.option, "--option"),
+                data_options=_parse_model_options(args.data_option, "--data-option"),
                 resume=args.resume, overwrite=args.overwrite, reporter=reporter, say=say,
             )  # fmt: skip
         if not r.already_complete:
@@ -408,11 +409,12 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                   f"COCO mAP {last['test_map']:.3f}")  # fmt: skip
             print(f"run directory: {r.run.run_dir.path}")
     elif args.detect_action == "eval":
-        r = detection.evaluate_detector(args.run, args.data_root, args.device, say=_warn)
+        r = detection.evaluate_detector(args.run, args.data_root, args.device, say=_warn, svd_rank=args.svd_rank)
         print(f"{r.images:,} test images, {r.seconds_per_image * 1000:.1f} ms each: mAP@0.5 {r.map50:.4f}, "
               f"COCO mAP@[.5:.95] {r.map:.4f}")  # fmt: skip
         print("AP@0.5 per class (VOC all-point): " + ", ".join(f"{k} {v:.3f}" for k, v in r.per_class.items()))
-        print(f"report: {detection.write_report(args.run, data_root=args.data_root)}")
+        if not args.svd_rank:
+            print(f"report: {detection.write_report(args.run, data_root=args.data_root)}")
     elif args.detect_action == "predict":
         for path, found in detection.predict_images(args.run, args.images, args.out, args.threshold, args.device):
             print(f"{path}: {len(found['boxes'])} object(s)")

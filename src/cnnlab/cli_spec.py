@@ -249,7 +249,7 @@ DETECT_ACTIONS: dict[str, CommandSpec] = {
                     "action": "append",
                     "default": [],
                     "metavar": "NAME=VALUE",
-                    "help": "a method option, e.g. svd_rank=64 (repeatable; see docs/detection.md)",
+                    "help": "a method option, e.g. rois_per_image=128 (repeatable; see docs/detection.md)",
                 },
             ),
             Arg(
@@ -268,7 +268,10 @@ DETECT_ACTIONS: dict[str, CommandSpec] = {
     ),
     "eval": CommandSpec(
         "mAP of a detection run on its test split: COCO mAP, mAP@0.5, AP per class; writes RUN/report/.",
-        (_DETECT_RUN,),
+        (
+            _DETECT_RUN,
+            Arg(("--svd-rank",), {"type": int, "help": "Fast/Faster R-CNN: FC layers compressed by truncated SVD"}),
+        ),
         device="cpu",
         data_root=True,
     ),

@@ -56,6 +56,7 @@ def bench_detectors(
         runs = [str(_train_quick(m, data_root, Path(scratch.name))) for m in METHODS]
         images, rounds = 2, 1
     loaded = [load_detector(r) for r in runs]
+    _check_comparable(runs, loaded)
     split = loaded[0].test_data(data_root).test
     sample = split.images[:images]
     timings = {i: {s: 0.0 for s in STAGES} for i in range(len(loaded))}
@@ -92,6 +93,23 @@ def bench_detectors(
         scratch.cleanup()
         lines.append("(--quick: detectors trained for seconds; the figures only show that it runs)")
     return lines
+
+
+def _check_comparable(runs: list[str], loaded: list) -> None:
+    """Side by side means the same data (name, options, seed: the same test canvases) and image size."""
+    from cnnlab.errors import ConfigError
+
+    def key(run) -> tuple:
+        return (run.data, sorted(run.spec.get("data_options", {}).items()), run.config.get("seed"),
+                tuple(run.spec["image_size"]))  # fmt: skip
+
+    first = key(loaded[0])
+    for path, run in zip(runs[1:], loaded[1:], strict=True):
+        if key(run) != first:
+            raise ConfigError(
+                f"{path} was trained on other data than {runs[0]} ({key(run)} vs {first}): a side-by-side needs the "
+                "same dataset, data options and seed, so every detector sees the same test images."
+            )
 
 
 def _history(loaded) -> list[dict]:

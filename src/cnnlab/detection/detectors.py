@@ -29,13 +29,12 @@ DEFAULT_BACKBONE = "lenet5-modern"  # small and fast on a CPU; any zoo model wor
 # NMS over 4,000 boxes took half of a training step on the CPU (87 ms an image), so 300 / 100 here.
 # Options each method takes (`--option NAME=VALUE`), with their defaults (recorded in every checkpoint's spec).
 OPTIONS: dict[str, dict[str, Any]] = {
-    "fast-rcnn": {"head_width": 256, "pool_size": 7, "rois_per_image": 64, "nms": 0.3, "svd_rank": 0},
+    "fast-rcnn": {"head_width": 256, "pool_size": 7, "rois_per_image": 64, "nms": 0.3},
     "faster-rcnn": {
         "head_width": 256,
         "pool_size": 7,
         "rois_per_image": 64,
         "nms": 0.3,
-        "svd_rank": 0,
         "anchor_sizes": None,
         "aspect_ratios": None,
         "rpn_train_proposals": 300,
@@ -67,7 +66,36 @@ def resolve_options(method: str, given: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"{method} has no option {', '.join(unknown)}; it takes: {', '.join(sorted(OPTIONS[method]))}."
         )
-    return {**OPTIONS[method], **given}
+    options = {**OPTIONS[method], **given}
+    for name, value in given.items():
+        _check_option(method, name, value, OPTIONS[method][name])
+    return options
+
+
+# Options whose values must lie in a range (inclusive low, exclusive high), beyond being of the default's type.
+RANGES = {"context": (0.0, 0.5), "nms": (0.0, 1.0001), "threshold": (0.0, 1.0001), "svm_c": (1e-12, float("inf"))}
+
+
+def _check_option(method: str, name: str, value: Any, default: Any) -> None:
+    """Refuse a value of the wrong kind or range, naming the option (``--option NAME=VALUE``)."""
+    wrong = ConfigError
+    if name in ("anchor_sizes", "aspect_ratios", "scales"):
+        ok = isinstance(value, list | tuple) and len(value) > 0 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)  # fmt: skip
+        if not ok:
+            raise wrong(f"{method}'s {name} must be a list of positive numbers, e.g. {name}=[16,32,64]; got {value!r}.")
+        return
+    if isinstance(default, str):
+        if value not in ("svm", "softmax"):
+            raise wrong(f"{method}'s {name} must be 'svm' or 'softmax', got {value!r}.")
+        return
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise wrong(f"{method}'s {name} must be a positive whole number, got {value!r}.")
+        return
+    low, high = RANGES.get(name, (0.0, float("inf")))
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value < high:
+        raise wrong(f"{method}'s {name} must be a number in [{low:g}, {high:g}), got {value!r}.")
 
 
 def build_detector(spec: dict[str, Any]) -> nn.Module:
@@ -89,6 +117,7 @@ def build_detector(spec: dict[str, Any]) -> nn.Module:
         from cnnlab.detection.rcnn import RCNN
 
         classifier = models.create(spec["backbone"], num_classes=k + 1, in_chans=int(spec["in_chans"]))
+        _check_crop(classifier, spec["backbone"], int(spec["in_chans"]), int(options["crop"]))
         detector = RCNN(classifier, k, **options)
     else:
         trunk = models.create(spec["backbone"], num_classes=k, in_chans=int(spec["in_chans"]))
@@ -98,8 +127,26 @@ def build_detector(spec: dict[str, Any]) -> nn.Module:
     return detector
 
 
+def _check_crop(classifier: nn.Module, name: str, channels: int, crop: int) -> None:
+    """R-CNN warps every proposal to ``crop`` px for the whole classifier: refuse a size it cannot take."""
+    import torch
+
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        with torch.no_grad():
+            classifier(torch.zeros(1, channels, crop, crop))
+    except RuntimeError:
+        raise ConfigError(
+            f"{name} cannot take R-CNN's {crop}×{crop} warped proposals; pass its input size with --option crop=N "
+            f"(e.g. crop=224 for AlexNet-sized models), or choose a smaller backbone."
+        ) from None
+    finally:
+        classifier.train(was_training)
+
+
 def _build_on_backbone(method: str, backbone: nn.Module, k: int, options: dict[str, Any]) -> nn.Module:
-    from cnnlab.detection.rcnn_family import FasterRCNN, FastRCNN, compress_fc, make_roi_heads
+    from cnnlab.detection.rcnn_family import FasterRCNN, FastRCNN, make_roi_heads
 
     if method == "overfeat":
         from cnnlab.detection.overfeat import OverFeatDetector
@@ -127,6 +174,4 @@ def _build_on_backbone(method: str, backbone: nn.Module, k: int, options: dict[s
             options["rpn_train_proposals"],
             options["rpn_test_proposals"],
         )
-    if options["svd_rank"]:
-        compress_fc(heads, int(options["svd_rank"]))
     return detector

@@ -178,9 +178,10 @@ class OverFeatDetector(nn.Module):
                 )
                 real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
                 boxes, scores, labels = boxes[real], scores[real], labels[real]
-                merged = greedy_merge(boxes, scores, labels, threshold=self.merge, score="sum")
+                # the merging loop runs in NumPy on the CPU (merge.py says why); the answer goes back to the device
+                merged = greedy_merge(boxes.cpu(), scores.cpu(), labels.cpu(), threshold=self.merge, score="sum")
                 order = merged.scores.argsort(descending=True)[:100]
-                results.append(
-                    {"boxes": merged.boxes[order], "scores": merged.scores[order], "labels": merged.labels[order]}
-                )
+                device = images.device
+                results.append({"boxes": merged.boxes[order].to(device), "scores": merged.scores[order].to(device),
+                                "labels": merged.labels[order].to(device)})  # fmt: skip
         return results

@@ -119,7 +119,7 @@ class RCNN(nn.Module):
 
     def forward(self, images: torch.Tensor, targets, proposals: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The fine-tuning loss of a batch: cross-entropy over K + 1 classes on sampled warped windows."""
-        picked = [self._sample(p, b, c) for p, (b, c) in zip(proposals, targets, strict=True)]
+        picked = [self._sample(p.to(images.device), b, c) for p, (b, c) in zip(proposals, targets, strict=True)]
         windows = self.warp(images, [w for w, _ in picked])
         classes = torch.cat([c for _, c in picked])
         return {"loss_classifier": F.cross_entropy(self.classifier(windows), classes)}
@@ -133,18 +133,21 @@ class RCNN(nn.Module):
 
         was_training = self.training
         self.eval()
-        feature_batches, regression = [], {"features": [], "proposals": [], "boxes": [], "classes": []}
-        seen = 0
-        for images, targets in loader.batches():
-            for image, (boxes, labels), proposals in zip(
-                images, targets.to_lists(), targets.proposal_lists(), strict=True
-            ):
-                feature_batches.append(self._svm_examples(image, boxes, labels, proposals))
-                self._regression_examples(image, boxes, labels, proposals, regression)
+        chosen, regression, seen = [], {"features": [], "proposals": [], "boxes": [], "classes": []}, 0
+        for images, targets in loader.batches():  # the images stay on the device; features are made per image
+            for image, (boxes, labels), proposals in zip(images, targets.to_lists(), targets.proposal_lists(),
+                                                         strict=True):  # fmt: skip
+                chosen.append((image, boxes, labels, proposals.to(image.device)))
+                self._regression_examples(image, boxes, labels, proposals.to(image.device), regression)
             seen += len(images)
             if seen >= self.svm_images:
                 break
-        svms = train_class_svms(feature_batches, self.num_classes, c=self.svm_c)
+
+        def stream():  # features recomputed on every pass of the mining: one image's features in memory at a time
+            for image, boxes, labels, proposals in chosen:
+                yield self._svm_examples(image, boxes, labels, proposals)
+
+        svms = train_class_svms(stream, self.num_classes, c=self.svm_c)
         self.svm_weight.copy_(svms.weights)
         self.svm_bias.copy_(svms.biases)
         if regression["features"]:
@@ -192,7 +195,7 @@ class RCNN(nn.Module):
         timer = timer or _no_timer
         results = []
         for image, windows in zip(images, proposals, strict=True):
-            windows = windows.to(images.dtype)
+            windows = windows.to(device=images.device, dtype=images.dtype)
             with timer("cnn"):  # each proposal through the whole network: R-CNN's cost
                 trunk = [
                     self.classifier.forward_features(self.warp(image.unsqueeze(0), [part]))

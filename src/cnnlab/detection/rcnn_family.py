@@ -73,7 +73,7 @@ class RoIMaxPool(nn.Module):
         self.pool = RoIPool((output_size, output_size), spatial_scale)
 
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor], image_shapes) -> torch.Tensor:
-        return self.pool(features["0"], proposals)  # (R, C, output_size, output_size)
+        return self.pool(features["0"].float(), [p.float() for p in proposals])  # (R, C, size, size); no bf16 kernel
 
 
 class BoxHead(nn.Module):
@@ -171,7 +171,7 @@ class _RoIDetector(nn.Module):
         """The training losses of a batch (a dict): ``targets`` one (boxes, labels 0 … K − 1) pair per image."""
         tv_targets = _to_torchvision(targets)
         image_list = ImageList(images, [tuple(images.shape[-2:])] * images.shape[0])
-        features = {"0": self.backbone(images)}
+        features = {"0": self.backbone(images).float()}  # boxes, RoI pooling and NMS in float32 (see detect)
         boxes, losses = self._proposals(image_list, features, tv_targets, proposals)
         _, head_losses = self.roi_heads(features, boxes, image_list.image_sizes, tv_targets)
         return {**losses, **head_losses}
@@ -181,13 +181,15 @@ class _RoIDetector(nn.Module):
         timer = timer or _no_timer
         sizes = [tuple(images.shape[-2:])] * images.shape[0]
         with timer("cnn"):
-            features = {"0": self.backbone(images)}
+            # float32 from here on: under bf16 autocast box coordinates would be quantised (8 px steps at 128 px,
+            # and batched_nms's class offsets), and torchvision's roi_pool has no bf16 CPU kernel
+            features = {"0": self.backbone(images).float()}
         with timer("proposals"):
             boxes, _ = self._proposals(ImageList(images, sizes), features, None, proposals)
         heads = self.roi_heads
         with timer("heads"):
             pooled = heads.box_head(heads.box_roi_pool(features, boxes, sizes))
-            class_logits, box_regression = heads.box_predictor(pooled)
+            class_logits, box_regression = (t.float() for t in heads.box_predictor(pooled))
         with timer("nms"):  # box decoding, score threshold, per-class NMS
             found, scores, labels = heads.postprocess_detections(class_logits, box_regression, boxes, sizes)
         return [{"boxes": b, "scores": s, "labels": c - 1} for b, s, c in zip(found, scores, labels, strict=True)]
@@ -202,7 +204,7 @@ class FastRCNN(_RoIDetector):
     def _proposals(self, images, features, targets, proposals):
         if proposals is None:
             raise ConfigError("Fast R-CNN needs proposals for every image (selective search).")
-        return [p.to(features["0"].dtype) for p in proposals], {}
+        return [p.to(device=features["0"].device, dtype=torch.float32) for p in proposals], {}
 
 
 class FasterRCNN(_RoIDetector):

@@ -128,6 +128,8 @@ def build_detection_run(config, spec: dict, run_dir: str | Path | None, overwrit
         spec["options"] = _anchor_options(spec["options"], data)
     torch.manual_seed(config.seed)  # the detector's initialisation
     detector = build_detector(spec)
+    if spec["method"] == "overfeat":
+        _check_windows(detector, data)
     pre = detection_preprocessing(data)
     splits = {"train": data.train, "val": data.val, "test": data.test}
     targets = {name: split.targets for name, split in splits.items() if split is not None}
@@ -143,6 +145,25 @@ def build_detection_run(config, spec: dict, run_dir: str | Path | None, overwrit
     opened = RunDir(path, new=run_dir is None, overwrite=overwrite, lock=True)
     run = TrainingRun(config, device, detector.to(device), data, pre, train, test, opened, val)
     return run, DetectionTask(detector, detector.loss_names, validation=val is not None)
+
+
+def _check_windows(detector: nn.Module, data: DetectionDataset) -> None:
+    """OverFeat learns an object only at a scale where its larger side spans a quarter to all of a window: refuse
+    settings under which most training objects fall outside every scale (they would train as nothing)."""
+    boxes = data.train.targets.boxes[data.train.targets.valid]
+    sides = (boxes[:, 2:] - boxes[:, :2]).amax(1)
+    window = detector.window
+    covered = torch.zeros(len(sides), dtype=torch.bool)
+    for scale in detector.scales:
+        covered |= (sides * scale >= window / 4) & (sides * scale <= window)
+    if len(sides) and float(covered.float().mean()) < 0.9:
+        low, high = float(sides.min()), float(sides.max())
+        raise ConfigError(
+            f"OverFeat's windows are {window} px (8 cells of the backbone's stride {detector.backbone.stride}) and "
+            f"cover objects of {window / 4:g}–{window:g} px at each scale; at scales {list(detector.scales)} only "
+            f"{float(covered.float().mean()):.0%} of this data's objects ({low:.0f}–{high:.0f} px) fall in one. Pass "
+            "--option scales=[...] that bring them into range, or a backbone with a smaller stride."
+        )
 
 
 def _anchor_options(options: dict, data: DetectionDataset) -> dict:
@@ -194,8 +215,14 @@ def train_detector(
     from cnnlab import models
     from cnnlab.train import Trainer, find_resume_checkpoint
     from cnnlab.train.config import TrainConfig, resolve, resume_config
+    from cnnlab.train.distributed import rank_and_world_size
     from cnnlab.train.record import RunRecord, write_run_config
 
+    if rank_and_world_size()[1] > 1:
+        raise ConfigError(
+            "`cnnlab detect train` trains in one process: its evaluation (mAP over whole splits) and R-CNN's SVMs are "
+            "not sharded over torchrun's processes yet. Run it without torchrun (one GPU or the CPU)."
+        )
     given = dict(given or {})
     unknown = sorted(set(given) - set(DETECT_FLAGS))
     if unknown:
@@ -220,8 +247,6 @@ def train_detector(
             "data_options": dict(data_options or {}),
         }
         config = resolve(TrainConfig(**{**DETECT_DEFAULTS, "model": f"{method}-{backbone}", **given}))
-    if payload is None and spec["method"] in ("rcnn", "fast-rcnn") and config.augment != "none":
-        raise ConfigError(f"{spec['method']} reads precomputed proposals, which do not move with augmentation.")
     run, task = build_detection_run(config, spec, run_path, overwrite or resume == "auto", say)
     trainer = Trainer(run, task=task, reporter=reporter)
     resumed_at = None
@@ -301,8 +326,10 @@ class DetectorRun:
         return [{k: v.detach().cpu() for k, v in d.items()} for d in found]
 
 
-def load_detector(run: str | Path, device: str = "cpu") -> DetectorRun:
-    """The detector of a detection run (a run directory or checkpoint file), in eval mode on ``device``.
+def load_detector(run: str | Path, device: str = "cpu", svd_rank: int | None = None) -> DetectorRun:
+    """The detector of a detection run (a run directory or checkpoint file), in eval mode on ``device``; with
+    ``svd_rank``, a Fast/Faster R-CNN's two FC layers replaced by their truncated SVD (Fast R-CNN section 3.1: a
+    trained network compressed for test time).
 
     Raises:
         CheckpointError: no such run, not a cnnlab checkpoint, or not a detection run.
@@ -315,6 +342,14 @@ def load_detector(run: str | Path, device: str = "cpu") -> DetectorRun:
     spec = detector_spec(payload, run)
     detector = build_detector(spec)
     detector.load_state_dict(record.weights())
+    if svd_rank:
+        if not hasattr(detector, "roi_heads"):
+            raise ConfigError(
+                f"--svd-rank compresses Fast and Faster R-CNN's FC layers; this is a {spec['method']} run."
+            )
+        from cnnlab.detection.rcnn_family import compress_fc
+
+        compress_fc(detector.roi_heads, svd_rank)
     detector.to(resolve_device(device)).eval()
     return DetectorRun(
         record.path,
@@ -340,13 +375,17 @@ class DetectEvalResult:
 
 
 def evaluate_detector(
-    run: str | Path, data_root: str | Path | None = None, device: str = "cpu", say=lambda text: None
+    run: str | Path,
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+    say=lambda text: None,
+    svd_rank: int | None = None,
 ) -> DetectEvalResult:
     """``cnnlab detect eval``: the run's detector on its dataset's test split (mAP by torchmetrics; per-class AP by
     :mod:`cnnlab.detection.ap`)."""
     from cnnlab.detection.ap import average_precision_per_class
 
-    loaded = load_detector(run, device)
+    loaded = load_detector(run, device, svd_rank=svd_rank)
     split = loaded.test_data(data_root).test
     loader = loaded.loader(split, say=say)
     started = time.perf_counter()

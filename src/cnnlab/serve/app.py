@@ -52,6 +52,7 @@ IMAGE_VIEWS = {
     "occlusion": "slow",
     "deconv": "slow",
     "guided-backprop": "slow",
+    "boxes": "fast",  # detection runs (serve/detection.py)
 }
 RECORD_VIEWS = {"curves": None, "confusion": "record"}
 
@@ -124,9 +125,17 @@ def _query_number(request: Request, name: str, default: float, kind: type = floa
 def _compute(explorer: RunExplorer, view: str, request: Request, body: bytes, limits: Limits):
     """Run one view (in a worker thread): decode the upload for image views, call the explorer."""
     if view in RECORD_VIEWS:
+        if view not in explorer.describe()["views"]:
+            raise ConfigError(f"Run {explorer.run_id} has no {view} view.")
         return explorer.curves() if view == "curves" else explorer.confusion()
-    frame = request.query_params.get("frame", "0") in ("1", "true")
+    if view not in explorer.describe()["views"]:
+        raise ConfigError(
+            f"Run {explorer.run_id} has no {view} view; its views: {', '.join(explorer.describe()['views'])}."
+        )
+    frame = request.query_params.get("frame", "0") in ("1", "true") and view != "boxes"  # canvases are not framed
     pixels = decode_upload(body, explorer.preprocessing, limits, frame=frame)
+    if view == "boxes":
+        return explorer.boxes(pixels, _query_number(request, "threshold", 0.5))
     layer = request.query_params.get("layer") or None
     if view == "predict":
         return explorer.predict(pixels, _query_number(request, "top_k", 5, int))

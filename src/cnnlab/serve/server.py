@@ -33,7 +33,18 @@ def load_explorers(run_dirs: Sequence[str | Path], device: str = "auto") -> list
             )
     names = [(p.parent.parent if p.parent.name == "checkpoints" else p.parent).name if p.is_file() else p.name
              for p in (q.resolve() for q in paths)]  # fmt: skip
-    return [RunExplorer(path, run_id, device) for path, run_id in zip(paths, run_ids(names), strict=True)]
+    return [_explorer(path, run_id, device) for path, run_id in zip(paths, run_ids(names), strict=True)]
+
+
+def _explorer(path: Path, run_id: str, device: str):
+    """A detection run's explorer (boxes) or a classification run's (every classifier view)."""
+    from cnnlab.train.record import RunRecord
+
+    if RunRecord.load(path).task == "detection":
+        from cnnlab.serve.detection import DetectionExplorer
+
+        return DetectionExplorer(path, run_id, device)
+    return RunExplorer(path, run_id, device)
 
 
 def is_loopback(host: str) -> bool:

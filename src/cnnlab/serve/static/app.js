@@ -154,8 +154,24 @@ async function guard(run, work) {
   try { await work(); showError(run, null); } catch (error) { showError(run, error); }
 }
 
+async function boxes(run) {
+  if (!image) return;
+  const answer = await call(run, "boxes", imageQuery({threshold: 0.5}), image);
+  if (!answer) return;
+  setImage(run, ".boxes", answer.image);
+  const items = answer.detections.map((d) => {
+    const item = document.createElement("li");
+    item.textContent = `${d.class} ${(d.score).toFixed(2)} at [${d.box.join(", ")}]`;
+    return item;
+  });
+  run.root.querySelector(".detections").replaceChildren(...items);
+  setText(run, ".boxes-caption", `${answer.detections.length} object(s)`);
+  run.root.dataset.detections = String(answer.detections.length);
+}
+
 async function predict(run) {
   if (!image) return;
+  if (run.info.views.includes("boxes")) return boxes(run);
   const answer = await call(run, "predict", imageQuery(), image);
   if (!answer) return;
   fillPrediction(run.root.querySelector(".prediction"), answer.top);
@@ -231,6 +247,7 @@ async function transformer(run) {
 }
 
 function everything(run) {
+  if (run.info.views.includes("boxes")) return guard(run, () => boxes(run));
   guard(run, async () => {
     await predict(run);
     await Promise.all([features(run), transformer(run), adversarial(run), explain(run)]);
@@ -290,7 +307,7 @@ document.getElementById("file").addEventListener("change", (event) => useFile(ev
 document.getElementById("clear").addEventListener("click", () => { clearPad(); image = null; drawn = true; });
 epsInput.addEventListener("input", () => {
   document.getElementById("eps-value").textContent = Number(epsInput.value).toFixed(2);
-  runs.forEach((run) => guard(run, () => adversarial(run)));
+  runs.filter((run) => run.info.views.includes("fgsm")).forEach((run) => guard(run, () => adversarial(run)));
 });
 frameInput.addEventListener("change", () => runs.forEach(everything));
 
@@ -316,10 +333,18 @@ async function start() {
       guard(run, () => Promise.all([features(run), explain(run)]));
     });
     root.querySelector(".transformer-panel").hidden = !info.views.includes("transformer");
+    if (info.views.includes("boxes")) {  // a detector: its boxes instead of the classifier panels
+      for (const name of ["prediction", "features", "explain", "fgsm", "confusion"]) {
+        root.querySelector(`.${name}-panel`).hidden = true;
+      }
+      root.querySelector(".boxes-panel").hidden = false;
+      const score = info.test_map50 == null ? "" : `, test mAP@0.5 ${info.test_map50.toFixed(3)}`;
+      root.querySelector(".run-meta").textContent = `${info.model} on ${info.data}, ${info.epochs} epochs${score}`;
+    }
     document.getElementById("runs").append(root);
     runs.push(run);
     guard(run, async () => lineChart(root.querySelector(".curves"), (await call(run, "curves")).rows));
-    guard(run, async () => {
+    if (info.views.includes("confusion")) guard(run, async () => {
       const confusion = await call(run, "confusion");
       setText(run, ".confusion-caption", `${confusion.data} ${confusion.split} split, ${confusion.samples} ` +
         `images, error ${(confusion.error * 100).toFixed(2)}% (rows: true class, columns: predicted)`);
