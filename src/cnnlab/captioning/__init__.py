@@ -23,9 +23,9 @@ from cnnlab.captioning.model import CaptionModel, reference_nll
 from cnnlab.captioning.runs import (
     CAPTION_DEFAULTS,
     CAPTION_FLAGS,
+    Captioner,
     CaptionEvaluation,
     CaptionOptions,
-    Captioner,
     CaptionPrediction,
     CaptionTrainResult,
     build_captioner,

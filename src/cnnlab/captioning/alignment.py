@@ -91,8 +91,9 @@ class AlignmentModel(nn.Module):
                              crops.reshape(-1, 4)], 1)  # fmt: skip
         pixels = roi_align(images, indexed, self.region_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
         features = encoder_features(self.encoder, pixels)  # (B*(1+M), F)
-        geometry = torch.cat([whole, boxes.float()], 1).reshape(-1, 4) / torch.tensor([w, h, w, h],
-                                                                                      device=images.device)
+        geometry = torch.cat([whole, boxes.float()], 1).reshape(-1, 4) / torch.tensor(
+            [w, h, w, h], device=images.device
+        )
         return self.region_projection(torch.cat([features, geometry], 1)).view(b, crops.shape[1], -1)
 
     def words(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,6 @@ class AlignmentModel(nn.Module):
         hidden, _ = self.brnn(self.embedding(tokens))  # (N, T, 2D): forward and backward states
         forward, backward = hidden.chunk(2, -1)
         return F.relu(self.word_projection(forward + backward))
-
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, tokens: torch.Tensor):
         """Scores (B, B) of every image of a batch against every sentence (``tokens`` (B, T), one per image)."""

@@ -26,7 +26,7 @@ from cnnlab.captioning import draw
 from cnnlab.captioning.alignment import AlignmentModel, best_regions, region_mask, square_boxes, word_mask
 from cnnlab.captioning.metrics import corpus_bleu, most_common_captions, sentence_bleu
 from cnnlab.captioning.model import CaptionModel
-from cnnlab.captioning.task import AlignmentTask, CaptionTask, embed_split, evaluate_retrieval, split_tables
+from cnnlab.captioning.task import AlignmentTask, CaptionTask, evaluate_retrieval, split_tables
 from cnnlab.data import DeviceTensorLoader, Preprocessing
 from cnnlab.data.captions import CaptionDataset, Vocabulary, load_caption_dataset
 from cnnlab.errors import CheckpointError, ConfigError, UnknownNameError
@@ -314,8 +314,15 @@ def _timed(function, *args):
     return result, time.perf_counter() - started
 
 
-def evaluate_captioner(run: str | Path, split: str = "test", beam: int = 3, limit: int | None = None,
-                       data_root: str | None = None, device: str = "cpu", samples: int = 4) -> CaptionEvaluation:  # fmt: skip
+def evaluate_captioner(
+    run: str | Path,
+    split: str = "test",
+    beam: int = 3,
+    limit: int | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    samples: int = 4,
+) -> CaptionEvaluation:
     """``cnnlab caption eval``: a run on its dataset's ``split`` (``val`` or ``test``), first ``limit`` scenes.
 
     Generation: corpus BLEU-1…4 greedy, with beam search and of the baseline; timings; the ``samples`` best and
@@ -347,9 +354,13 @@ def evaluate_captioner(run: str | Path, split: str = "test", beam: int = 3, limi
 def _evaluate_generation(captioner: Captioner, dataset: CaptionDataset, chosen, count: int,
                          result: CaptionEvaluation, samples: int, folder: Path) -> None:  # fmt: skip
     images, references = chosen.images[:count], chosen.captions[:count]
-    with torch.no_grad():
-        _, result.seconds["encode"] = _timed(lambda: [captioner.model.image_inputs(captioner.normalise(images[i:i + 250]))
-                                                      for i in range(0, count, 250)])  # fmt: skip
+
+    def encode() -> None:  # the CNN alone, for the timing
+        with torch.no_grad():
+            for start in range(0, count, 250):
+                captioner.model.image_inputs(captioner.normalise(images[start : start + 250]))
+
+    _, result.seconds["encode"] = _timed(encode)
     greedy, result.seconds["greedy"] = _timed(captioner.caption, images, 1)
     beamed, result.seconds["beam"] = _timed(captioner.caption, images, result.beam)
     baseline = most_common_captions(dataset.train, chosen.labels[:count]) if chosen.labels is not None else None
@@ -360,8 +371,10 @@ def _evaluate_generation(captioner: Captioner, dataset: CaptionDataset, chosen, 
     row = lambda i: (i, beamed[i], references[i], round(sentence_bleu(beamed[i], references[i]), 4))  # noqa: E731
     result.best = [row(i) for i in reversed(ranked[-samples:])]
     result.worst = [row(i) for i in ranked[:samples]]
-    pictures = [draw.captioned(images[i], [f"#{i} ({'best' if k < samples else 'worst'}): {caption}", "references:",
-                                           *refs]) for k, (i, caption, refs, _) in enumerate(result.best + result.worst)]  # fmt: skip
+    pictures = []
+    for k, (i, caption, refs, _) in enumerate(result.best + result.worst):
+        label = "best" if k < len(result.best) else "worst"
+        pictures.append(draw.captioned(images[i], [f"#{i} ({label}): {caption}", "references:", *refs]))
     path = folder / f"eval-{result.split}-samples.png"
     draw.grid(pictures, columns=samples).save(path)
     result.pictures.append(path)

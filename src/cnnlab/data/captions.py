@@ -258,8 +258,7 @@ def load_caption_dataset(name: str, root: str | Path | None = None, *, seed: int
     info = get_caption_dataset_info(name)
     unknown = sorted(set(options) - set(info.option_names()))
     if unknown:
-        raise ConfigError(
-            f"{name} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(info.option_names()) or 'none'}."
-        )
+        takes = ", ".join(info.option_names()) or "none"
+        raise ConfigError(f"{name} does not take option(s) {', '.join(unknown)}; it takes: {takes}.")
     root_path = Path(root).expanduser() if root is not None else default_data_root()
     return info.loader(root_path, seed=seed, **options)
