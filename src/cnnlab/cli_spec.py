@@ -135,8 +135,8 @@ examples:
 """,
     "caption": """
 examples:
-  cnnlab caption train --epochs 4                                  # CNN + LSTM on captioned-scenes
-  cnnlab caption train --model alignment --epochs 4                # Karpathy & Fei-Fei's alignment model
+  cnnlab caption train                                             # CNN + LSTM on captioned-scenes
+  cnnlab caption train --model alignment --epochs 2 --batch-size 64 --lr 0.002   # Karpathy & Fei-Fei's alignment
   cnnlab caption train --data captioned-fashion-scenes --data-option train_size=2000
   cnnlab caption train --resume runs/caption-generation-dmnist-cnn-captioned-scenes-20261129-231500
   cnnlab caption eval runs/caption-generation-dmnist-cnn-captioned-scenes-20261129-231500 --beam 3
@@ -214,9 +214,9 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
 
 CAPTION_HELP = {  # `cnnlab caption train`'s help for the TrainConfig flags whose defaults differ from a classifier's
     "data": "captioned-scenes or captioned-fashion-scenes (default: captioned-scenes)",
-    "epochs": "passes over the training scenes (default: 4)",
-    "batch_size": "scenes per step, each with all its references (default: 64)",
-    "lr": "Adam's learning rate per step (default: 0.002)",
+    "epochs": "passes over the training scenes (default: 8)",
+    "batch_size": "scenes per step, each with all its references (default: 16)",
+    "lr": "Adam's learning rate per step (default: 0.003)",
 }
 _CAPTION_RUN = Arg(("run",), {"metavar": "RUN", "help": "a captioning run directory (or its checkpoint file)"})
 _BEAM = Arg(("--beam",), {"type": int, "default": 3, "help": "beam width; 1 is greedy (default: 3)"})

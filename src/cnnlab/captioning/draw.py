@@ -52,7 +52,7 @@ def grid(pictures: Sequence[Image.Image], columns: int = 4, gap: int = 6) -> Ima
 def aligned(image: torch.Tensor, boxes: torch.Tensor, words: Sequence[str], regions: Sequence[int],
             scale: int = SCALE) -> Image.Image:  # fmt: skip
     """Each word's best region: the regions (R, 4) XYXY pixel boxes (region 0: the whole image) that some word
-    chose, boxed in a colour, and under the image every word in the colour of its region ("·" for the whole
+    chose, boxed in a colour, and under the image every word in the colour of its region ("*" for the whole
     image)."""
     picture = _pil(image, scale)
     draw, font = ImageDraw.Draw(picture), ImageFont.load_default()
@@ -75,7 +75,7 @@ def aligned(image: torch.Tensor, boxes: torch.Tensor, words: Sequence[str], regi
     for i, line in enumerate(lines):
         x = 3
         for word, r in line:
-            label = f"{word}[{'·' if r == 0 else r}] "
+            label = f"{word}[{'*' if r == 0 else r}] "
             text.text((x, picture.height + 3 + LINE * i), label, fill=colour[r], font=font)
             x += int(text.textlength(label, font=font))
     return out

@@ -64,7 +64,7 @@ def _json(path: str | Path) -> tuple[Path, dict]:
     except json.JSONDecodeError as error:
         raise DataError(f"{path} is not valid JSON ({error}).") from error
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(f"{path} has no \"images\" list; is it a caption JSON?")
+        raise DataError(f'{path} has no "images" list; is it a caption JSON?')
     return path, data
 
 
@@ -102,7 +102,7 @@ def read_karpathy_split(path: str | Path) -> CaptionFile:
     for i, entry in enumerate(data["images"]):
         name = entry.get("filename") if isinstance(entry, dict) else None
         if not name:
-            raise DataError(f"{path}: images[{i}] has no \"filename\".")
+            raise DataError(f'{path}: images[{i}] has no "filename".')
         split = {"restval": "train"}.get(entry.get("split"), entry.get("split"))
         if split not in SPLITS:
             raise DataError(f"{path}: {name} has split {entry.get('split')!r}; expected train, restval, val or test.")
@@ -110,7 +110,7 @@ def read_karpathy_split(path: str | Path) -> CaptionFile:
         for j, sentence in enumerate(entry.get("sentences", [])):
             raw = sentence.get("raw") or " ".join(sentence.get("tokens", []))
             if not raw.strip():
-                raise DataError(f"{path}: {name}, sentences[{j}] has neither \"raw\" text nor \"tokens\".")
+                raise DataError(f'{path}: {name}, sentences[{j}] has neither "raw" text nor "tokens".')
             texts.append(raw.strip())
         if not texts:
             raise DataError(f"{path}: {name} has no sentences.")
@@ -128,13 +128,13 @@ def read_coco_captions(path: str | Path) -> CaptionFile:
     names = {}
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            raise DataError(f"{path}: images[{i}] needs \"id\" and \"file_name\".")
+            raise DataError(f'{path}: images[{i}] needs "id" and "file_name".')
         names[image["id"]] = image["file_name"]
     captions: dict[str, list[str]] = {name: [] for name in names.values()}
     for i, annotation in enumerate(data.get("annotations", [])):
         image_id, caption = annotation.get("image_id"), annotation.get("caption")
         if image_id not in names:
-            raise DataError(f"{path}: annotations[{i}] refers to image id {image_id!r}, which \"images\" lacks.")
+            raise DataError(f'{path}: annotations[{i}] refers to image id {image_id!r}, which "images" lacks.')
         if not isinstance(caption, str) or not caption.strip():
             raise DataError(f"{path}: annotations[{i}] (image {names[image_id]}) has no caption text.")
         captions[names[image_id]].append(caption.strip())
