@@ -102,6 +102,19 @@ def test_scenes_are_deterministic_and_captions_match_the_layout():
                     assert sign * (centres[a, axis] - centres[b, axis]) > 0, relation
 
 
+def test_caption_split_refuses_bad_input():
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(DataError, match="captions for 1"):
+        CaptionSplit(images, [["a"]])
+    with pytest.raises(DataError, match="no reference caption"):
+        CaptionSplit(images, [["a"], []])
+    with pytest.raises(DataError, match="uint8"):
+        CaptionSplit(images.float(), [["a"], ["b"]])
+    split = CaptionSplit(images, [["a red 3"], ["a red 3", "a 3"]])
+    references = split.references(Vocabulary.build(["a red 3"]))
+    assert references.shape == (2, 2, 5) and references[0, 1].eq(PAD_ID).all()  # a missing reference: all padding
+
+
 def test_scene_options_are_checked():
     with pytest.raises(ConfigError, match="quadrant"):
         SceneConfig(canvas_size=48)  # large objects of up to 46 px do not fit 24 px quadrants
