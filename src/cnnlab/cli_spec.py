@@ -214,7 +214,7 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
 
 CAPTION_HELP = {  # `cnnlab caption train`'s help for the TrainConfig flags whose defaults differ from a classifier's
     "data": "captioned-scenes or captioned-fashion-scenes (default: captioned-scenes)",
-    "epochs": "passes over the training scenes (default: 8)",
+    "epochs": "passes over the training scenes (default: 12)",
     "batch_size": "scenes per step, each with all its references (default: 16)",
     "lr": "Adam's learning rate per step (default: 0.003)",
 }

@@ -2,7 +2,7 @@
 description, and the alignment model that embeds image regions and words in one space.
 
 >>> from cnnlab import captioning
->>> result = captioning.train_captioner({"data": "captioned-scenes", "epochs": 8})  # `cnnlab caption train`
+>>> result = captioning.train_captioner({"data": "captioned-scenes", "epochs": 12})  # `cnnlab caption train`
 >>> captioning.evaluate_captioner(result.run.run_dir.path, beam=3).bleu           # `cnnlab caption eval RUN`
 >>> captioning.predict_captions(result.run.run_dir.path, ["scene.png"])            # `cnnlab caption predict RUN IMG`
 
