@@ -359,6 +359,12 @@ def test_caption_options_refuse_bad_values():
         CaptionOptions(model="retrieval")
     with pytest.raises(ConfigError, match="hidden_dim"):
         CaptionOptions(hidden_dim=0)
+    from cnnlab.captioning import build_captioner
+
+    with pytest.raises(ConfigError, match="only takes 32×32"):
+        build_captioner(CaptionOptions(encoder="lenet5"), (1, 96, 96), 10)
+    model = build_captioner(CaptionOptions(encoder="resnet20"), (3, 40, 40), 10)  # global-pool features: 64
+    assert model.image_projection[0].in_features == 64
 
 
 @pytest.mark.slow

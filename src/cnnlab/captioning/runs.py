@@ -105,6 +105,11 @@ def build_captioner(options: CaptionOptions, input_shape: tuple[int, int, int], 
     c, h, _ = input_shape
     side = h if options.model == "generation" else options.region_size
     info = models.get_model_info(options.encoder)
+    if info.fixed_input_size and tuple(info.input_size[1:]) != (side, side):
+        raise ConfigError(
+            f"Encoder {options.encoder} only takes {info.input_size[1]}×{info.input_size[2]} images, but it would get "
+            f"{side}×{side}; choose an encoder of any input size (e.g. dmnist-cnn, resnet20)."
+        )
     extra = {"image_size": side} if "image_size" in info.options else {}
     encoder = models.create(options.encoder, in_chans=c, weights=options.encoder_weights, **extra)
     if options.model == "generation":
