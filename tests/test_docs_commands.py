@@ -113,10 +113,13 @@ def _model_info(name: str):
 
 
 def _dataset_info(name: str):
-    """A classification dataset's registry entry, else a detection dataset's (``cnnlab data`` takes both)."""
+    """A classification dataset's registry entry, else a detection or caption dataset's."""
     from cnnlab.data import get_dataset_info
+    from cnnlab.data.captions import get_caption_dataset_info, is_caption_dataset
     from cnnlab.data.detection import get_detection_dataset_info, is_detection_dataset
 
+    if is_caption_dataset(name):
+        return get_caption_dataset_info(name)
     return get_detection_dataset_info(name) if is_detection_dataset(name) else get_dataset_info(name)
 
 
@@ -133,6 +136,8 @@ def unregistered_names(args) -> list[str]:
         model_names.append(args.source.removesuffix(":torchvision"))
     if args.command == "bench" and args.kind == "models":
         model_names += args.names
+    if args.command == "caption" and args.caption_action == "train":
+        model_names.append(args.encoder)
     checks += [(f"model {m!r}", _model_info, m) for m in model_names if m and not _is_path(m)]
     data = args.name if args.command == "data" else getattr(args, "data", None)
     if data and not (args.command == "data" and args.action == "list"):

@@ -10,8 +10,17 @@ import sys
 import textwrap
 from contextlib import contextmanager
 
+from cnnlab.cli_spec import (
+    CAPTION_ACTIONS,
+    CAPTION_HELP,
+    DETECT_ACTIONS,
+    DETECT_HELP,
+    EXAMPLES,
+    GAN_ACTIONS,
+    GAN_HELP,
+    int_list,
+)
 from cnnlab.cli_spec import COMMANDS as COMMAND_SPECS
-from cnnlab.cli_spec import DETECT_ACTIONS, DETECT_HELP, EXAMPLES, GAN_ACTIONS, GAN_HELP, int_list
 from cnnlab.errors import CnnlabError, ConfigError
 
 
@@ -58,6 +67,7 @@ def _config_flags(
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
+    from cnnlab.captioning.runs import CAPTION_FLAGS
     from cnnlab.detection.runs import DETECT_FLAGS
     from cnnlab.generative.runs import GAN_FLAGS
     from cnnlab.inspect.views import add_view_arguments, view_list
@@ -77,18 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
             TRAIN_FLAGS[:] = _config_flags(p)
         if name == "viz":
             add_view_arguments(p)
-        if name == "gan":  # `cnnlab gan ACTION`: one sub-parser per action
-            actions = p.add_subparsers(dest="gan_action", metavar="ACTION", required=True)
-            for action, action_spec in GAN_ACTIONS.items():
-                q = _add_command(actions, action, action_spec, EXAMPLES["gan"])
+        grouped = {
+            "gan": (GAN_ACTIONS, GAN_FLAGS, GAN_HELP),
+            "caption": (CAPTION_ACTIONS, CAPTION_FLAGS, CAPTION_HELP),
+            "detect": (DETECT_ACTIONS, DETECT_FLAGS, DETECT_HELP),
+        }
+        if name in grouped:  # `cnnlab gan|caption|detect ACTION`: one sub-parser per action
+            table, flags, helps = grouped[name]
+            actions = p.add_subparsers(dest=f"{name}_action", metavar="ACTION", required=True)
+            for action, action_spec in table.items():
+                q = _add_command(actions, action, action_spec, EXAMPLES[name])
                 if action == "train":
-                    _config_flags(q, only=GAN_FLAGS, helps=GAN_HELP)
-        if name == "detect":  # `cnnlab detect ACTION`
-            actions = p.add_subparsers(dest="detect_action", metavar="ACTION", required=True)
-            for action, action_spec in DETECT_ACTIONS.items():
-                q = _add_command(actions, action, action_spec, EXAMPLES["detect"])
-                if action == "train":
-                    _config_flags(q, only=DETECT_FLAGS, helps=DETECT_HELP)
+                    _config_flags(q, only=flags, helps=helps)
     return parser
 
 
@@ -436,6 +446,45 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from cnnlab import captioning
+
+    if args.caption_action == "train":
+        given = {k: getattr(args, k) for k in captioning.CAPTION_FLAGS if getattr(args, k, None) is not None}
+        chosen = {f.name: getattr(args, f.name) for f in fields(captioning.CaptionOptions) if hasattr(args, f.name)}
+        options = captioning.CaptionOptions(**chosen, data_options=_parse_model_options(args.data_option))
+        with _session(given.get("device")) as (_, _main, reporter, say):
+            r = captioning.train_captioner(given, options, resume=args.resume, overwrite=args.overwrite,
+                                           reporter=reporter, say=say)  # fmt: skip
+        if not r.already_complete:
+            last = r.history[-1]
+            print(f"after {last['epoch']} epochs ({r.seconds:.1f} s): {r.trainer.task.epoch_text(last)}")
+        print(f"run directory: {r.run.run_dir.path}")
+    elif args.caption_action == "eval":
+        e = captioning.evaluate_captioner(args.run, args.split, args.beam, args.limit, args.data_root, args.device,
+                                          args.samples)  # fmt: skip
+        for name, scores in e.bleu.items():
+            bleu = "  ".join(f"BLEU-{n} {v:.3f}" for n, v in scores.items())
+            print(f"{name:>8}: {bleu}  ({e.scenes:,} scenes)")
+        print("  ".join(f"{k} {v:.2f} s" for k, v in e.seconds.items()))
+        if e.retrieval is not None:
+            ways = {"image→sentence": e.retrieval.image_to_sentence, "sentence→image": e.retrieval.sentence_to_image}
+            for way, row in ways.items():
+                print(f"{way}: R@1 {row['r1']:.1f}%  R@5 {row['r5']:.1f}%  R@10 {row['r10']:.1f}%  median rank "
+                      f"{row['median_rank']:g}")  # fmt: skip
+            print("chance R@1: " + "  ".join(f"{k} {v:.2f}%" for k, v in e.retrieval.chance_r1.items()))
+        for label, rows in (("best", e.best), ("worst", e.worst)):
+            for index, caption, references, score in rows:
+                print(f"{label} #{index} (BLEU-4 {score:.2f}): {caption}  |  {references[0]}")
+        print("wrote " + " ".join(str(p) for p in e.pictures))
+    else:
+        for p in captioning.predict_captions(args.run, args.images, args.beam, args.out, args.device):
+            print(f"{p.image}: {p.caption}  ({p.picture})")
+    return 0
+
+
 COMMANDS = {
     "detect": _cmd_detect,
     "train": _cmd_train,
@@ -454,6 +503,7 @@ COMMANDS = {
     "bench": _cmd_bench,
     "export": _cmd_export,
     "gan": _cmd_gan,
+    "caption": _cmd_caption,
     "serve": _cmd_serve,
 }
 TRAIN_FLAGS: list[str] = []  # the TrainConfig fields offered as `train` flags (filled by build_parser)

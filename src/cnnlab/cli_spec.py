@@ -150,6 +150,15 @@ examples:
   cnnlab serve runs/latest                                   # then open the address it prints
   cnnlab serve runs/mnist-normal runs/mnist-adversarial --port 8001   # two runs side by side
 """,
+    "caption": """
+examples:
+  cnnlab caption train                                             # CNN + LSTM on captioned-scenes
+  cnnlab caption train --model alignment --epochs 2 --batch-size 64 --lr 0.002   # Karpathy & Fei-Fei's alignment
+  cnnlab caption train --data captioned-fashion-scenes --data-option train_size=2000
+  cnnlab caption train --resume runs/caption-generation-dmnist-cnn-captioned-scenes-20261129-231500
+  cnnlab caption eval runs/caption-generation-dmnist-cnn-captioned-scenes-20261129-231500 --beam 3
+  cnnlab caption predict runs/caption-generation-dmnist-cnn-captioned-scenes-20261129-231500 scene.png
+""",
     "export": """
 examples:
   cnnlab export runs/lenet5-digits --out lenet5.onnx --check
@@ -306,6 +315,65 @@ DETECT_ACTIONS: dict[str, CommandSpec] = {
         ),
         device=None,
         data_root=True,
+    ),
+}
+
+CAPTION_HELP = {  # `cnnlab caption train`'s help for the TrainConfig flags whose defaults differ from a classifier's
+    "data": "captioned-scenes or captioned-fashion-scenes (default: captioned-scenes)",
+    "epochs": "passes over the training scenes (default: 12)",
+    "batch_size": "scenes per step, each with all its references (default: 16)",
+    "lr": "Adam's learning rate per step (default: 0.003)",
+}
+_CAPTION_RUN = Arg(("run",), {"metavar": "RUN", "help": "a captioning run directory (or its checkpoint file)"})
+_BEAM = Arg(("--beam",), {"type": int, "default": 3, "help": "beam width; 1 is greedy (default: 3)"})
+# `cnnlab caption ACTION`; `train` also offers CAPTION_FLAGS, generated from TrainConfig.
+CAPTION_ACTIONS: dict[str, CommandSpec] = {
+    "train": CommandSpec(
+        "Train a captioning model by the engine: generation (CNN + LSTM) or alignment (regions and words).",
+        (
+            Arg(
+                ("--model",),
+                {"choices": ("generation", "alignment"), "default": "generation", "help": "default: generation"},
+            ),
+            Arg(("--encoder",), {"default": "dmnist-cnn", "help": "zoo model encoding images (default: dmnist-cnn)"}),
+            Arg(("--freeze-encoder",), {"action": "store_true", "help": "train the decoder only"}),
+            Arg(("--encoder-weights",), {"help": "the encoder's weights, e.g. torchvision (default: random)"}),
+            Arg(("--embed-dim",), {"type": int, "default": 128, "help": "word embedding width (default: 128)"}),
+            Arg(("--hidden-dim",), {"type": int, "default": 256, "help": "LSTM / alignment space (default: 256)"}),
+            Arg(("--dropout",), {"type": float, "default": 0.0, "help": "on the LSTM outputs (default: 0)"}),
+            Arg(("--region-size",), {"type": int, "default": 32, "help": "alignment region crops, px (default: 32)"}),
+            Arg(("--min-count",), {"type": int, "default": 1, "help": "vocabulary: least word count (default: 1)"}),
+            Arg(
+                ("--data-option",),
+                {"action": "append", "default": [], "metavar": "KEY=VALUE", "help": "e.g. train_size=2000"},
+            ),
+            Arg(("--resume",), {"metavar": "CHECKPOINT|RUN_DIR|auto", "help": "continue a captioning run exactly"}),
+            Arg(("--overwrite",), {"action": "store_true", "help": "--out holds a run: replace it"}),
+        ),
+        device=None,
+    ),
+    "eval": CommandSpec(
+        "BLEU-1…4 greedy, by beam search and of the most-common-caption baseline (generation), or retrieval "
+        "R@1/5/10 and median rank (alignment); best and worst samples drawn in RUN_DIR.",
+        (
+            _CAPTION_RUN,
+            _BEAM,
+            Arg(("--split",), {"choices": ("val", "test"), "default": "test", "help": "scenes (default: test)"}),
+            Arg(("--limit",), {"type": int, "help": "the first N scenes only (default: all)"}),
+            Arg(("--samples",), {"type": int, "default": 4, "help": "best and worst shown (default: 4)"}),
+        ),
+        device="cpu",
+        data_root=True,
+    ),
+    "predict": CommandSpec(
+        "Caption image files; prints each caption and saves the image with it under it.",
+        (
+            _CAPTION_RUN,
+            Arg(("images",), {"nargs": "+", "metavar": "IMAGE", "help": "image files"}),
+            _BEAM,
+            Arg(("--out",), {"help": "folder for the captioned images (default: RUN/predictions)"}),
+        ),
+        device="cpu",
     ),
 }
 
@@ -594,6 +662,9 @@ COMMANDS: dict[str, CommandSpec] = {
     "gan": CommandSpec("Generative adversarial networks: train, sample, interpolate, measure.", (), device=None),
     "detect": CommandSpec(
         "Object detection: train, eval, predict (R-CNN, Fast/Faster R-CNN, OverFeat).", (), device=None
+    ),
+    "caption": CommandSpec(
+        "Image captioning: train, eval, predict (CNN + LSTM; region–word alignment).", (), device=None
     ),
     "export": CommandSpec(
         "Export a checkpoint's model (or a registered model) to ONNX or safetensors.",

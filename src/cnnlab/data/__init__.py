@@ -1,6 +1,7 @@
 """Datasets, preprocessing and loaders. Data knows no models."""
 
 from cnnlab.data import (  # noqa: F401  (register the datasets)
+    caption_scenes,
     detection_canvas,
     detection_readers,
     distorted,

@@ -1,0 +1,472 @@
+"""Captioning workflows for the command line and for Python alike: train (``cnnlab caption train``), evaluate
+(``cnnlab caption eval``) and caption images (``cnnlab caption predict``).
+
+>>> result = train_captioner({"data": "captioned-scenes", "epochs": 12})
+>>> evaluate_captioner(result.run.run_dir.path, beam=3).bleu["beam"][4]
+>>> predict_captions(result.run.run_dir.path, ["scene.png"])[0].caption
+
+A captioning run is a run directory like a classifier's (checkpoints, exact resume, metrics.csv, summary.json,
+config.json); the checkpoint's ``captioner`` entry holds what rebuilds the model: its kind, encoder, sizes and
+vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.captioning import draw
+from cnnlab.captioning.alignment import AlignmentModel, best_regions, region_mask, square_boxes, word_mask
+from cnnlab.captioning.metrics import corpus_bleu, most_common_captions, sentence_bleu
+from cnnlab.captioning.model import CaptionModel
+from cnnlab.captioning.task import AlignmentTask, CaptionTask, evaluate_retrieval, split_tables
+from cnnlab.data import DeviceTensorLoader, Preprocessing
+from cnnlab.data.captions import CaptionDataset, Vocabulary, load_caption_dataset
+from cnnlab.errors import CheckpointError, ConfigError, UnknownNameError
+
+KINDS = ("generation", "alignment")
+# The generation model's recipe: Adam at 3e-3 per batch of 16 scenes (each with its 3–5 references), cosine to 0,
+# 12 epochs (≈ 14 min on the 2-core CPU). Chosen on the validation scenes, one seed (docs/captioning.md): batches of
+# 64 for 4 epochs (500 steps) reached a validation loss of 0.950 per word; batches of 16 reached 0.930 (lr 1e-3) and
+# 0.914 (lr 3e-3) in 2 epochs (1,000 steps): the CNN, trained from scratch through the LSTM, needs steps more than
+# large batches; 12 epochs beat 8 (loss 0.698 vs 0.766, greedy BLEU-4 0.475 vs 0.422). No augmentation (a flip
+# would swap "left" and "right"), no weight decay.
+CAPTION_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam",
+    "lr": 3e-3,  # per step
+    "momentum": 0.9,  # β1 of Adam
+    "weight_decay": 0.0,
+    "batch_size": 16,  # scenes per step
+    "schedule": "cosine",
+    "epochs": 12,
+    "augment": "none",
+    "holdout": 0.0,  # the scenes have their own validation split
+    "data": "captioned-scenes",
+}
+CAPTION_FLAGS = (  # the TrainConfig fields `cnnlab caption train` offers
+    "data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "clip_grad_norm", "seed", "device",
+    "data_root", "out", "log_every", "checkpoint_every", "keep_last", "tensorboard",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    """The model's settings (``cnnlab caption train``'s own flags); a checkpoint keeps them."""
+
+    model: str = "generation"  # generation: CNN + LSTM; alignment: Karpathy & Fei-Fei's region–word model
+    encoder: str = "dmnist-cnn"  # any zoo model; its pre-logits vector is the image (or region) feature
+    freeze_encoder: bool = False  # keep the encoder's weights (e.g. with encoder_weights="torchvision")
+    encoder_weights: str | None = None  # passed to models.create (e.g. "torchvision" for pretrained ImageNet)
+    embed_dim: int = 128  # word embeddings (and the projected image, for generation)
+    hidden_dim: int = 256  # the LSTM's state (generation); the shared region–word space (alignment)
+    dropout: float = 0.0  # on the LSTM's outputs (generation)
+    region_size: int = 32  # px, side of the alignment model's region crops
+    min_count: int = 1  # training-caption occurrences for a word to enter the vocabulary
+    data_options: dict = field(default_factory=dict)  # the caption dataset's options (e.g. train_size=2000)
+
+    def __post_init__(self) -> None:
+        from cnnlab import models
+
+        if self.model not in KINDS:
+            raise UnknownNameError("captioning model", self.model, KINDS)
+        if self.encoder not in models.list_models(include_aliases=True):
+            raise UnknownNameError("encoder model", self.encoder, models.list_models())
+        for name in ("embed_dim", "hidden_dim", "region_size", "min_count"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive whole number, got {value!r}.")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+
+
+@dataclass
+class CaptionTrainResult:
+    """What :func:`train_captioner` did: the run, the engine, one row per epoch, wall seconds."""
+
+    run: Any
+    trainer: Any
+    history: list[dict]
+    seconds: float
+    already_complete: bool = False
+
+
+def build_captioner(options: CaptionOptions, input_shape: tuple[int, int, int], vocab_size: int) -> nn.Module:
+    """The model ``options`` describe, for images (C, H, W) and a vocabulary of ``vocab_size`` tokens (seeded by
+    the caller)."""
+    from cnnlab import models
+
+    c, h, _ = input_shape
+    side = h if options.model == "generation" else options.region_size
+    info = models.get_model_info(options.encoder)
+    if info.fixed_input_size and tuple(info.input_size[1:]) != (side, side):
+        raise ConfigError(
+            f"Encoder {options.encoder} only takes {info.input_size[1]}×{info.input_size[2]} images, but it would get "
+            f"{side}×{side}; choose an encoder of any input size (e.g. dmnist-cnn, resnet20)."
+        )
+    extra = {"image_size": side} if "image_size" in info.options else {}
+    encoder = models.create(options.encoder, in_chans=c, weights=options.encoder_weights, **extra)
+    if options.model == "generation":
+        return CaptionModel(encoder, input_shape, vocab_size, options.embed_dim, options.hidden_dim, options.dropout,
+                            options.freeze_encoder)  # fmt: skip
+    if options.freeze_encoder:
+        encoder.requires_grad_(False)
+    return AlignmentModel(encoder, c, vocab_size, options.region_size, options.hidden_dim, options.embed_dim)
+
+
+def scene_preprocessing(channels: int, size: tuple[int, int]) -> Preprocessing:
+    """Pixels scaled to [0, 1] (mean 0, std 1): black stays 0, so crops reaching past a scene's edge (zeros) look
+    like its background."""
+    return Preprocessing(channels, size, 0, (0.0,) * channels, (1.0,) * channels)
+
+
+def _spec(options: CaptionOptions, input_shape, vocabulary: Vocabulary) -> dict:
+    return {**asdict(options), "input_shape": list(input_shape), "vocabulary": vocabulary.to_list()}
+
+
+def _options_of(spec: dict) -> CaptionOptions:
+    return CaptionOptions(**{f.name: spec[f.name] for f in fields(CaptionOptions) if f.name in spec})
+
+
+def build_caption_run(config, options: CaptionOptions, run_dir: str | Path | None, overwrite: bool,
+                      vocabulary: Vocabulary | None = None):  # fmt: skip
+    """(the run, its task) from a resolved config: data, vocabulary, loaders, the model (seeded); every check runs
+    before the run directory is opened."""
+    from cnnlab.train import TrainingRun, resolve_device
+    from cnnlab.train.rundir import RunDir, default_run_dir
+
+    device = resolve_device(config.device)
+    dataset = load_caption_dataset(config.data, config.data_root, **options.data_options)
+    vocabulary = vocabulary or dataset.vocabulary(options.min_count)
+    input_shape = dataset.image_shape
+    pre = scene_preprocessing(input_shape[0], input_shape[1:])
+    torch.manual_seed(config.seed)  # the model's initialisation
+    model = build_captioner(options, input_shape, len(vocabulary))
+    spec = _spec(options, input_shape, vocabulary)
+    if options.model == "generation":
+        targets = dataset.train.references(vocabulary)  # (N, R, T)
+        task: Any = CaptionTask(model, vocabulary, dataset.val, spec)
+    else:
+        targets = torch.arange(len(dataset.train))  # scene indices: the task looks references and boxes up
+        task = AlignmentTask(model, dataset.train, vocabulary, dataset.val, spec)
+    train = DeviceTensorLoader(dataset.train.images, targets, pre, config.batch_size, shuffle=True, seed=config.seed,
+                               device=device)  # fmt: skip
+    test = DeviceTensorLoader(dataset.test.images, torch.arange(len(dataset.test)), pre, 250, device=device)
+    path = run_dir or config.out or default_run_dir(config.model, config.data)
+    opened = RunDir(path, new=run_dir is None, overwrite=overwrite, lock=True)
+    return TrainingRun(config, device, model.to(device), dataset, pre, train, test, opened), task
+
+
+def train_captioner(
+    given: dict | None = None,
+    options: CaptionOptions | None = None,
+    *,
+    resume: str | None = None,
+    overwrite: bool = False,
+    reporter: Any = None,
+    say=lambda text: None,
+    command: list[str] | None = None,
+) -> CaptionTrainResult:
+    """Train (or continue) a captioning model by the engine, as ``cnnlab caption train`` does.
+
+    Args:
+        given: :class:`~cnnlab.train.TrainConfig` fields (of :data:`CAPTION_FLAGS`); unset: :data:`CAPTION_DEFAULTS`.
+        options: the model (:class:`CaptionOptions`); default: generation with ``dmnist-cnn``.
+        resume: a checkpoint, run directory or ``auto``; the run keeps its own model and vocabulary.
+        overwrite: ``given["out"]`` may hold an earlier run, which is replaced.
+        reporter, say, command: as for :func:`cnnlab.workflows.train_classifier`.
+
+    Raises:
+        ConfigError, UnknownNameError, DataError, CheckpointError: bad settings or data, before anything is written.
+    """
+    from cnnlab.train import Trainer, find_resume_checkpoint
+    from cnnlab.train.config import TrainConfig, resolve, resume_config
+    from cnnlab.train.record import RunRecord, write_run_config
+
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(CAPTION_FLAGS))
+    if unknown:
+        raise ConfigError(f"`cnnlab caption train` has no setting {', '.join(unknown)}; its settings: "
+                          f"{', '.join(CAPTION_FLAGS)}.")  # fmt: skip
+    if overwrite and resume:
+        raise ConfigError("--overwrite starts a run afresh and --resume continues one; give one of them.")
+    found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
+    payload, run_path = found if found is not None else (None, None)
+    vocabulary = None
+    if payload is not None:
+        spec = _captioner_spec(payload, run_path)
+        options, vocabulary = _options_of(spec), Vocabulary(tuple(spec["vocabulary"]), int(spec["min_count"]))
+        config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
+    else:
+        options = options or CaptionOptions()
+        name = f"caption-{options.model}-{options.encoder}"
+        config = resolve(TrainConfig(**{**CAPTION_DEFAULTS, "model": name, **given}))
+    run, task = build_caption_run(config, options, run_path, overwrite or resume == "auto", vocabulary)
+    trainer = Trainer(run, task=task, reporter=reporter)
+    if payload is not None:
+        trainer.load_state_dict(payload)
+        say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
+        if trainer.epoch >= config.epochs:
+            say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+            return CaptionTrainResult(run, trainer, trainer.history, 0.0, already_complete=True)
+    write_run_config(run, trainer.static_record, command if command is not None else sys.argv)
+    words = len(task.vocabulary)
+    say(f"Training the {options.model} model ({options.encoder} encoder) on {config.data} ({len(run.dataset.train):,}"
+        f" scenes, {words} tokens) on {run.device} for {config.epochs} epochs")  # fmt: skip
+    started = time.perf_counter()
+    try:
+        history = trainer.fit()
+    finally:
+        trainer.close()
+    return CaptionTrainResult(run, trainer, history, time.perf_counter() - started)
+
+
+def _captioner_spec(payload: dict, path: Path | str) -> dict:
+    if "captioner" not in payload:
+        kind = payload.get("task", "classification")
+        raise CheckpointError(f"{path} is a {kind} run, not a captioning run; `cnnlab caption train` makes one.")
+    return dict(payload["captioner"])
+
+
+# ---- using a trained model -------------------------------------------------------------------------------------
+@dataclass
+class Captioner:
+    """A trained captioning model loaded from its run: ``model`` (eval mode), its ``options``, ``vocabulary``,
+    ``preprocessing`` and ``data``."""
+
+    path: Path
+    model: nn.Module
+    options: CaptionOptions
+    vocabulary: Vocabulary
+    preprocessing: Preprocessing
+    data: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> the model's float input."""
+        pre = self.preprocessing
+        mean = torch.tensor(pre.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(pre.std, device=self.device).view(1, -1, 1, 1)
+        return (images.to(self.device).float() / 255 - mean) / std
+
+    def caption(self, images: torch.Tensor, beam: int = 3, alpha: float = 1.0, batch: int = 250) -> list[str]:
+        """Captions of uint8 (B, C, H, W) images (generation runs)."""
+        if not isinstance(self.model, CaptionModel):
+            raise ConfigError("This is an alignment run: it scores captions but writes none; train a generation "
+                              "model (`cnnlab caption train --model generation`) to caption images.")  # fmt: skip
+        out = []
+        for start in range(0, len(images), batch):
+            ids = self.model.caption(self.normalise(images[start : start + batch]), beam=beam, alpha=alpha)
+            out += [self.vocabulary.decode(row) for row in ids.tolist()]
+        return out
+
+
+def load_captioner(run: str | Path, device: str = "cpu") -> Captioner:
+    """The model of a captioning run (a run directory or checkpoint file), in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: no such run, not a cnnlab checkpoint, or not a captioning run.
+    """
+    from cnnlab.train import resolve_device
+    from cnnlab.train.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+    path = resolve_checkpoint_path(run)
+    payload = load_checkpoint(path)
+    spec = _captioner_spec(payload, run)
+    options = _options_of(spec)
+    vocabulary = Vocabulary(tuple(spec["vocabulary"]), int(spec["min_count"]))
+    model = build_captioner(replace(options, encoder_weights=None), tuple(spec["input_shape"]), len(vocabulary))
+    model.load_state_dict(payload["model_state"])
+    model.to(resolve_device(device)).eval()
+    pre = Preprocessing.from_dict(payload["preprocessing"])
+    return Captioner(path, model, options, vocabulary, pre, str(payload.get("data")))
+
+
+@dataclass
+class CaptionEvaluation:
+    """What :func:`evaluate_captioner` measured on one split.
+
+    Attributes:
+        scenes: images evaluated.
+        bleu: corpus BLEU-1…4 by decoder (``greedy``, ``beam``, ``baseline``: the most common caption for the
+            scene's objects).
+        seconds: wall seconds of ``encode`` (the CNN over all images), and of captioning all of them ``greedy``
+            and by ``beam`` (encoding included).
+        best, worst: (scene index, caption, references, sentence BLEU-4) of the beam captions.
+        retrieval: alignment runs: the :class:`~cnnlab.captioning.alignment.Retrieval` table.
+        pictures: files written (samples, alignments).
+    """
+
+    split: str
+    scenes: int
+    beam: int
+    bleu: dict[str, dict[int, float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    best: list[tuple] = field(default_factory=list)
+    worst: list[tuple] = field(default_factory=list)
+    retrieval: Any = None
+    pictures: list[Path] = field(default_factory=list)
+
+
+def _timed(function, *args):
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started
+
+
+def evaluate_captioner(
+    run: str | Path,
+    split: str = "test",
+    beam: int = 3,
+    limit: int | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    samples: int = 4,
+) -> CaptionEvaluation:
+    """``cnnlab caption eval``: a run on its dataset's ``split`` (``val`` or ``test``), first ``limit`` scenes.
+
+    Generation: corpus BLEU-1…4 greedy, with beam search and of the baseline; timings; the ``samples`` best and
+    worst captions drawn to ``RUN_DIR/eval-<split>-samples.png``. Alignment: retrieval both ways and each word's
+    best region for ``samples`` scenes (``RUN_DIR/eval-<split>-alignment.png``). Figures go to
+    ``RUN_DIR/eval-<split>.json`` as well.
+    """
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split must be val or test, got {split!r}.")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"--limit must be a positive whole number, got {limit!r}.")
+    captioner = load_captioner(run, device)
+    dataset = load_caption_dataset(captioner.data, data_root, **captioner.options.data_options)
+    chosen = getattr(dataset, split)
+    count = len(chosen) if limit is None else min(limit, len(chosen))
+    result = CaptionEvaluation(split, count, beam)
+    folder = captioner.path.parent
+    if isinstance(captioner.model, CaptionModel):
+        _evaluate_generation(captioner, dataset, chosen, count, result, samples, folder)
+    else:
+        _evaluate_alignment(captioner, chosen, count, result, samples, folder)
+    record = {k: v for k, v in asdict(result).items() if k not in ("retrieval", "pictures")}
+    if result.retrieval is not None:
+        record["retrieval"] = {**asdict(result.retrieval), "chance_r1": result.retrieval.chance_r1}
+    (folder / f"eval-{split}.json").write_text(json.dumps(record, indent=1, default=str))
+    return result
+
+
+def _evaluate_generation(captioner: Captioner, dataset: CaptionDataset, chosen, count: int,
+                         result: CaptionEvaluation, samples: int, folder: Path) -> None:  # fmt: skip
+    images, references = chosen.images[:count], chosen.captions[:count]
+
+    def encode() -> None:  # the CNN alone, for the timing
+        with torch.no_grad():
+            for start in range(0, count, 250):
+                captioner.model.image_inputs(captioner.normalise(images[start : start + 250]))
+
+    _, result.seconds["encode"] = _timed(encode)
+    greedy, result.seconds["greedy"] = _timed(captioner.caption, images, 1)
+    beamed, result.seconds["beam"] = _timed(captioner.caption, images, result.beam)
+    baseline = most_common_captions(dataset.train, chosen.labels[:count]) if chosen.labels is not None else None
+    result.bleu = {"greedy": corpus_bleu(greedy, references), "beam": corpus_bleu(beamed, references)}
+    if baseline is not None:
+        result.bleu["baseline"] = corpus_bleu(baseline, references)
+    ranked = sorted(range(count), key=lambda i: (sentence_bleu(beamed[i], references[i]), -i))
+    row = lambda i: (i, beamed[i], references[i], round(sentence_bleu(beamed[i], references[i]), 4))  # noqa: E731
+    result.best = [row(i) for i in reversed(ranked[-samples:])]
+    result.worst = [row(i) for i in ranked[:samples]]
+    pictures = []
+    for k, (i, caption, refs, _) in enumerate(result.best + result.worst):
+        label = "best" if k < len(result.best) else "worst"
+        pictures.append(draw.captioned(images[i], [f"#{i} ({label}): {caption}", "references:", *refs]))
+    path = folder / f"eval-{result.split}-samples.png"
+    draw.grid(pictures, columns=samples).save(path)
+    result.pictures.append(path)
+
+
+def _evaluate_alignment(captioner: Captioner, chosen, count: int, result: CaptionEvaluation, samples: int,
+                        folder: Path) -> None:  # fmt: skip
+    model, vocabulary = captioner.model, captioner.vocabulary
+    result.retrieval, result.seconds["retrieval"] = _timed(
+        evaluate_retrieval, model, chosen, vocabulary, captioner.preprocessing, captioner.device, count
+    )
+    references, boxes, valid = split_tables(chosen, vocabulary)
+    pictures = []
+    with torch.no_grad():
+        for i in range(min(samples, count)):
+            image = captioner.normalise(chosen.images[i : i + 1])
+            regions = model.regions(image, boxes[i : i + 1].to(captioner.device), valid[i : i + 1].to(captioner.device))
+            tokens = references[i, 1:2].to(captioner.device)  # the first relation caption (else the listing)
+            if int(tokens[0, 0]) == 0:
+                tokens = references[i, :1].to(captioner.device)
+            mask = word_mask(tokens)[0]
+            picks = best_regions(regions[0], region_mask(valid[i : i + 1].to(captioner.device))[0],
+                                 model.words(tokens)[0][mask])  # fmt: skip
+            words = [vocabulary.tokens[t] for t in tokens[0][mask].tolist()]
+            shown = torch.cat([torch.zeros(1, 4), square_boxes(boxes[i])], 0)
+            pictures.append(draw.aligned(chosen.images[i], shown, words, picks.tolist()))
+    path = folder / f"eval-{result.split}-alignment.png"
+    draw.grid(pictures, columns=samples).save(path)
+    result.pictures.append(path)
+
+
+@dataclass
+class CaptionPrediction:
+    """One image's caption and the picture written with it."""
+
+    image: Path
+    caption: str
+    picture: Path
+
+
+def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 (C, H, W) of an image file, converted to ``shape``'s channels and resized to its size."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2.functional import pil_to_tensor, resize
+
+    from cnnlab.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Image {path} does not exist.")
+    try:
+        with Image.open(path) as image:
+            tensor = pil_to_tensor(image.convert("L" if shape[0] == 1 else "RGB"))
+    except (OSError, UnidentifiedImageError) as error:
+        raise DataError(f"{path} cannot be read as an image ({error}).") from error
+    if tuple(tensor.shape[1:]) != tuple(shape[1:]):
+        tensor = resize(tensor, list(shape[1:]), antialias=True)
+    return tensor
+
+
+def predict_captions(run: str | Path, images: list[str | Path], beam: int = 3, out: str | Path | None = None,
+                     device: str = "cpu") -> list[CaptionPrediction]:  # fmt: skip
+    """``cnnlab caption predict``: caption image files; each is saved with its caption under it as
+    ``OUT/<name>-caption.png`` (default OUT: ``RUN_DIR/predictions``).
+
+    Raises:
+        ConfigError: an alignment run (it writes no captions), a bad beam.
+        DataError: a missing or unreadable image. CheckpointError, OutputError.
+    """
+    from cnnlab.outputs import output_dir
+
+    if not images:
+        raise ConfigError("Give at least one image file to caption.")
+    captioner = load_captioner(run, device)
+    shape = tuple(captioner.model.input_shape) if isinstance(captioner.model, CaptionModel) else None
+    if shape is None:
+        captioner.caption(torch.zeros(0, 1, 1, 1, dtype=torch.uint8))  # raises: alignment runs write no captions
+    pixels = torch.stack([read_image(path, shape) for path in images])  # every file read before any is written
+    captions = captioner.caption(pixels, beam=beam)
+    folder = output_dir(out if out is not None else captioner.path.parent / "predictions")
+    results = []
+    for path, image, caption in zip(images, pixels, captions, strict=True):
+        picture = folder / f"{Path(path).stem}-caption.png"
+        draw.captioned(image, [caption]).save(picture)
+        results.append(CaptionPrediction(Path(path), caption, picture))
+    return results
