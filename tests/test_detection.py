@@ -171,7 +171,7 @@ def _overfit(method: str, canvases, steps: int, lr: float, options=None) -> floa
 @pytest.mark.parametrize(
     ("method", "steps", "lr", "options"),
     [
-        ("faster-rcnn", 100, 2e-3, {}),
+        ("faster-rcnn", 150, 1e-3, {}),
         ("fast-rcnn", 100, 2e-3, {}),
         ("rcnn", 200, 3e-3, {"scorer": "softmax"}),
         ("overfeat", 200, 2e-3, {}),

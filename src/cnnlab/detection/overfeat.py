@@ -11,8 +11,9 @@ negative examples") and a box regressor (section 4.2: four numbers per location,
   field at stride 4) centred on the cell, in the image resized by s; windows span objects from W/4 to W pixels
   there, so the scales (1 and 0.5: objects of 8–32 and 16–64 px) cover the data's sizes.
 - **Training**: a cell is positive for an object when its centre lies in the middle half of the object's box and
-  the object's larger side at that scale is within [W/4, W] (the smaller object wins a shared cell); negative when
-  it lies in no box; ignored otherwise. Cross-entropy over the positives and three times as many random negatives;
+  the object's larger side at that scale is within [W/4, W] (the smaller object wins a shared cell); ignored when it
+  lies in an object of another scale's size range; negative otherwise — also off-centre in an object of its own
+  range, so that only central windows fire and the merging has fewer stray boxes to absorb. Cross-entropy over the positives and three times as many random negatives;
   smooth L1 on the positives' regression: the distances from the cell centre to the four edges, in units of W.
 - **Detection**: every cell whose best object class beats ``threshold`` proposes its regressed box, at every scale;
   boxes of one class are merged greedily (:func:`cnnlab.detection.merge.greedy_merge`, section 4.3).
@@ -97,8 +98,8 @@ class OverFeatDetector(nn.Module):
         for index in order.tolist():
             x1, y1, x2, y2 = boxes[index].tolist()
             inside = (cx >= x1) & (cx < x2) & (cy >= y1) & (cy < y2)
-            classes[inside & (classes == 0)] = -1  # in a box: not background
             if not self.window / 4 <= float(sides[index]) <= self.window:
+                classes[inside & (classes == 0)] = -1  # another scale's object: neither it nor background here
                 continue
             qx, qy = (x2 - x1) / 4, (y2 - y1) / 4
             middle = (cx >= x1 + qx) & (cx < x2 - qx) & (cy >= y1 + qy) & (cy < y2 - qy)
