@@ -295,8 +295,10 @@ def write_run_config(run, static_record: dict, command: list[str]) -> None:
         "git": static_record["git"],
         "command": list(command),
     }
-    if "transfer" in static_record:
-        record["transfer"] = static_record["transfer"]
+    standard = {"config", "task", "model", "preprocessing", "data", "classes", "versions", "git"}
+    for key, value in static_record.items():  # a task's own description: transfer, a GAN's or a detector's spec
+        if key not in standard:
+            record[key] = value
     run.run_dir.write_json("config.json", record)
 
 
