@@ -128,10 +128,9 @@ def _compute(explorer: RunExplorer, view: str, request: Request, body: bytes, li
         if view not in explorer.describe()["views"]:
             raise ConfigError(f"Run {explorer.run_id} has no {view} view.")
         return explorer.curves() if view == "curves" else explorer.confusion()
-    if view not in explorer.describe()["views"]:
-        raise ConfigError(
-            f"Run {explorer.run_id} has no {view} view; its views: {', '.join(explorer.describe()['views'])}."
-        )
+    views = explorer.describe()["views"]
+    if view not in views and (view == "boxes" or "boxes" in views):  # a detector's views, or a classifier's
+        raise ConfigError(f"Run {explorer.run_id} has no {view} view; its views: {', '.join(views)}.")
     frame = request.query_params.get("frame", "0") in ("1", "true") and view != "boxes"  # canvases are not framed
     pixels = decode_upload(body, explorer.preprocessing, limits, frame=frame)
     if view == "boxes":
