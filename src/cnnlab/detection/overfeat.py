@@ -13,8 +13,9 @@ negative examples") and a box regressor (section 4.2: four numbers per location,
 - **Training**: a cell is positive for an object when its centre lies in the middle half of the object's box and
   the object's larger side at that scale is within [W/4, W] (the smaller object wins a shared cell); ignored when it
   lies in an object of another scale's size range; negative otherwise — also off-centre in an object of its own
-  range, so that only central windows fire and the merging has fewer stray boxes to absorb. Cross-entropy over the positives and three times as many random negatives;
-  smooth L1 on the positives' regression: the distances from the cell centre to the four edges, in units of W.
+  range, so that only central windows fire and the merging has fewer stray boxes to absorb. Cross-entropy over the
+  positives and three times as many random negatives; smooth L1 on the positives' regression: the distances from
+  the cell centre to the four edges, in units of W.
 - **Detection**: every cell whose best object class beats ``threshold`` proposes its regressed box, at every scale;
   boxes of one class are merged greedily (:func:`cnnlab.detection.merge.greedy_merge`, section 4.3).
 """
