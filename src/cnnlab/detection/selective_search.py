@@ -85,7 +85,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -260,10 +260,11 @@ def selective_search(
 
 # ---- a whole split: worker processes and the cache -----------------------------------------------------------------
 def _worker_context():
-    """``fork`` where there is one (Linux): the workers then need no ``if __name__ == "__main__"`` guard in the
-    caller's script and start in milliseconds; they only run NumPy and OpenCV (one thread), never torch or CUDA,
-    so forking a parent that has started torch's thread pool or CUDA is safe. ``spawn`` elsewhere."""
-    return get_context("fork") if "fork" in get_all_start_methods() else get_context("spawn")
+    """``spawn``, everywhere. Forked workers (which start in milliseconds and need no ``if __name__ == "__main__"``
+    guard) hung in the full test suite: a fork copies whatever locks the parent's other threads (torch's and
+    OpenCV's pools, a server's) hold at that moment. Spawned workers start clean, at the cost of a second or two
+    each and of that guard in a script that calls :func:`propose_all` with workers (cnnlab's commands have it)."""
+    return get_context("spawn")
 
 
 def _worker_init() -> None:
@@ -369,8 +370,8 @@ def propose_all(
         cache: a folder; the proposals are stored there in ``ss-<key>.pt`` (:func:`cache_key`: the images'
             bytes and the settings) and read back on the next call with the same images and settings. None: no
             cache.
-        workers: worker processes (default: one per core); 0 or 1 computes in this process. They are forked
-            (Linux; spawned elsewhere) and used only when there are at least ``2 × chunk`` images.
+        workers: worker processes (default: one per core); 0 or 1 computes in this process. They are spawned
+            (see :func:`_worker_context`) and used only when there are at least ``2 × chunk`` images.
         chunk: images sent to a worker at a time.
         **settings: fields of :class:`SelectiveSearchSettings` (``mode``, ``max_proposals``, ``upscale``...).
 
