@@ -78,24 +78,25 @@ RANGES = {"context": (0.0, 0.5), "nms": (0.0, 1.0001), "threshold": (0.0, 1.0001
 
 def _check_option(method: str, name: str, value: Any, default: Any) -> None:
     """Refuse a value of the wrong kind or range, naming the option (``--option NAME=VALUE``)."""
-    wrong = ConfigError
     if name in ("anchor_sizes", "aspect_ratios", "scales"):
         ok = isinstance(value, list | tuple) and len(value) > 0 and all(
             isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)  # fmt: skip
         if not ok:
-            raise wrong(f"{method}'s {name} must be a list of positive numbers, e.g. {name}=[16,32,64]; got {value!r}.")
+            raise ConfigError(
+                f"{method}'s {name} must be a list of positive numbers, e.g. {name}=[16,32,64]; got {value!r}."
+            )
         return
     if isinstance(default, str):
         if value not in ("svm", "softmax"):
-            raise wrong(f"{method}'s {name} must be 'svm' or 'softmax', got {value!r}.")
+            raise ConfigError(f"{method}'s {name} must be 'svm' or 'softmax', got {value!r}.")
         return
     if isinstance(default, int) and not isinstance(default, bool):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise wrong(f"{method}'s {name} must be a positive whole number, got {value!r}.")
+            raise ConfigError(f"{method}'s {name} must be a positive whole number, got {value!r}.")
         return
     low, high = RANGES.get(name, (0.0, float("inf")))
     if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value < high:
-        raise wrong(f"{method}'s {name} must be a number in [{low:g}, {high:g}), got {value!r}.")
+        raise ConfigError(f"{method}'s {name} must be a number in [{low:g}, {high:g}), got {value!r}.")
 
 
 def build_detector(spec: dict[str, Any]) -> nn.Module:

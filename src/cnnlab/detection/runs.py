@@ -32,7 +32,8 @@ from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 # Girshick 2015 / Ren et al. 2015 train with SGD, momentum 0.9, weight decay 0.0005, 2 (Fast) or 1 (Faster) images
 # per batch at lr 0.001 for a pretrained VGG16. Here the backbone starts from scratch on small canvases, so batches
-# are larger and the rate higher; chosen on mnist-detection's validation split (docs/detection.md).
+# are larger and the rate higher. These are a first choice, not tuned: no search over them was run (docs/detection.md
+# reports what they give).
 DETECT_DEFAULTS: dict[str, Any] = {
     "optimizer": "sgd",
     "lr": 0.02,  # per step, at batch 8
