@@ -485,6 +485,24 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from cnnlab.reproduce import list_entries, reproduce
+
+    if args.list or args.name is None:
+        for e in list_entries():
+            where = "GPU only" if e["gpu_only"] else f"CPU ~{e['cpu_minutes'] or '?'} min/seed"
+            gpu = f", GPU ~{e['gpu_minutes']} min/seed" if e["gpu_minutes"] else ""
+            print(f"{e['name']:<26} {where}{gpu}; {e['arms']} arm(s) × {e['seeds']} seeds\n    {e['paper']}\n"
+                  f"    goal: {e['goal']}")  # fmt: skip
+        return 0
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    result = reproduce(args.name, args.seeds, quick=args.quick, out=args.out, data_root=args.data_root,
+                       device=args.device, cpu_anyway=args.cpu_anyway, say=say)  # fmt: skip
+    print(result.markdown())
+    print(f"runs and table: {result.out}")
+    return 0
+
+
 COMMANDS = {
     "detect": _cmd_detect,
     "train": _cmd_train,
@@ -505,6 +523,7 @@ COMMANDS = {
     "gan": _cmd_gan,
     "caption": _cmd_caption,
     "serve": _cmd_serve,
+    "reproduce": _cmd_reproduce,
 }
 TRAIN_FLAGS: list[str] = []  # the TrainConfig fields offered as `train` flags (filled by build_parser)
 

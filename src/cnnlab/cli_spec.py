@@ -145,6 +145,13 @@ examples:
   cnnlab detect predict runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500 canvas.png
   cnnlab detect explain runs/faster-rcnn-lenet5-modern-mnist-detection-20261130-001500 test:0 --view occlusion
 """,
+    "reproduce": """
+examples:
+  cnnlab reproduce --list                          # what exists, the paper's figures, expected time on CPU and GPU
+  cnnlab reproduce lenet5-mnist                    # LeNet-5 on MNIST, 3 seeds, beside LeCun et al.'s 0.95%
+  cnnlab reproduce dropout-mnist --seeds 5
+  cnnlab reproduce resnet-degradation --quick      # a short check that it runs (not a measurement)
+""",
     "serve": """
 examples:
   cnnlab serve runs/latest                                   # then open the address it prints
@@ -678,6 +685,20 @@ COMMANDS: dict[str, CommandSpec] = {
             ),
         ),
         device=None,
+    ),
+    "reproduce": CommandSpec(
+        "Run a paper's experiment over seeds and put ours beside its figures (docs/reproductions.md).",
+        (
+            Arg(("name",), {"nargs": "?", "metavar": "NAME", "help": "the experiment (see --list)"}),
+            Arg(("--list",), {"action": "store_true", "help": "list the experiments, their figures and times"}),
+            Arg(("--seeds",), {"type": int, "help": "number of seeds, 0..N-1 (default: the entry's, 3 or 5)"}),
+            Arg(
+                ("--quick",), {"action": "store_true", "help": "a short version (1 epoch, few images): checks it runs"}
+            ),
+            Arg(("--out",), {"help": "folder of its runs and table (default: runs/reproduce-NAME)"}),
+            Arg(("--cpu-anyway",), {"action": "store_true", "help": "run a GPU-sized entry on the CPU all the same"}),
+        ),
+        data_root=True,
     ),
     "serve": CommandSpec(
         "Explore runs in the browser: draw a digit, watch predictions, feature maps, occlusion, FGSM (docs/serve.md).",

@@ -5,6 +5,7 @@ from cnnlab.data import (  # noqa: F401  (register the datasets)
     detection_canvas,
     detection_readers,
     distorted,
+    jpeg_tree,
     sources,
     tensors,
 )

@@ -10,7 +10,7 @@ from cnnlab.layers.inception import Inception
 from cnnlab.layers.maxout import Maxout
 from cnnlab.layers.mlpconv import MLPConv
 from cnnlab.layers.normalization import LocalResponseNorm
-from cnnlab.layers.pooling import TrainableSubsampling
+from cnnlab.layers.pooling import FractionalMaxPool2d, TrainableSubsampling, average_over_pooling_draws
 from cnnlab.layers.rbf import EuclideanRBF, glyph_codes
 from cnnlab.layers.residual import BasicBlock, Bottleneck, ZeroPadShortcut, projection_shortcut
 from cnnlab.layers.spatial_transformer import SpatialTransformer
@@ -22,6 +22,7 @@ __all__ = [
     "ConvReLU",
     "DropConnectLinear",
     "EuclideanRBF",
+    "FractionalMaxPool2d",
     "GlobalAvgPool2d",
     "Inception",
     "LocalResponseNorm",
@@ -32,6 +33,7 @@ __all__ = [
     "SpatialTransformer",
     "TrainableSubsampling",
     "ZeroPadShortcut",
+    "average_over_pooling_draws",
     "conv_output_size",
     "glyph_codes",
     "projection_shortcut",

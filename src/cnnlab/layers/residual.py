@@ -54,14 +54,24 @@ class BasicBlock(nn.Module):
         stride: the first convolution's stride (2 where a stage halves the resolution).
         downsample: the shortcut when shapes change (:class:`ZeroPadShortcut` or :func:`projection_shortcut`);
             None for the identity.
+        residual: False drops the shortcut: relu(bn2(conv2(...))), the "plain" block of He et al.'s
+            comparison (figure 6), same layers and parameters.
 
     Shape: (B, in_channels, H, W) -> (B, channels, H/stride, W/stride).
     """
 
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        residual: bool = True,
+    ):
         super().__init__()
+        self.residual = residual
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.relu1 = nn.ReLU()
@@ -72,9 +82,11 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if not self.residual:
+            return self.relu2(out)
+        shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu2(out + shortcut)
 
 

@@ -6,18 +6,20 @@
 >>> net = models.create("lenet5", num_classes=10)
 
 Every family lives in its own module and registers its models on import: LeNet-5 (1998), AlexNet (2012),
-ZFNet, Network In Network, maxout networks, OverFeat (2013), VGG, GoogLeNet (2014), ResNet and spatial
-transformer networks (2015); and the discriminators of the 2014 GAN and of DCGAN (2015), whose generators
-:mod:`cnnlab.generative` builds.
+ZFNet, Network In Network, maxout networks, the DropConnect paper's MLP, OverFeat (2013), VGG, GoogLeNet, the
+dropout paper's MLP, fractional max pooling's small CNN (2014), ResNet and spatial transformer networks (2015);
+and the discriminators of the 2014 GAN and of DCGAN (2015), whose generators :mod:`cnnlab.generative` builds.
 """
 
 from cnnlab.models import (  # noqa: F401  (each registers its models)
     alexnet,
     dcgan,
+    fractional,
     gan,
     googlenet,
     lenet,
     maxout,
+    mlp,
     nin,
     overfeat,
     resnet,

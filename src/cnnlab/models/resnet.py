@@ -122,13 +122,17 @@ class CifarResNet(ClassifierModel):
 
     Args:
         n: basic blocks per stage.
-        shortcut: ``"A"`` (the paper's CIFAR choice: zero-padding identity) or ``"B"`` (projections).
+        shortcut: ``"A"`` (the paper's CIFAR choice: zero-padding identity), ``"B"`` (projections) or ``"none"``:
+            the "plain" network of the paper's figure 6 (same layers, no shortcuts).
     """
 
     def __init__(self, n: int, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A"):
         super().__init__()
-        if shortcut not in ("A", "B"):
-            raise ConfigError(f"shortcut must be 'A' (zero-padding identity, the paper's) or 'B', got {shortcut!r}.")
+        if shortcut not in ("A", "B", "none"):
+            raise ConfigError(
+                f"shortcut must be 'A' (zero-padding identity, the paper's), 'B' (projections) or 'none' (the plain "
+                f"network), got {shortcut!r}."
+            )
         self.num_classes, self.in_chans, self.num_features = num_classes, in_chans, 64
         stages: OrderedDict[str, nn.Module] = OrderedDict(
             conv1=nn.Conv2d(in_chans, 16, kernel_size=3, padding=1, bias=False),
@@ -141,10 +145,12 @@ class CifarResNet(ClassifierModel):
             for j in range(n):
                 stride = 2 if (i > 1 and j == 0) else 1
                 downsample = None
-                if stride != 1 or width != channels:
+                if (stride != 1 or width != channels) and shortcut != "none":
                     shortcut_cls = ZeroPadShortcut if shortcut == "A" else projection_shortcut
                     downsample = shortcut_cls(width, channels, stride)
-                blocks.append(BasicBlock(width, channels, stride=stride, downsample=downsample))
+                blocks.append(
+                    BasicBlock(width, channels, stride=stride, downsample=downsample, residual=shortcut != "none")
+                )
                 width = channels
             stages[f"layer{i}"] = nn.Sequential(*blocks)
         self.features = nn.Sequential(stages)
@@ -219,7 +225,8 @@ def _register_cifar(depth: int) -> None:
         param_count=CIFAR_PARAMS[depth],
         paper_params=f"{paper_millions} million",
         description=f"ResNet-{depth} for CIFAR-10: 3 stages × {n} basic blocks, option A shortcuts",
-        notes="As in the paper (He-normal fan-in initialisation, the paper's reference [13]).",
+        notes="As in the paper (He-normal fan-in initialisation, the paper's reference [13]). shortcut=none gives "
+        "the plain network of figure 6 (same layers, no shortcuts).",
     )(builder)
 
 

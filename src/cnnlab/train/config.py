@@ -139,6 +139,9 @@ class TrainConfig:
     )
     # train on this many images per class only (few-label transfer); None: all
     labels_per_class: int | None = option(None, "train on only N labelled images per class (seeded)")
+    # evaluate on N images per class of the validation and test splits only (the same ones for every seed): quick
+    # checks such as `cnnlab reproduce --quick`, whose figures are not the paper's test set; None: all
+    eval_per_class: int | None = option(None, "evaluate on only N images per class of val and test (quick checks)")
     # fraction of the training images held out for validation (stratified, seeded): best.pt and the summary's best
     # epoch are chosen on it, never on the test split (which is only reported); 0: none, and no best.pt
     holdout: float = option(
@@ -378,6 +381,8 @@ def validate(config: TrainConfig) -> None:
         boolean(name)
     if config.labels_per_class is not None:
         positive_int("labels_per_class", config.labels_per_class)
+    if config.eval_per_class is not None:
+        positive_int("eval_per_class", config.eval_per_class)
     number("holdout", config.holdout, 0, 1, "a fraction in [0, 1) (0.1 holds out a tenth; 0: none)")
     if config.holdout >= 1:
         raise ConfigError(f"--holdout must be below 1 (some images must be left to train on), got {config.holdout}.")

@@ -232,13 +232,21 @@ class RunRecord:
         data_root: str | Path | None = None,
         batch_size: int = 256,
         device: torch.device | str = "cpu",
+        per_class: int | None = None,
     ):
-        """(dataset, loader over its test split) fitted with the run's preprocessing, labels checked."""
+        """(dataset, loader over its test split) fitted with the run's preprocessing, labels checked.
+
+        ``per_class``: only that many test images of each class (the subset ``eval_per_class`` trains with)."""
+        from dataclasses import replace
+
         from cnnlab.data import DeviceTensorLoader
         from cnnlab.data.streaming import StreamingLoader
+        from cnnlab.train.setup import subset_per_class
 
         dataset = self.dataset(data, data_root)
         self.check_classes(dataset)
+        if per_class is not None:
+            dataset = replace(dataset, test=subset_per_class(dataset.test, per_class, 0))
         preprocessing = self.preprocessing
         device = torch.device(device)
         if dataset.streaming:

@@ -159,6 +159,10 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
         dataset = replace(dataset, train=kept, val=held)
     if config.labels_per_class is not None:
         dataset = replace(dataset, train=subset_per_class(dataset.train, config.labels_per_class, config.seed))
+    if config.eval_per_class is not None:  # seed 0: every run of a comparison scores the same images
+        test = subset_per_class(dataset.test, config.eval_per_class, 0)
+        val = None if dataset.val is None else subset_per_class(dataset.val, config.eval_per_class, 0)
+        dataset = replace(dataset, test=test, val=val)
     if config.augment in (None, "auto"):
         config = replace(config, augment=get_dataset_info(config.data).augment)
     validate_augmentation(config.augment)

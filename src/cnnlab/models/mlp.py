@@ -1,0 +1,187 @@
+"""Fully connected networks of the regularisation papers, on MNIST's 784 pixels (no convolutions).
+
+- ``mlp-800``: Wan, Zeiler, Zhang, LeCun & Fergus 2013, "Regularization of neural networks using DropConnect",
+  section 6.1 / Table 2: 784-800-800-10 with ReLU, sigmoid or tanh units and No-Drop, Dropout or DropConnect on
+  the two hidden layers (keep probability p = 0.5; DropConnect uses :class:`~cnnlab.layers.DropConnectLinear`
+  with the paper's Gaussian moment-matching inference).
+- ``mlp-1024``: Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov 2014, "Dropout", section 6.1.1 / Table 2:
+  three hidden layers of 1024 ReLU units; dropout keeps inputs with probability 0.8 and hidden units with 0.5; the
+  max-norm constraint (each unit's incoming weight vector projected back to norm ≤ c after every step; the
+  paper's c was chosen on validation data, in the range 3–4) is an option.
+
+The regulariser and the activation are options of the model (``--model-option drop=dropconnect``), so one
+registry entry covers a table's row. Stages: ``fc1``, ``fc2`` (``fc3``); the head (``classifier``) is ``y``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from cnnlab.errors import ConfigError
+from cnnlab.layers import DropConnectLinear
+from cnnlab.models._common import FullyConnectedHeadModel
+from cnnlab.models._registry import register_model
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+REGULARISERS = ("none", "dropout", "dropconnect")
+
+
+class MLP(FullyConnectedHeadModel):
+    """A multilayer perceptron on the flattened image: hidden layers of ``widths`` units, then the output layer.
+
+    Args:
+        widths: hidden layer widths, e.g. (800, 800).
+        num_classes, in_chans, image_size: output classes; input channels and side (square images).
+        activation: "relu", "sigmoid" or "tanh".
+        drop: "none", "dropout" (units of each hidden layer, and the input with ``input_keep``) or "dropconnect"
+            (the weights of each hidden layer).
+        keep: probability of keeping a hidden unit (dropout) or connection (DropConnect): the papers' p = 0.5.
+        input_keep: dropout only: probability of keeping an input pixel (Srivastava: 0.8; 1.0 for none).
+        max_norm: c of the max-norm constraint on each unit's incoming weights (None: no constraint).
+        per_example: DropConnect: a fresh mask per example (the paper's) or one per batch (cheaper).
+        inference: DropConnect at test time: "gaussian" (the paper's moment matching) or "mean".
+        samples: DropConnect's Gaussian samples per unit at test time (the paper's Z).
+    """
+
+    cpu_channels_last = False  # nothing spatial to lay out
+
+    def __init__(
+        self,
+        widths: tuple[int, ...],
+        *,
+        num_classes: int,
+        in_chans: int,
+        image_size: int,
+        activation: str,
+        drop: str,
+        keep: float,
+        input_keep: float,
+        max_norm: float | None,
+        per_example: bool,
+        inference: str = "gaussian",
+        samples: int = 1000,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+        if drop not in REGULARISERS:
+            raise ConfigError(f"drop must be one of {list(REGULARISERS)}, got {drop!r}.")
+        for name, value in (("keep", keep), ("input_keep", input_keep)):
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{name} is a probability of keeping, in (0, 1]; got {value!r}.")
+        if max_norm is not None and not max_norm > 0:
+            raise ConfigError(f"max_norm must be a positive norm bound (or None for no constraint); got {max_norm!r}.")
+        if not isinstance(image_size, int) or image_size < 1:
+            raise ConfigError(f"image_size must be a positive integer, got {image_size!r}.")
+        self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
+        self.max_norm = max_norm
+        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())  # (B, C, H, W) -> (B, C·H·W)
+        width = in_chans * image_size * image_size
+        if drop == "dropout" and input_keep < 1.0:
+            layers["input_drop"] = nn.Dropout(1.0 - input_keep)
+        for i, units in enumerate(widths, start=1):
+            if drop == "dropconnect":
+                layers[f"fc{i}"] = DropConnectLinear(
+                    width,
+                    units,
+                    p=keep,
+                    activation=ACTIVATIONS[activation](),
+                    per_example=per_example,
+                    inference=inference,
+                    num_samples=samples,
+                )
+            else:
+                stage = OrderedDict(linear=nn.Linear(width, units), act=ACTIVATIONS[activation]())
+                if drop == "dropout":
+                    stage["drop"] = nn.Dropout(1.0 - keep)
+                layers[f"fc{i}"] = nn.Sequential(stage)
+            width = units
+        self.features = nn.Sequential(layers)
+        self.classifier = nn.Sequential(OrderedDict(y=nn.Linear(width, num_classes)))
+        self.num_features = width
+
+    @property
+    def has_weight_constraints(self) -> bool:  # type: ignore[override]
+        return self.max_norm is not None
+
+    @torch.no_grad()
+    def apply_weight_constraints_(self) -> None:
+        """Max-norm (Srivastava et al. section 5.1): every row of each weight matrix (one unit's incoming weights)
+        rescaled to norm ≤ c. Tensor operations only (no host sync)."""
+        if self.max_norm is None:
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Linear | DropConnectLinear):
+                norms = module.weight.norm(dim=1, keepdim=True)  # (out, 1)
+                module.weight.mul_(norms.clamp(min=self.max_norm).reciprocal().mul_(self.max_norm))
+
+
+def _options(image_size: int, activation: str, drop: str, keep: float, input_keep: float, max_norm, per_example):
+    return dict(
+        image_size=image_size,
+        activation=activation,
+        drop=drop,
+        keep=keep,
+        input_keep=input_keep,
+        max_norm=max_norm,
+        per_example=per_example,
+    )
+
+
+@register_model(
+    "mlp-800",
+    paper="Wan, Zeiler, Zhang, LeCun & Fergus 2013, Regularization of neural networks using DropConnect",
+    year=2013,
+    input_size=(1, 28, 28),
+    num_classes=10,
+    param_count=1_276_810,
+    paper_params="not stated (784-800-800-10)",
+    description="784-800-800-10 MLP of the DropConnect paper's MNIST table; drop=none|dropout|dropconnect",
+    notes="activation: relu, sigmoid or tanh; drop: none, dropout or dropconnect (p = 0.5 on both hidden layers; "
+    "DropConnect inference by the paper's Gaussian moment matching with `samples` draws, or inference=mean; "
+    "per_example=False draws one mask per batch, which a CPU can afford). The trainer sets image_size.",
+)
+def mlp_800(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    image_size: int = 28,
+    activation: str = "relu",
+    drop: str = "none",
+    keep: float = 0.5,
+    per_example: bool = True,
+    inference: str = "gaussian",
+    samples: int = 1000,
+) -> MLP:
+    options = _options(image_size, activation, drop, keep, 1.0, None, per_example)
+    return MLP((800, 800), num_classes=num_classes, in_chans=in_chans, inference=inference, samples=samples, **options)
+
+
+@register_model(
+    "mlp-1024",
+    paper="Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov 2014, Dropout",
+    year=2014,
+    input_size=(1, 28, 28),
+    num_classes=10,
+    param_count=2_913_290,
+    paper_params="not stated (784-1024-1024-1024-10)",
+    description="Three hidden layers of 1024 ReLU units, the dropout paper's MNIST net; drop=none|dropout, max_norm",
+    notes="drop=dropout keeps inputs with p 0.8 and hidden units with 0.5 (the paper's); max_norm=c adds the "
+    "max-norm constraint (the paper's c was chosen on validation data in 3–4). The trainer sets image_size.",
+)
+def mlp_1024(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    image_size: int = 28,
+    activation: str = "relu",
+    drop: str = "dropout",
+    keep: float = 0.5,
+    input_keep: float = 0.8,
+    max_norm: float | None = None,
+) -> MLP:
+    options = _options(image_size, activation, drop, keep, input_keep, max_norm, True)
+    return MLP((1024, 1024, 1024), num_classes=num_classes, in_chans=in_chans, **options)

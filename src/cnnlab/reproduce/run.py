@@ -1,0 +1,274 @@
+"""Run a paper's experiment over seeds through the engine and judge ours against the paper's figures.
+
+Every arm and seed is an ordinary cnnlab run (``<out>/<arm>-seed<k>``, resumable: running the same command again
+continues unfinished runs and reuses finished ones). The figure per run is the test error at the epoch with the
+lowest *validation* error (the split held out of the training data); the test split is never used to choose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cnnlab.errors import ConfigError, UnknownNameError
+from cnnlab.reproduce.entries import ENTRIES, Entry
+
+METRIC_NAMES = {
+    "error": "test error %",
+    "error_12_draws": "test error %, 12 pooling draws",
+    "fgsm_error": "FGSM ε 0.25 error %",
+}
+
+
+@dataclass
+class Row:
+    """One arm × metric of the results table."""
+
+    arm: str
+    metric: str
+    paper: float | None
+    values: list[float]  # one per seed, in %
+    seconds: list[float]  # training time per seed (the engine's epoch times)
+    verdict: str = ""
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.values)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+
+@dataclass
+class Reproduction:
+    """What :func:`reproduce` measured: the rows, the verdict and where the runs are."""
+
+    entry: str
+    seeds: list[int]
+    quick: bool
+    device: str
+    rows: list[Row]
+    verdict: str
+    why: str
+    out: str
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        """The table as docs/reproductions.md shows it."""
+        entry = ENTRIES[self.entry]
+        lines = [
+            f"**{self.entry}** — {entry.paper}.",
+            "",
+            f"| arm | metric | paper | ours (mean ± sd, n = {len(self.seeds)}) | per seed | min per seed | verdict |",
+            "|---|---|---:|---:|---|---:|---|",
+        ]
+        for row in self.rows:
+            paper = "—" if row.paper is None else f"{row.paper:.2f}"
+            seeds = ", ".join(f"{v:.2f}" for v in row.values)
+            minutes = statistics.mean(row.seconds) / 60
+            lines.append(
+                f"| {row.arm} | {METRIC_NAMES[row.metric]} | {paper} | {row.mean:.2f} ± {row.sd:.2f} | {seeds} | "
+                f"{minutes:.1f} | {row.verdict} |"
+            )
+        quick = " (--quick: a short check, not a measurement)" if self.quick else ""
+        lines += ["", f"Verdict{quick}: **{self.verdict}** — {self.why}. Device: {self.device}."]
+        return "\n".join(lines)
+
+
+def list_entries() -> list[dict]:
+    """Name, paper, goal and expected minutes per seed on CPU and GPU of every entry."""
+    return [
+        {
+            "name": e.name,
+            "paper": e.paper,
+            "goal": e.goal,
+            "arms": len(e.arms),
+            "seeds": e.default_seeds,
+            "cpu_minutes": None if e.gpu_only else e.cpu_minutes,
+            "gpu_minutes": e.gpu_minutes,
+            "gpu_only": e.gpu_only,
+        }
+        for e in ENTRIES.values()
+    ]
+
+
+def get_entry(name: str) -> Entry:
+    if name not in ENTRIES:
+        raise UnknownNameError("reproduction", name, list(ENTRIES))
+    return ENTRIES[name]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def reproduce(
+    name: str,
+    seeds: int | None = None,
+    *,
+    quick: bool = False,
+    out: str | Path | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    cpu_anyway: bool = False,
+    say: Callable[[str], None] = lambda text: None,
+) -> Reproduction:
+    """Run entry ``name`` for ``seeds`` seeds (default: the entry's) and judge it; writes ``results.json`` and
+    ``table.md`` into ``out`` (default ``runs/reproduce-<name>``; ``-quick`` appended for ``quick``).
+
+    Raises:
+        UnknownNameError: no such entry.
+        ConfigError: bad seeds, or a GPU-only entry on a CPU without ``quick`` or ``cpu_anyway``.
+    """
+    from cnnlab.train import resolve_device
+
+    entry = get_entry(name)
+    count = entry.default_seeds if seeds is None else seeds
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError(f"--seeds must be a positive whole number of seeds, got {seeds!r}.")
+    resolved = resolve_device(device)
+    if entry.gpu_only and resolved.type == "cpu" and not quick and not cpu_anyway:
+        raise ConfigError(
+            f"{name} is GPU-sized (its recipe would take many hours on a CPU). Run it on a GPU, run "
+            f"`cnnlab reproduce {name} --quick` for a short check, or pass --cpu-anyway."
+        )
+    out_dir = Path(out) if out is not None else Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
+    device_name = _device_name(resolved)
+    results: dict[tuple[str, str], Row] = {}
+    seed_list = list(range(count))
+    for seed in seed_list:
+        for arm in entry.arms:
+            measured, seconds = _run_arm(entry, arm, seed, quick, out_dir, data_root, device, say)
+            for metric in entry.metrics:
+                if metric not in measured:
+                    continue
+                row = results.setdefault((arm.label, metric), Row(arm.label, metric, arm.paper.get(metric), [], []))
+                row.values.append(measured[metric])
+                row.seconds.append(seconds)
+    rows = list(results.values())
+    verdict, why = judge(entry, rows)
+    result = Reproduction(name, seed_list, quick, device_name, rows, verdict, why, str(out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(asdict(result), indent=2))
+    (out_dir / "table.md").write_text(result.markdown() + "\n")
+    return result
+
+
+def _device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def _run_arm(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root, device, say) -> tuple[dict, float]:
+    """Train (or finish, or reuse) one arm for one seed; its metrics in % and its training seconds."""
+    from cnnlab.workflows import train_classifier
+
+    run_dir = out_dir / f"{_slug(arm.label)}-seed{seed}"
+    given = {**arm.train, **(entry.quick if quick else {}), "seed": seed, "device": device, "out": str(run_dir)}
+    if data_root is not None:
+        given["data_root"] = data_root
+    say(f"{entry.name}: {arm.label}, seed {seed} → {run_dir}")
+    trained = train_classifier(
+        given, model_options=dict(arm.model_options), resume="auto", say=say, command=["cnnlab", "reproduce"]
+    )
+    history = trained.history
+    best = min(history, key=lambda row: row.get("val_error", row["test_error"]))  # first of equals: earliest
+    measured = {"error": 100 * float(best["test_error"])}
+    best_checkpoint = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "checkpoint.pt"
+    if "error_12_draws" in entry.metrics:
+        averaged = _pooling_draws_error(best_checkpoint, data_root, device)
+        if averaged is not None:
+            measured["error_12_draws"] = averaged
+    if "fgsm_error" in entry.metrics:
+        from cnnlab.adversarial import attack_runs
+
+        limit = 500 if quick else None
+        (report,) = attack_runs([best_checkpoint], "fgsm", [0.25], limit=limit, data_root=data_root, device=device)
+        measured["fgsm_error"] = 100 * (1 - report.rows[0].accuracy)
+    # the engine's own per-epoch times: the same figure when a finished run is reused
+    return measured, sum(float(row.get("seconds", 0.0)) for row in history)
+
+
+def _pooling_draws_error(checkpoint: Path, data_root, device) -> float | None:
+    """Test error % of the checkpoint with softmax averaged over 12 fractional-pooling draws; None if the model
+    has no fractional pooling."""
+    from cnnlab.layers import FractionalMaxPool2d, average_over_pooling_draws
+    from cnnlab.workflows import open_run
+
+    record, model, resolved = open_run(checkpoint, device)
+    if not any(isinstance(m, FractionalMaxPool2d) for m in model.modules()):
+        return None
+    # the test images the run was scored on (all of them, or --quick's subset)
+    _, loader = record.test_loader(None, data_root, 500, resolved, per_class=record.config.get("eval_per_class"))
+    wrong = total = 0
+    for images, labels in loader:
+        probs = average_over_pooling_draws(model, images, draws=12)
+        wrong += int((probs.argmax(1) != labels).sum())
+        total += len(labels)
+    return 100 * wrong / total
+
+
+def _target(row: Row, tolerance: float) -> str:
+    if row.paper is None:
+        return "—"
+    if row.mean + row.sd < row.paper - tolerance:
+        return "beaten"
+    return "reproduced" if row.mean <= row.paper + tolerance else "not reproduced"
+
+
+def judge(entry: Entry, rows: list[Row]) -> tuple[str, str]:
+    """(verdict, why) for the entry, and each row's own verdict against its paper figure."""
+    for row in rows:
+        row.verdict = _target(row, entry.tolerance)
+    errors = [row for row in rows if row.metric == "error"]
+    if entry.judge == "report":
+        return "reported", "no goal on this machine; shown beside the paper's figures"
+    if entry.judge == "target":
+        missed = [r for r in rows if r.verdict == "not reproduced"]
+        if missed:
+            worst = ", ".join(f"{r.arm} {r.mean:.2f}% vs {r.paper:.2f}%" for r in missed)
+            return "not reproduced", f"{worst}; {entry.differs}"
+        return ("beaten" if all(r.verdict == "beaten" for r in rows) else "reproduced"), "every arm at its figure"
+    if entry.judge == "all_targets":
+        last = [r for r in rows if r.arm == entry.arms[-1].label]
+        missed = [r for r in last if r.verdict == "not reproduced"]
+        if missed:
+            listing = ", ".join(f"{METRIC_NAMES[r.metric]} {r.mean:.2f} vs {r.paper:.2f}" for r in missed)
+            return "not reproduced", f"{entry.arms[-1].label}: {listing}"
+        return "reproduced", "every figure of the last arm at once"
+    means = [r.mean for r in errors]
+    labels = " > ".join(r.arm for r in errors)
+    if entry.judge == "order_of_means":
+        held = all(a > b for a, b in itertools.pairwise(means))
+        return ("reproduced" if held else "not reproduced"), (
+            f"the mean errors {'fall' if held else 'do not fall'} in the paper's order ({labels})"
+        )
+    if entry.judge == "order_every_seed":
+        per_seed = list(zip(*(r.values for r in errors), strict=True))
+        broken = [i for i, values in enumerate(per_seed) if not all(a > b for a, b in itertools.pairwise(values))]
+        if broken:
+            return "not reproduced", f"the order {labels} breaks in seed(s) {', '.join(map(str, broken))}"
+        return "reproduced", f"the order {labels} holds in all {len(per_seed)} seeds"
+    if entry.judge == "degradation":
+        by_arm = {r.arm: r.mean for r in errors}
+        plain = by_arm["plain-56"] > by_arm["plain-20"]
+        residual = by_arm["ResNet-56"] < by_arm["ResNet-20"]
+        text = (
+            f"plain-56 {'worse' if plain else 'not worse'} than plain-20 "
+            f"({by_arm['plain-56']:.2f} vs {by_arm['plain-20']:.2f}); ResNet-56 "
+            f"{'better' if residual else 'not better'} than ResNet-20 "
+            f"({by_arm['ResNet-56']:.2f} vs {by_arm['ResNet-20']:.2f})"
+        )
+        return ("reproduced" if plain and residual else "not reproduced"), text
+    raise ConfigError(f"Unknown judge {entry.judge!r} in entry {entry.name!r}.")

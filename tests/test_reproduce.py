@@ -1,0 +1,273 @@
+"""`cnnlab reproduce`, the cifar10-jpeg reader, fractional max pooling and the papers' MLPs (issue 21)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnlab.data import load_dataset
+from cnnlab.data.jpeg_tree import CIFAR10_CLASSES, load_jpeg_tree
+from cnnlab.errors import ConfigError, DataError, UnknownNameError
+from cnnlab.layers import FractionalMaxPool2d, average_over_pooling_draws
+from cnnlab.layers.pooling import fractional_boundaries
+from cnnlab.models import create
+from cnnlab.reproduce import ENTRIES, Row, judge, list_entries, reproduce
+from conftest import SHARED_DATASETS
+
+HAS_MNIST = (SHARED_DATASETS / "MNIST" / "raw").is_dir()
+HAS_CIFAR_JPEG = (SHARED_DATASETS / "CIFAR10-JPEG").is_dir()
+
+
+# ---- cifar10-jpeg ----------------------------------------------------------------------------------------------
+def _write_jpeg(path, value: int, corner: int = 0) -> None:
+    image = np.full((32, 32, 3), value, dtype=np.uint8)  # flat: JPEG keeps it within a few levels
+    image[:4, :4] = corner  # makes every file's bytes different
+    Image.fromarray(image).save(path, quality=90)
+
+
+def _jpeg_tree(root, per_class=(3, 2), classes=CIFAR10_CLASSES):
+    for split, count in zip(("train", "test"), per_class, strict=True):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                _write_jpeg(folder / f"{i:04d}.jpg", label * 20, corner=i * 50)
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "cnnlab" / "decoded"
+
+
+def test_jpeg_tree_decodes_once_and_is_cached_by_content(tmp_path, cache_home):
+    tree = tmp_path / "CIFAR10-JPEG"
+    _jpeg_tree(tree)
+    train, test, cached = load_jpeg_tree(tree, CIFAR10_CLASSES, "toy")
+    assert not cached and train.images.shape == (30, 3, 32, 32) and test.images.shape == (20, 3, 32, 32)
+    assert train.images.dtype == torch.uint8 and train.labels.tolist() == [c for c in range(10) for _ in range(3)]
+    centre = train.images[:, :, 8:, 8:].float().mean((1, 2, 3))  # JPEG is lossy: within a few levels
+    assert torch.allclose(centre, train.labels.float() * 20, atol=3)
+    again_train, _, cached = load_jpeg_tree(tree, CIFAR10_CLASSES, "toy")
+    assert cached and torch.equal(again_train.images, train.images)
+    # a changed image (same name) is never served from the stale cache
+    first = tree / "train" / "airplane" / "0000.jpg"
+    _write_jpeg(first, 200)
+    os.utime(first, ns=(1, 1))
+    changed, _, cached = load_jpeg_tree(tree, CIFAR10_CLASSES, "toy")
+    assert not cached and changed.images[0].float().mean() > 190
+    assert len(list(cache_home.glob("toy-*.pt"))) == 2
+
+
+def test_jpeg_tree_errors_name_the_problem(tmp_path, cache_home):
+    with pytest.raises(DataError, match="does not exist"):
+        load_jpeg_tree(tmp_path / "nowhere", CIFAR10_CLASSES, "toy")
+    tree = tmp_path / "tree"
+    _jpeg_tree(tree)
+    with pytest.raises(DataError, match="train/cat/ has 3 images, expected 5000"):
+        load_jpeg_tree(tree, CIFAR10_CLASSES, "toy", {"train": 5000, "test": 2})
+    for path in (tree / "test" / "dog").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match="test/dog/ has no .jpg files"):
+        load_jpeg_tree(tree, CIFAR10_CLASSES, "toy")
+    (tree / "test" / "dog" / "0000.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"test/dog/0000.jpg is not a readable JPEG"):
+        load_jpeg_tree(tree, CIFAR10_CLASSES, "toy")
+
+
+def test_cifar10_jpeg_registered_with_a_clear_missing_message(tmp_path, cache_home):
+    with pytest.raises(DataError, match="CIFAR10-JPEG"):
+        load_dataset("cifar10-jpeg", tmp_path)
+    with pytest.raises(DataError, match="nothing to download"):
+        load_dataset("cifar10-jpeg", tmp_path, fetch=True)
+
+
+@pytest.mark.skipif(not HAS_CIFAR_JPEG, reason="CIFAR10-JPEG not in ../shared/datasets")
+def test_cifar10_jpeg_real_copy_loads():
+    dataset = load_dataset("cifar10-jpeg", SHARED_DATASETS)
+    assert dataset.train.images.shape == (50_000, 3, 32, 32) and dataset.test.images.shape == (10_000, 3, 32, 32)
+    assert dataset.train.labels.bincount().tolist() == [5000] * 10 and dataset.classes == CIFAR10_CLASSES
+
+
+# ---- fractional max pooling -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("overlapping", [False, True])
+@pytest.mark.parametrize("pseudo_random", [False, True])
+def test_fractional_boundaries_follow_the_paper(overlapping, pseudo_random):
+    generator = torch.Generator().manual_seed(0)
+    for size, out in ((28, 20), (20, 14), (10, 7), (7, 5), (5, 4)):
+        b = fractional_boundaries(size, out, overlapping, pseudo_random, generator)
+        assert b[0] == 0 and b[-1] == (size - 1 if overlapping else size) and len(b) == out + 1
+        assert set(b.diff().tolist()) <= {1, 2}
+
+
+def test_fractional_pooling_matches_max_pooling_at_ratio_one_half_and_a_brute_force_oracle():
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(FractionalMaxPool2d(0.5, overlapping=False)(x), F.max_pool2d(x, 2))
+    x9 = torch.randn(2, 3, 9, 9)
+    assert torch.equal(FractionalMaxPool2d(0.5, overlapping=True)(x9), F.max_pool2d(x9, 3, 2))
+    for overlapping in (False, True):
+        layer = FractionalMaxPool2d(2**-0.5, overlapping=overlapping, pseudo_random=False)
+        layer.generator = torch.Generator().manual_seed(3)
+        x = torch.randn(1, 1, 28, 28)
+        y = layer(x)
+        replay = torch.Generator().manual_seed(3)
+        rows = fractional_boundaries(28, 20, overlapping, False, replay)
+        cols = fractional_boundaries(28, 20, overlapping, False, replay)
+        end = 1 if overlapping else 0
+        oracle = torch.tensor(
+            [
+                [x[0, 0, rows[i] : rows[i + 1] + end, cols[j] : cols[j + 1] + end].max() for j in range(20)]
+                for i in range(20)
+            ]
+        )
+        assert torch.equal(y[0, 0], oracle)
+
+
+def test_fractional_pooling_gradients_eval_determinism_and_draw_averaging():
+    layer = FractionalMaxPool2d(0.7).double().eval()
+    x = torch.randn(1, 2, 10, 10, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+    assert torch.equal(layer(x), layer(x))  # eval: fixed regions
+    layer.train()
+    draws = {tuple(layer(x).flatten().tolist()) for _ in range(8)}
+    assert len(draws) > 1  # training: new regions per call
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), FractionalMaxPool2d(), torch.nn.Flatten(), torch.nn.LazyLinear(3)
+    )
+    net(torch.randn(2, 1, 16, 16))
+    probs = average_over_pooling_draws(net, torch.randn(5, 1, 16, 16), draws=6)
+    assert probs.shape == (5, 3) and torch.allclose(probs.sum(1), torch.ones(5))
+    assert net.training and all(not m.resample_in_eval for m in net.modules() if isinstance(m, FractionalMaxPool2d))
+    torch_kernel = FractionalMaxPool2d(backend="torch")
+    assert torch_kernel(torch.randn(1, 1, 28, 28)).shape == (1, 1, 20, 20)
+    with pytest.raises(ConfigError, match="output_ratio"):
+        FractionalMaxPool2d(0.3)
+    with pytest.raises(ConfigError, match="ratio must lie in"):
+        FractionalMaxPool2d(0.9, overlapping=True)(torch.randn(1, 1, 2, 2))
+
+
+# ---- the papers' MLPs and the plain ResNets ---------------------------------------------------------------------
+def test_mlps_regularisers_and_max_norm():
+    x = torch.randn(4, 1, 28, 28)
+    for drop in ("none", "dropout", "dropconnect"):
+        model = create("mlp-800", drop=drop, per_example=False, samples=10)
+        assert model(x).shape == (4, 10) and model.forward_head(model.forward_features(x), pre_logits=True).shape == (
+            4,
+            800,
+        )
+    constrained = create("mlp-1024", max_norm=0.5)
+    assert constrained.has_weight_constraints and not create("mlp-1024").has_weight_constraints
+    constrained.apply_weight_constraints_()
+    norms = [m.weight.norm(dim=1).max() for m in constrained.modules() if isinstance(m, torch.nn.Linear)]
+    assert max(norms) <= 0.5 + 1e-6
+    with pytest.raises(ConfigError, match="drop must be one of"):
+        create("mlp-800", drop="sometimes")
+
+
+def test_plain_resnet_has_the_same_layers_without_shortcuts():
+    plain, residual = create("resnet20", shortcut="none"), create("resnet20")
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in residual.parameters())
+    residual.load_state_dict(plain.state_dict())  # same parameters, same names
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(plain.eval()(x), residual.eval()(x))
+
+
+# ---- reproduce ----------------------------------------------------------------------------------------------------
+def test_every_entry_is_well_formed():
+    assert {e["name"] for e in list_entries()} >= {
+        "lenet5-mnist",
+        "dropconnect-mnist",
+        "dropout-mnist",
+        "maxout-mnist",
+        "nin-mnist",
+        "fgsm-adversarial-training",
+        "resnet-degradation",
+        "resnet-cifar",
+        "nin-cifar",
+        "maxout-cifar",
+        "fractional-pooling",
+    }
+    for entry in ENTRIES.values():
+        assert entry.arms and entry.paper and entry.goal and entry.differs and entry.quick
+        for arm in entry.arms:
+            create(arm.train["model"], **arm.model_options)  # every arm's model builds with its options
+
+
+def _rows(errors_by_arm):
+    return [Row(arm, "error", None, values, [1.0] * len(values)) for arm, values in errors_by_arm.items()]
+
+
+def test_judges():
+    entry = ENTRIES["dropout-mnist"]
+    labels = [a.label for a in entry.arms]
+    held = _rows(dict(zip(labels, ([1.6, 1.7], [1.3, 1.2], [1.1, 1.0]), strict=True)))
+    assert judge(entry, held)[0] == "reproduced"
+    broken = _rows(dict(zip(labels, ([1.6, 1.7], [1.3, 1.2], [1.4, 1.0]), strict=True)))
+    verdict, why = judge(entry, broken)
+    assert verdict == "not reproduced" and "seed(s) 0" in why
+    lenet = ENTRIES["lenet5-mnist"]
+    assert judge(lenet, [Row("LeNet-5", "error", 0.95, [0.94, 0.95], [1, 1])])[0] == "reproduced"
+    assert judge(lenet, [Row("LeNet-5", "error", 0.95, [0.8, 0.82], [1, 1])])[0] == "beaten"
+    assert judge(lenet, [Row("LeNet-5", "error", 0.95, [1.1, 1.2], [1, 1])])[0] == "not reproduced"
+    degradation = ENTRIES["resnet-degradation"]
+    rows = _rows({"plain-20": [9.0], "plain-56": [11.0], "ResNet-20": [8.5], "ResNet-56": [7.5]})
+    assert judge(degradation, rows)[0] == "reproduced"
+
+
+def test_bad_names_and_seeds_and_gpu_only_on_cpu(tmp_path):
+    with pytest.raises(UnknownNameError):
+        reproduce("lenet6-mnist")
+    with pytest.raises(ConfigError, match="--seeds"):
+        reproduce("lenet5-mnist", 0, out=tmp_path)
+    with pytest.raises(ConfigError, match="GPU-sized"):
+        reproduce("resnet-cifar", 1, device="cpu", out=tmp_path)
+
+
+def test_list_prints_every_entry(cli):
+    code, out, _ = cli("reproduce", "--list")
+    assert code == 0 and all(name in out for name in ENTRIES)
+
+
+@pytest.mark.skipif(not HAS_MNIST, reason="MNIST not in ../shared/datasets")
+def test_quick_run_writes_its_table_and_resumes(cli, tmp_path, cache_home):
+    code, out, err = cli(
+        "reproduce", "fractional-pooling", "--quick", "--seeds", "1", "--device", "cpu",
+        "--data-root", SHARED_DATASETS, "--out", tmp_path / "fmp",
+    )  # fmt: skip
+    assert code == 0, err
+    results = json.loads((tmp_path / "fmp" / "results.json").read_text())
+    rows = {(r["arm"], r["metric"]): r for r in results["rows"]}
+    assert set(rows) == {("2×2 max pooling", "error"), ("fractional max pooling", "error"),
+                         ("fractional max pooling", "error_12_draws")}  # fmt: skip
+    assert all(len(r["values"]) == 1 and all(0 <= v <= 100 for v in r["values"]) for r in rows.values())
+    assert results["verdict"] in ("reproduced", "not reproduced") and "--quick" in out
+    table = (tmp_path / "fmp" / "table.md").read_text()
+    assert table.count("\n| ") == 4  # header + 3 rows
+    # the same command again reuses the finished runs (nothing retrained) and gives the same figures
+    code, out, err = cli(
+        "reproduce", "fractional-pooling", "--quick", "--seeds", "1", "--device", "cpu",
+        "--data-root", SHARED_DATASETS, "--out", tmp_path / "fmp",
+    )  # fmt: skip
+    assert code == 0 and json.loads((tmp_path / "fmp" / "results.json").read_text())["rows"] == results["rows"]
+
+
+QUICK_ENTRIES = [name for name in ENTRIES if name != "fractional-pooling"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", QUICK_ENTRIES)
+def test_every_entry_quick(name, tmp_path, cache_home):
+    data = {arm.train["data"] for arm in ENTRIES[name].arms}
+    if ("mnist" in data and not HAS_MNIST) or ("cifar10-jpeg" in data and not HAS_CIFAR_JPEG):
+        pytest.skip("dataset not in ../shared/datasets")
+    result = reproduce(name, 1, quick=True, out=tmp_path / name, data_root=str(SHARED_DATASETS), device="cpu")
+    entry = ENTRIES[name]
+    assert len(result.rows) >= len(entry.arms) and result.verdict
+    assert {r.arm for r in result.rows} == {a.label for a in entry.arms}
+    assert (tmp_path / name / "table.md").is_file()
