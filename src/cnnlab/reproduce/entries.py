@@ -47,6 +47,7 @@ class Entry:
         goal: the goal in words (from the issue that asked for it).
         differs: what differs from the paper's recipe, and why.
         quick: settings that replace the recipe's for ``--quick`` (CI: seconds, not a measurement).
+        quick_options: model options that replace the arms' for ``--quick`` (e.g. DropConnect's cheap masks).
         cpu_minutes, gpu_minutes: expected minutes per seed for all arms (CPU: 2 cores); None where not measured.
         gpu_only: too long for a CPU; refused there unless ``--quick``.
         default_seeds: seeds run when ``--seeds`` is not given.
@@ -61,6 +62,7 @@ class Entry:
     goal: str = ""
     differs: str = ""
     quick: dict = field(default_factory=dict)
+    quick_options: dict = field(default_factory=dict)
     cpu_minutes: float | None = None
     gpu_minutes: float | None = None
     gpu_only: bool = False
@@ -166,6 +168,7 @@ ENTRIES: dict[str, Entry] = {
             differs="200 epochs, SGD momentum 0.9, η 0.05, batch 128, cosine; per-example DropConnect masks (the "
             "paper's); no 5-net voting column.",
             quick=_QUICK_MNIST,
+            quick_options={"per_example": False, "samples": 10},
             gpu_only=True,
             default_seeds=5,
         ),

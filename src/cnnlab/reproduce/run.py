@@ -77,7 +77,7 @@ class Reproduction:
                 f"{minutes:.1f} | {row.verdict} |"
             )
         quick = " (--quick: a short check, not a measurement)" if self.quick else ""
-        lines += ["", f"Verdict{quick}: **{self.verdict}** — {self.why}. Device: {self.device}."]
+        lines += ["", f"Verdict{quick}: **{self.verdict}** — {self.why.rstrip('.')}. Device: {self.device}."]
         return "\n".join(lines)
 
 
@@ -179,9 +179,8 @@ def _run_arm(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root
     if data_root is not None:
         given["data_root"] = data_root
     say(f"{entry.name}: {arm.label}, seed {seed} → {run_dir}")
-    trained = train_classifier(
-        given, model_options=dict(arm.model_options), resume="auto", say=say, command=["cnnlab", "reproduce"]
-    )
+    options = {**arm.model_options, **(entry.quick_options if quick else {})}
+    trained = train_classifier(given, model_options=options, resume="auto", say=say, command=["cnnlab", "reproduce"])
     history = trained.history
     best = min(history, key=lambda row: row.get("val_error", row["test_error"]))  # first of equals: earliest
     measured = {"error": 100 * float(best["test_error"])}
