@@ -72,7 +72,7 @@ class FractionalPoolingNet(ClassifierModel):
     year=2014,
     input_size=(1, 28, 28),
     num_classes=10,
-    param_count=168_970,
+    param_count=186_218,
     paper_params="not stated (our small network in the paper's pattern)",
     description="Four conv blocks (32-64-96-128) with fractional max pooling (ratio 1/√2) or 2×2 max pooling",
     notes="pooling: fractional (default) or max; output_ratio (1/√2), overlapping (True), pseudo_random (True). "
