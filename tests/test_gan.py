@@ -4,6 +4,7 @@ with exact resume and failure detection, the sample / interpolate / measure work
 Fast by design: the bundled 8×8 digits upscaled to 28 px, a dozen steps per run, random tensors elsewhere."""
 
 import importlib.util
+import json
 import shutil
 from itertools import pairwise
 from pathlib import Path
@@ -130,6 +131,54 @@ def test_diagnosis_names_the_failure():
     assert healthy["train_d_wins"] == 0.0 and "[" not in task.epoch_text(healthy)
 
 
+class _IgnoresZ(nn.Module):
+    """A generator forced to collapse: one learned image whatever z is (plus a trace of z, far below pixel scale)."""
+
+    z_dim, output_range = 8, (-1.0, 1.0)
+
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Parameter(torch.rand(1, 1, 28, 28) * 2 - 1)
+        self.mix = nn.Linear(8, 28 * 28)
+
+    def forward(self, z):
+        return (self.image + 1e-3 * self.mix(z.reshape(len(z), -1)).view(-1, 1, 28, 28)).clamp(-1, 1)
+
+
+def _digits(split: str, count: int = 64, offset: int = 0) -> torch.Tensor:
+    """``count`` digits images evenly spaced through a split, at 28 px in [-1, 1] (the DCGAN's range)."""
+    from cnnlab.data import load_dataset
+
+    images = getattr(load_dataset("digits"), split).images
+    index = torch.linspace(0, len(images) - 1 - offset, count).round().long() + offset
+    x = images[index].float() / 255 * 2 - 1
+    return torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+
+
+def test_mode_collapse_is_detected_and_named():
+    real = _digits("test")
+    task = GANTask(_IgnoresZ(), generative.build_gan("dcgan", 28, 1, z_dim=8)[1])
+    task.reference = real  # what evaluate() would read from the run's test split
+    row = task.evaluate(task.models, run=None, distributed=False)
+    assert row["mode_collapse"] == 1.0 and row["sample_twins"] == 1.0 and row["sample_diversity"] < 0.01
+    losses = task.train_metrics({"d_loss": 32.0, "g_loss": 64.0, "d_real": 20.0, "d_fake": 10.0}, 32)
+    assert "[mode collapse: 64 of 64 fixed-noise samples have a near-copy" in task.epoch_text({**losses, **row})
+    # real-like, diverse samples: other real images (the training split) score like real data and are not flagged
+    diversity, twins = generative.sample_diversity(_digits("train", offset=3), real)
+    assert 0.8 < diversity < 1.2 and twins <= 0.1
+    assert generative.diagnose_collapse(diversity, twins) is None
+    # partial collapse: a third of the samples one image (twins), or every sample a blend near the mean (spread)
+    third = _digits("train", offset=3).clone()
+    third[:22] = third[0]
+    diversity, twins = generative.sample_diversity(third, real)
+    assert diversity > 0.5 and twins >= 22 / 64 and "mode collapse" in generative.diagnose_collapse(diversity, twins)
+    blurred = 0.3 * _digits("train", offset=3) + 0.7 * real.mean(0, keepdim=True)
+    diversity, twins = generative.sample_diversity(blurred, real)
+    assert diversity < 0.5 and generative.diagnose_collapse(diversity, twins) is not None
+    with pytest.raises(ValueError):
+        generative.sample_diversity(real[:1], real)
+
+
 GIVEN = {"data": "digits", "epochs": 1, "batch_size": 128, "device": "cpu", "seed": 3, "checkpoint_every": 4,
          "keep_last": 10, "log_every": 2}  # fmt: skip
 
@@ -155,9 +204,11 @@ def test_a_gan_run_has_its_record_and_a_sample_grid_per_epoch(gan_run):
     assert payload["task"] == "gan" and payload["gan"] == {"arch": "dcgan", "size": 28, "channels": 1, "z_dim": 16}
     assert set(payload["model_states"]) == {"discriminator"} and payload["config"]["model"] == "dcgan-generator-28"
     assert payload["config"]["optimizer"] == "adam" and payload["config"]["momentum"] == 0.5
-    assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins"} <= set(
-        payload["history"][0]
-    )
+    assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins", "sample_diversity",
+            "sample_twins", "mode_collapse"} <= set(payload["history"][0])  # fmt: skip
+    summary = json.loads((gan_run / "summary.json").read_text())
+    assert summary["last"]["mode_collapse"] in (0.0, 1.0) and 0 <= summary["last"]["sample_twins"] <= 1
+    assert "mode_collapse" in (gan_run / "metrics.csv").read_text().splitlines()[0]
     assert payload["train_state"]["task_state"]["fixed_noise"].shape == (64, 16)
     if (gan_run / "tensorboard").exists():
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -185,7 +236,7 @@ def test_a_gan_resumes_bit_exactly_with_its_fixed_noise(gan_run, tmp_path):
         assert torch.equal(value, again["model_states"]["discriminator"][name]), name
     noise = [p["train_state"]["task_state"]["fixed_noise"] for p in (straight, again)]
     assert torch.equal(*noise)
-    same = ("train_d_loss", "train_g_loss", "train_d_real", "train_d_fake")
+    same = ("train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "sample_diversity", "sample_twins")
     assert [straight["history"][0][k] for k in same] == [again["history"][0][k] for k in same]
     a = np.asarray(Image.open(gan_run / "samples" / "epoch001.png"))
     b = np.asarray(Image.open(copy / "samples" / "epoch001.png"))

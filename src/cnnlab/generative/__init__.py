@@ -41,7 +41,7 @@ from cnnlab.generative.runs import (
     summary_model,
     train_gan,
 )
-from cnnlab.generative.task import GANTask, diagnose
+from cnnlab.generative.task import GANTask, diagnose, diagnose_collapse, sample_diversity
 
 __all__ = [
     "GAN_DEFAULTS",
@@ -59,6 +59,7 @@ __all__ = [
     "class_coverage",
     "create_generator",
     "diagnose",
+    "diagnose_collapse",
     "frechet_distance",
     "generator_name",
     "interpolate_run",
@@ -66,6 +67,7 @@ __all__ = [
     "load_gan",
     "measure_gan",
     "register_generator",
+    "sample_diversity",
     "sample_run",
     "save_grid",
     "summary_model",
