@@ -434,3 +434,68 @@ def test_measure_a_gan_with_a_classifier_run(gan_run, trained_run):
 def test_measuring_a_classifier_run_as_a_gan_is_an_error(trained_run):
     with pytest.raises(CheckpointError, match="not a GAN run"):
         generative.load_gan(trained_run)
+
+
+# ---- the discriminator as features (`cnnlab gan probe`) ---------------------------------------------------------
+def test_discriminator_features_follow_section_5_1():
+    _, discriminator = generative.build_gan("dcgan", 28, 1)
+    discriminator.eval()
+    images = torch.randn(3, 1, 28, 28)
+    paper = generative.discriminator_features(discriminator, images)
+    assert paper.shape == (3, 64 * 16 + 128 * 16)  # each stage max-pooled to a 4×4 grid, concatenated
+    conv1 = discriminator.features.conv1(images)  # (3, 64, 14, 14)
+    torch.testing.assert_close(paper[:, :1024], torch.nn.functional.adaptive_max_pool2d(conv1, 4).flatten(1))
+    last = generative.discriminator_features(discriminator, images, "pre-logits")
+    assert last.shape == (3, discriminator.num_features) == (3, 128 * 7 * 7)
+    _, maxout = generative.build_gan("mlp", 28, 1)
+    assert generative.discriminator_features(maxout.eval(), images).shape == (3, 240 + 240)  # flat stages whole
+    with pytest.raises(UnknownNameError):
+        generative.discriminator_features(discriminator, images, "pool5")
+
+
+def test_probe_the_discriminator_against_the_same_net_from_scratch(gan_run, tmp_path):
+    from cnnlab.data import load_dataset
+    from cnnlab.data.datasets import split_off
+    from cnnlab.train.setup import subset_per_class
+
+    result = generative.probe_discriminator(gan_run, labels=(3,), seeds=2, holdout=0.1, epochs=2,
+                                            out=tmp_path / "probe.json")  # fmt: skip
+    assert [(c.labels_per_class, c.seed) for c in result.cells] == [(3, 0), (3, 1)]
+    kept, held = split_off(load_dataset("digits").train, 0.1, 1)  # what `cnnlab train --holdout 0.1 --seed 1` holds
+    assert result.dim == 3072 and result.validation_images == len(held.labels) == 142  # 10 % of each class
+    for cell in result.cells:
+        assert 0 <= cell.probe_error <= 1 and cell.probe_c in generative.probe.C_GRID
+        assert cell.scratch_epochs == 2 and cell.scratch_epoch in (1, 2)
+        assert cell.probe_error < 0.5 and cell.untrained_error < 0.5  # 30 labels: far better than chance (90 %)
+    # the scratch net trained on exactly the probe's labelled images, and chose its epoch on the same split
+    scratch = load_checkpoint(gan_run / "probe-scratch" / "labels3-seed1")
+    assert scratch["model"]["name"] == "dcgan-discriminator-28" and scratch["model"]["num_classes"] == 10
+    assert scratch["config"]["labels_per_class"] == 3 and scratch["config"]["holdout"] == 0.1
+    assert scratch["config"]["seed"] == 1 and scratch["config"]["augment"] == "none"
+    assert {"val_error", "val_loss"} <= set(scratch["history"][0]) and "test_error" not in scratch["history"][0]
+    assert len(subset_per_class(kept, 3, 1).labels) == 30
+    written = json.loads((tmp_path / "probe.json").read_text())
+    assert written["summary"][0]["seeds"] == 2 and len(written["cells"]) == 2
+    assert "trained D + L2-SVM" in result.table()[0] and " ± " in result.table()[1]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"labels": (0,)}, "--labels must be positive"),
+        ({"seeds": 0}, "--seeds must be"),
+        ({"holdout": 0.0}, "--holdout must be"),
+        ({"features": "pool5"}, "pool5"),
+        ({"epochs": 0}, "--epochs must be"),
+    ],
+)
+def test_probe_refuses_bad_settings_before_work(gan_run, options, message):
+    with pytest.raises((ConfigError, UnknownNameError), match=message):
+        generative.probe_discriminator(gan_run, **options)
+
+
+def test_probe_command_line(cli, trained_run, tmp_path):
+    code, _, err = cli("gan", "probe", trained_run, "--labels", "2")
+    assert code != 0 and "is a classification run, not a GAN run" in " ".join(err.split())
+    with pytest.raises(SystemExit):  # argparse refuses it
+        cli("gan", "probe", "no/such/run", "--labels", "2,x")
