@@ -476,7 +476,7 @@ def test_probe_the_discriminator_against_the_same_net_from_scratch(gan_run, tmp_
     assert len(subset_per_class(kept, 3, 1).labels) == 30
     written = json.loads((tmp_path / "probe.json").read_text())
     assert written["summary"][0]["seeds"] == 2 and len(written["cells"]) == 2
-    assert "trained D + L2-SVM" in result.table()[0] and " ± " in result.table()[1]
+    assert "trained D + linear" in result.table()[0] and " ± " in result.table()[1]
 
 
 @pytest.mark.parametrize(
@@ -487,6 +487,7 @@ def test_probe_the_discriminator_against_the_same_net_from_scratch(gan_run, tmp_
         ({"holdout": 0.0}, "--holdout must be"),
         ({"features": "pool5"}, "pool5"),
         ({"epochs": 0}, "--epochs must be"),
+        ({"classifier": "knn"}, "knn"),
     ],
 )
 def test_probe_refuses_bad_settings_before_work(gan_run, options, message):

@@ -393,8 +393,9 @@ def _cmd_gan(args: argparse.Namespace) -> int:
                                        args.device)  # fmt: skip
         print(f"wrote {r.path}")
     elif args.gan_action == "probe":
-        r = generative.probe_discriminator(args.run, args.labels, args.seeds, args.features, args.holdout, args.out,
-                                           args.data_root, args.device, args.epochs, say=print)  # fmt: skip
+        r = generative.probe_discriminator(args.run, args.labels, args.seeds, args.features, args.holdout,
+                                           args.classifier, args.out, args.data_root, args.device, args.epochs,
+                                           say=print)  # fmt: skip
         print("\n".join(["test accuracy, mean ± sd over seeds:", *r.table(), f"wrote {r.path}"]))
     else:
         m = generative.measure_gan(args.run, args.classifier, args.n, args.seed, args.data_root, args.device)

@@ -260,6 +260,14 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
                     "help": "training images held out to choose C and the scratch epoch (default: 0.02)",
                 },
             ),
+            Arg(
+                ("--classifier",),
+                {
+                    "choices": ("ridge", "svm", "logreg"),
+                    "default": "ridge",
+                    "help": "the linear probe: ridge (default; seconds), svm (the paper's L2-SVM; minutes), logreg",
+                },
+            ),
             Arg(("--epochs",), {"type": int, "help": "scratch training epochs (default: ~1000 steps, 10 to 60)"}),
             Arg(("--out",), {"help": "JSON file of the figures (default: RUN/probe-FEATURES.json)"}),
         ),
@@ -632,7 +640,11 @@ COMMANDS: dict[str, CommandSpec] = {
             Arg(("features",), {"help": "a .npz written by `cnnlab features`"}),
             Arg(
                 ("--classifier",),
-                {"choices": ("svm", "logreg"), "default": "svm", "help": "linear SVM or logistic regression"},
+                {
+                    "choices": ("svm", "logreg", "ridge"),
+                    "default": "svm",
+                    "help": "linear SVM, logistic regression or ridge",
+                },
             ),
             Arg(("--c",), {"type": float, "default": 1.0, "help": "inverse regularisation strength C (default: 1)"}),
         ),

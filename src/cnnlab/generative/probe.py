@@ -4,8 +4,11 @@ scratch on the same few labels: ``cnnlab gan probe``.
 The paper's recipe, followed here: the trained discriminator, frozen, maps each image to "all layers' features,
 maxpooling each layer's representation to produce a 4 × 4 spatial grid", "flattened and concatenated", and "a
 regularized linear L2-SVM classifier is trained on top of them" (the existing probe, :func:`cnnlab.transfer.probe.
-linear_probe`: scikit-learn's LinearSVC, squared hinge = L2-SVM, on standardised features). At 28 px the
-discriminator has two stages (64×14×14, 128×7×7): 64·16 + 128·16 = 3,072 features.
+linear_probe`, on standardised features: ``classifier="svm"`` is scikit-learn's LinearSVC, squared hinge = the
+paper's L2-SVM). At 28 px the discriminator has two stages (64×14×14, 128×7×7): 64·16 + 128·16 = 3,072 features.
+The default classifier is ``ridge`` (least squares with an L2 penalty, closed form), not the SVM: on 10,000 × 3,072
+features the SVM's solver took 112–320 s per fit on one shared CPU thread against ridge's 5 s, at the same validation
+accuracy (88.0 % vs 88.1 %, one measurement), and the probe fits 2 × 5 values of C per labelled subset.
 
 The comparison: the discriminator's architecture with a new 10-way head (``reset_classifier``), trained from random
 weights by the engine (``cnnlab train``'s recipe for it, no augmentation) on exactly the same labelled images.
@@ -43,7 +46,7 @@ from cnnlab.train import ClassificationTask
 
 FEATURES = ("paper", "pre-logits")  # every stage max-pooled to a 4×4 grid (section 5.1), or the flattened last maps
 GRID = 4  # section 5.1: "maxpooling each layer's representation to produce a 4 × 4 spatial grid"
-C_GRID = (0.001, 0.01, 0.1, 1.0)  # the L2-SVM's C (inverse regularisation), chosen on the validation split
+C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)  # the classifier's C (inverse regularisation), chosen on the validation split
 HOLDOUT = 0.02  # training images held out to choose C and the scratch epoch: 1,200 of Fashion-MNIST's 60,000
 SCRATCH_STEPS = 1000  # scratch training: about this many steps (batch 32), within SCRATCH_EPOCHS
 SCRATCH_EPOCHS = (10, 60)  # at least / at most; 10 labels per class: 60 epochs of 4 steps
@@ -93,7 +96,7 @@ class ProbeResult:
 
     def table(self) -> list[str]:
         """The summary as aligned text lines (accuracy %, mean ± sd over seeds)."""
-        heads = ("trained D + L2-SVM", "untrained D + L2-SVM", "same net from scratch")
+        heads = ("trained D + linear", "untrained D + linear", "same net from scratch")
         lines = [f"{'labels/class':>12}  " + "  ".join(f"{h:>22}" for h in heads) + "  seeds"]
         for r in self.summary():
             cells = [
@@ -147,6 +150,7 @@ def probe_discriminator(
     seeds: int = 3,
     features: str = "paper",
     holdout: float = HOLDOUT,
+    classifier: str = "ridge",
     out: str | Path | None = None,
     data_root: str | None = None,
     device: str = "cpu",
@@ -162,6 +166,8 @@ def probe_discriminator(
         seeds: seeds 0 … seeds − 1: each draws its own labelled subset and validation split.
         features: ``paper`` (every stage max-pooled to 4×4) or ``pre-logits`` (see :func:`discriminator_features`).
         holdout: fraction of the training images held out (stratified) to choose C and the scratch epoch.
+        classifier: the linear probe's (:data:`cnnlab.transfer.probe.CLASSIFIERS`): ``ridge``, ``svm`` (the paper's
+            L2-SVM; minutes per fit at 1,000 labels per class on a CPU), ``logreg``.
         out: JSON file of every cell and the summary (default ``RUN_DIR/probe-<features>.json``); the scratch runs
             are run directories in ``RUN_DIR/probe-scratch/``.
         epochs: scratch epochs (default: :func:`scratch_epochs`).
@@ -177,9 +183,11 @@ def probe_discriminator(
     from cnnlab.outputs import output_file
     from cnnlab.train import resolve_device
     from cnnlab.train.setup import subset_per_class
-    from cnnlab.transfer.probe import linear_probe
+    from cnnlab.transfer.probe import CLASSIFIERS, linear_probe
 
     _check(labels, seeds, features, holdout)
+    if classifier not in CLASSIFIERS:
+        raise UnknownNameError("classifier", classifier, CLASSIFIERS)
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ConfigError(f"--epochs must be a positive whole number, got {epochs!r}.")
     gan = load_gan(gan_run, device)
@@ -209,11 +217,11 @@ def probe_discriminator(
     def fit(net: str, train: dict, val: dict, test: dict) -> tuple[dict, float, float]:
         """(test result, chosen C, its validation error): C from C_GRID on the validation split, then the test."""
         (tx, ty), (vx, vy), (sx, sy) = train[net], val[net], test[net]
-        choice = {c: linear_probe({"train_x": tx, "train_y": ty, "test_x": vx, "test_y": vy}, "svm", c)["test_error"]
-                  for c in C_GRID}  # fmt: skip
+        fitting = {"train_x": tx, "train_y": ty, "test_x": vx, "test_y": vy}
+        choice = {c: linear_probe(fitting, classifier, c)["test_error"] for c in C_GRID}
         best_c = min(C_GRID, key=lambda c: (choice[c], c))  # ties: the stronger regularisation
         return (
-            linear_probe({"train_x": tx, "train_y": ty, "test_x": sx, "test_y": sy}, "svm", best_c),
+            linear_probe({"train_x": tx, "train_y": ty, "test_x": sx, "test_y": sy}, classifier, best_c),
             best_c,
             choice[best_c],
         )
@@ -257,6 +265,7 @@ def probe_discriminator(
         "dim": result.dim,
         "holdout": holdout,
         "validation_images": validation_images,
+        "classifier": classifier,
         "c_grid": list(C_GRID),
         "cells": [asdict(c) for c in cells],
         "summary": result.summary(),
