@@ -122,6 +122,7 @@ examples:
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
   cnnlab bench viz             # occlusion and top-patches timings
   cnnlab bench detect runs/rcnn runs/fast-rcnn runs/faster-rcnn runs/overfeat   # detectors side by side
+  cnnlab bench gan             # GAN step: engine vs the pytorch/examples DCGAN loop; quality at equal steps
 """,
     "gan": """
 examples:
@@ -684,7 +685,7 @@ COMMANDS: dict[str, CommandSpec] = {
                 ("kind",),
                 {
                     "choices": KINDS,
-                    "help": "what to measure (see docs/benchmarks.md); train, viz read real MNIST from --data-root",
+                    "help": "what to measure (docs/benchmarks.md); train, viz, gan read real MNIST from --data-root",
                 },
             ),
             Arg(
