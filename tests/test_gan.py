@@ -500,3 +500,16 @@ def test_probe_command_line(cli, trained_run, tmp_path):
     assert code != 0 and "is a classification run, not a GAN run" in " ".join(err.split())
     with pytest.raises(SystemExit):  # argparse refuses it
         cli("gan", "probe", "no/such/run", "--labels", "2,x")
+
+
+@pytest.mark.slow
+def test_bench_gan_pairs_alternating_rounds_and_measures_both_sides(cli):
+    from cnnlab.bench.gan import bench_gan
+
+    result = bench_gan("digits", steps=2, rounds=2, device="cpu")
+    assert result["rounds"] == len(result["ratios"]) == 2 and result["total_steps"] == 6
+    assert result["engine_step_s"] > 0 and result["plain_step_s"] > 0
+    for side in ("engine", "plain"):
+        assert result["quality"][side]["frechet_pixels"] > result["frechet_floor"] >= 0
+    code, out, _ = cli("bench", "gan", "--quick", "--device", "cpu")
+    assert code == 0 and "pytorch/examples loop" in out and "Fréchet distance in pixels" in out

@@ -200,9 +200,9 @@ def bench_gan(
 
 
 def run(quick: bool = False, device: str = "cpu", data_root: str | None = None) -> list[str]:
-    """``cnnlab bench gan``: MNIST from ``data_root`` (quick: the bundled digits, 5 steps, 1 round)."""
+    """``cnnlab bench gan``: MNIST from ``data_root`` (quick: the bundled digits, 3 steps, 1 round)."""
     result = (
-        bench_gan("digits", steps=5, rounds=1, device=device)
+        bench_gan("digits", steps=3, rounds=1, device=device)
         if quick
         else bench_gan("mnist", device=device, data_root=data_root)
     )
