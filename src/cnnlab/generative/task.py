@@ -134,8 +134,9 @@ class GANTask(Task):
         )
 
     def evaluate(self, nets: Mapping[str, nn.Module], run: TrainingRun, distributed: bool) -> dict[str, float]:
-        """The mode-collapse columns, from the fixed noise's samples (a few ms: 64 generator forwards and two 64×64
-        distance matrices). Every process computes the same numbers (same weights, same noise, same real images)."""
+        """The mode-collapse columns, from the fixed noise's samples: one generator pass over 64 noise vectors (as
+        the sample grid) and two 64×64 distance matrices; 0.12 s at 28 px and 1.4 s at 64 px on one loaded CPU
+        thread, against minutes per epoch. Every process computes the same numbers (same weights, noise, images)."""
         if self.reference is None:
             self.reference = reference_images(run)
         diversity, twins = sample_diversity(self.samples(nets["generator"]), self.reference)
