@@ -495,7 +495,10 @@ def test_probe_refuses_bad_settings_before_work(gan_run, options, message):
         generative.probe_discriminator(gan_run, **options)
 
 
-def test_probe_command_line(cli, trained_run, tmp_path):
+def test_probe_command_line(cli, gan_run, trained_run, tmp_path):
+    code, out, _ = cli("gan", "probe", gan_run, "--labels", "2", "--seeds", "1", "--epochs", "1", "--holdout", "0.1",
+                       "--out", tmp_path / "p.json")  # fmt: skip
+    assert code == 0 and "test accuracy" in out and "untrained D + linear" in out and (tmp_path / "p.json").exists()
     code, _, err = cli("gan", "probe", trained_run, "--labels", "2")
     assert code != 0 and "is a classification run, not a GAN run" in " ".join(err.split())
     with pytest.raises(SystemExit):  # argparse refuses it
