@@ -4,6 +4,7 @@ with exact resume and failure detection, the sample / interpolate / measure work
 Fast by design: the bundled 8×8 digits upscaled to 28 px, a dozen steps per run, random tensors elsewhere."""
 
 import importlib.util
+import json
 import shutil
 from itertools import pairwise
 from pathlib import Path
@@ -130,6 +131,54 @@ def test_diagnosis_names_the_failure():
     assert healthy["train_d_wins"] == 0.0 and "[" not in task.epoch_text(healthy)
 
 
+class _IgnoresZ(nn.Module):
+    """A generator forced to collapse: one learned image whatever z is (plus a trace of z, far below pixel scale)."""
+
+    z_dim, output_range = 8, (-1.0, 1.0)
+
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Parameter(torch.rand(1, 1, 28, 28) * 2 - 1)
+        self.mix = nn.Linear(8, 28 * 28)
+
+    def forward(self, z):
+        return (self.image + 1e-3 * self.mix(z.reshape(len(z), -1)).view(-1, 1, 28, 28)).clamp(-1, 1)
+
+
+def _digits(split: str, count: int = 64, offset: int = 0) -> torch.Tensor:
+    """``count`` digits images evenly spaced through a split, at 28 px in [-1, 1] (the DCGAN's range)."""
+    from cnnlab.data import load_dataset
+
+    images = getattr(load_dataset("digits"), split).images
+    index = torch.linspace(0, len(images) - 1 - offset, count).round().long() + offset
+    x = images[index].float() / 255 * 2 - 1
+    return torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+
+
+def test_mode_collapse_is_detected_and_named():
+    real = _digits("test")
+    task = GANTask(_IgnoresZ(), generative.build_gan("dcgan", 28, 1, z_dim=8)[1])
+    task.reference = real  # what evaluate() would read from the run's test split
+    row = task.evaluate(task.models, run=None, distributed=False)
+    assert row["mode_collapse"] == 1.0 and row["sample_twins"] == 1.0 and row["sample_diversity"] < 0.01
+    losses = task.train_metrics({"d_loss": 32.0, "g_loss": 64.0, "d_real": 20.0, "d_fake": 10.0}, 32)
+    assert "[mode collapse: 64 of 64 fixed-noise samples have a near-copy" in task.epoch_text({**losses, **row})
+    # real-like, diverse samples: other real images (the training split) score like real data and are not flagged
+    diversity, twins = generative.sample_diversity(_digits("train", offset=3), real)
+    assert 0.8 < diversity < 1.2 and twins <= 0.1
+    assert generative.diagnose_collapse(diversity, twins) is None
+    # partial collapse: a third of the samples one image (twins), or every sample a blend near the mean (spread)
+    third = _digits("train", offset=3).clone()
+    third[:22] = third[0]
+    diversity, twins = generative.sample_diversity(third, real)
+    assert diversity > 0.5 and twins >= 22 / 64 and "mode collapse" in generative.diagnose_collapse(diversity, twins)
+    blurred = 0.3 * _digits("train", offset=3) + 0.7 * real.mean(0, keepdim=True)
+    diversity, twins = generative.sample_diversity(blurred, real)
+    assert diversity < 0.5 and generative.diagnose_collapse(diversity, twins) is not None
+    with pytest.raises(ValueError):
+        generative.sample_diversity(real[:1], real)
+
+
 GIVEN = {"data": "digits", "epochs": 1, "batch_size": 128, "device": "cpu", "seed": 3, "checkpoint_every": 4,
          "keep_last": 10, "log_every": 2}  # fmt: skip
 
@@ -155,9 +204,11 @@ def test_a_gan_run_has_its_record_and_a_sample_grid_per_epoch(gan_run):
     assert payload["task"] == "gan" and payload["gan"] == {"arch": "dcgan", "size": 28, "channels": 1, "z_dim": 16}
     assert set(payload["model_states"]) == {"discriminator"} and payload["config"]["model"] == "dcgan-generator-28"
     assert payload["config"]["optimizer"] == "adam" and payload["config"]["momentum"] == 0.5
-    assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins"} <= set(
-        payload["history"][0]
-    )
+    assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins", "sample_diversity",
+            "sample_twins", "mode_collapse"} <= set(payload["history"][0])  # fmt: skip
+    summary = json.loads((gan_run / "summary.json").read_text())
+    assert summary["last"]["mode_collapse"] in (0.0, 1.0) and 0 <= summary["last"]["sample_twins"] <= 1
+    assert "mode_collapse" in (gan_run / "metrics.csv").read_text().splitlines()[0]
     assert payload["train_state"]["task_state"]["fixed_noise"].shape == (64, 16)
     if (gan_run / "tensorboard").exists():
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -185,7 +236,7 @@ def test_a_gan_resumes_bit_exactly_with_its_fixed_noise(gan_run, tmp_path):
         assert torch.equal(value, again["model_states"]["discriminator"][name]), name
     noise = [p["train_state"]["task_state"]["fixed_noise"] for p in (straight, again)]
     assert torch.equal(*noise)
-    same = ("train_d_loss", "train_g_loss", "train_d_real", "train_d_fake")
+    same = ("train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "sample_diversity", "sample_twins")
     assert [straight["history"][0][k] for k in same] == [again["history"][0][k] for k in same]
     a = np.asarray(Image.open(gan_run / "samples" / "epoch001.png"))
     b = np.asarray(Image.open(copy / "samples" / "epoch001.png"))
@@ -383,3 +434,85 @@ def test_measure_a_gan_with_a_classifier_run(gan_run, trained_run):
 def test_measuring_a_classifier_run_as_a_gan_is_an_error(trained_run):
     with pytest.raises(CheckpointError, match="not a GAN run"):
         generative.load_gan(trained_run)
+
+
+# ---- the discriminator as features (`cnnlab gan probe`) ---------------------------------------------------------
+def test_discriminator_features_follow_section_5_1():
+    _, discriminator = generative.build_gan("dcgan", 28, 1)
+    discriminator.eval()
+    images = torch.randn(3, 1, 28, 28)
+    paper = generative.discriminator_features(discriminator, images)
+    assert paper.shape == (3, 64 * 16 + 128 * 16)  # each stage max-pooled to a 4×4 grid, concatenated
+    conv1 = discriminator.features.conv1(images)  # (3, 64, 14, 14)
+    torch.testing.assert_close(paper[:, :1024], torch.nn.functional.adaptive_max_pool2d(conv1, 4).flatten(1))
+    last = generative.discriminator_features(discriminator, images, "pre-logits")
+    assert last.shape == (3, discriminator.num_features) == (3, 128 * 7 * 7)
+    _, maxout = generative.build_gan("mlp", 28, 1)
+    assert generative.discriminator_features(maxout.eval(), images).shape == (3, 240 + 240)  # flat stages whole
+    with pytest.raises(UnknownNameError):
+        generative.discriminator_features(discriminator, images, "pool5")
+
+
+def test_probe_the_discriminator_against_the_same_net_from_scratch(gan_run, tmp_path):
+    from cnnlab.data import load_dataset
+    from cnnlab.data.datasets import split_off
+    from cnnlab.train.setup import subset_per_class
+
+    result = generative.probe_discriminator(gan_run, labels=(3,), seeds=2, holdout=0.1, epochs=2,
+                                            out=tmp_path / "probe.json")  # fmt: skip
+    assert [(c.labels_per_class, c.seed) for c in result.cells] == [(3, 0), (3, 1)]
+    kept, held = split_off(load_dataset("digits").train, 0.1, 1)  # what `cnnlab train --holdout 0.1 --seed 1` holds
+    assert result.dim == 3072 and result.validation_images == len(held.labels) == 142  # 10 % of each class
+    for cell in result.cells:
+        assert 0 <= cell.probe_error <= 1 and cell.probe_c in generative.probe.C_GRID
+        assert cell.scratch_epochs == 2 and cell.scratch_epoch in (1, 2)
+        assert cell.probe_error < 0.5 and cell.untrained_error < 0.5  # 30 labels: far better than chance (90 %)
+    # the scratch net trained on exactly the probe's labelled images, and chose its epoch on the same split
+    scratch = load_checkpoint(gan_run / "probe-scratch" / "labels3-seed1")
+    assert scratch["model"]["name"] == "dcgan-discriminator-28" and scratch["model"]["num_classes"] == 10
+    assert scratch["config"]["labels_per_class"] == 3 and scratch["config"]["holdout"] == 0.1
+    assert scratch["config"]["seed"] == 1 and scratch["config"]["augment"] == "none"
+    assert {"val_error", "val_loss"} <= set(scratch["history"][0]) and "test_error" not in scratch["history"][0]
+    assert len(subset_per_class(kept, 3, 1).labels) == 30
+    written = json.loads((tmp_path / "probe.json").read_text())
+    assert written["summary"][0]["seeds"] == 2 and len(written["cells"]) == 2
+    assert "trained D + linear" in result.table()[0] and " ± " in result.table()[1]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"labels": (0,)}, "--labels must be positive"),
+        ({"seeds": 0}, "--seeds must be"),
+        ({"holdout": 0.0}, "--holdout must be"),
+        ({"features": "pool5"}, "pool5"),
+        ({"epochs": 0}, "--epochs must be"),
+        ({"classifier": "knn"}, "knn"),
+    ],
+)
+def test_probe_refuses_bad_settings_before_work(gan_run, options, message):
+    with pytest.raises((ConfigError, UnknownNameError), match=message):
+        generative.probe_discriminator(gan_run, **options)
+
+
+def test_probe_command_line(cli, gan_run, trained_run, tmp_path):
+    code, out, _ = cli("gan", "probe", gan_run, "--labels", "2", "--seeds", "1", "--epochs", "1", "--holdout", "0.1",
+                       "--out", tmp_path / "p.json")  # fmt: skip
+    assert code == 0 and "test accuracy" in out and "untrained D + linear" in out and (tmp_path / "p.json").exists()
+    code, _, err = cli("gan", "probe", trained_run, "--labels", "2")
+    assert code != 0 and "is a classification run, not a GAN run" in " ".join(err.split())
+    with pytest.raises(SystemExit):  # argparse refuses it
+        cli("gan", "probe", "no/such/run", "--labels", "2,x")
+
+
+@pytest.mark.slow
+def test_bench_gan_pairs_alternating_rounds_and_measures_both_sides(cli):
+    from cnnlab.bench.gan import bench_gan
+
+    result = bench_gan("digits", steps=2, rounds=2, device="cpu")
+    assert result["rounds"] == len(result["ratios"]) == 2 and result["total_steps"] == 6
+    assert result["engine_step_s"] > 0 and result["plain_step_s"] > 0
+    for side in ("engine", "plain"):
+        assert result["quality"][side]["frechet_pixels"] > result["frechet_floor"] >= 0
+    code, out, _ = cli("bench", "gan", "--quick", "--device", "cpu")
+    assert code == 0 and "pytorch/examples loop" in out and "Fréchet distance in pixels" in out

@@ -90,7 +90,7 @@ def _features(tmp_path, n=200, dim=6, classes=3, seed=0):
     return save_features(tmp_path / "f.npz", (x[: n // 2], y[: n // 2]), (x[n // 2 :], y[n // 2 :]), {"layer": "c5"})
 
 
-@pytest.mark.parametrize("classifier", ["svm", "logreg"])
+@pytest.mark.parametrize("classifier", ["svm", "logreg", "ridge"])
 def test_linear_probe_separates_separable_features(tmp_path, classifier):
     result = linear_probe(load_features(_features(tmp_path)), classifier)
     assert result["test_error"] < 0.1 and result["dim"] == 6

@@ -392,6 +392,11 @@ def _cmd_gan(args: argparse.Namespace) -> int:
         r = generative.interpolate_run(args.run, args.steps, args.rows, args.out, args.seed, args.spherical,
                                        args.device)  # fmt: skip
         print(f"wrote {r.path}")
+    elif args.gan_action == "probe":
+        r = generative.probe_discriminator(args.run, args.labels, args.seeds, args.features, args.holdout,
+                                           args.classifier, args.out, args.data_root, args.device, args.epochs,
+                                           say=print)  # fmt: skip
+        print("\n".join(["test accuracy, mean ± sd over seeds:", *r.table(), f"wrote {r.path}"]))
     else:
         m = generative.measure_gan(args.run, args.classifier, args.n, args.seed, args.data_root, args.device)
         print(f"coverage of {m.samples:,} samples: {m.coverage.text()}")

@@ -122,6 +122,7 @@ examples:
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
   cnnlab bench viz             # occlusion and top-patches timings
   cnnlab bench detect runs/rcnn runs/fast-rcnn runs/faster-rcnn runs/overfeat   # detectors side by side
+  cnnlab bench gan             # GAN step: engine vs the pytorch/examples DCGAN loop; quality at equal steps
 """,
     "gan": """
 examples:
@@ -133,6 +134,7 @@ examples:
   cnnlab gan sample runs/dcgan-generator-28-mnist-20261129-201500 -n 64 --out samples.png
   cnnlab gan interpolate runs/dcgan-generator-28-mnist-20261129-201500 --steps 10
   cnnlab gan measure runs/dcgan-generator-28-mnist-20261129-201500 runs/mnist-lenet
+  cnnlab gan probe runs/dcgan-generator-28-fashion-mnist-20261130-020800 --labels 10,100,1000 --seeds 3
 """,
     "detect": """
 examples:
@@ -230,6 +232,52 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
             Arg(("classifier",), {"help": "a classifier run trained on the same data (`cnnlab train`)"}),
             Arg(("-n",), {"type": int, "default": 10_000, "help": "samples and real images per set (default: 10,000)"}),
             _SEED,
+        ),
+        device="cpu",
+        data_root=True,
+    ),
+    "probe": CommandSpec(
+        "The frozen discriminator as features (linear L2-SVM) against the same net trained from scratch, few labels.",
+        (
+            _RUN,
+            Arg(
+                ("--labels",),
+                {
+                    "type": int_list,
+                    "default": [10, 100, 1000],
+                    "metavar": "N,N,...",
+                    "help": "labelled training images per class (default: 10,100,1000)",
+                },
+            ),
+            Arg(
+                ("--seeds",), {"type": int, "default": 3, "help": "labelled subsets per count, seeds 0.. (default: 3)"}
+            ),
+            Arg(
+                ("--features",),
+                {
+                    "choices": ("paper", "pre-logits"),
+                    "default": "paper",
+                    "help": "paper (default): every layer max-pooled to 4×4 (section 5.1); pre-logits: the last maps",
+                },
+            ),
+            Arg(
+                ("--holdout",),
+                {
+                    "type": float,
+                    "default": 0.02,
+                    "help": "training images held out to choose C and the scratch epoch (default: 0.02)",
+                },
+            ),
+            Arg(
+                ("--classifier",),
+                {
+                    "choices": ("ridge", "svm", "logreg"),
+                    "default": "ridge",
+                    "help": "the linear probe: ridge (default; seconds), svm (the paper's L2-SVM; minutes), logreg",
+                },
+            ),
+            Arg(("--epochs",), {"type": int, "help": "scratch training epochs (default: ~1000 steps, 10 to 60)"}),
+            Arg(("--out",), {"help": "JSON file of the figures (default: RUN/probe-FEATURES.json)"}),
         ),
         device="cpu",
         data_root=True,
@@ -600,7 +648,11 @@ COMMANDS: dict[str, CommandSpec] = {
             Arg(("features",), {"help": "a .npz written by `cnnlab features`"}),
             Arg(
                 ("--classifier",),
-                {"choices": ("svm", "logreg"), "default": "svm", "help": "linear SVM or logistic regression"},
+                {
+                    "choices": ("svm", "logreg", "ridge"),
+                    "default": "svm",
+                    "help": "linear SVM, logistic regression or ridge",
+                },
             ),
             Arg(("--c",), {"type": float, "default": 1.0, "help": "inverse regularisation strength C (default: 1)"}),
         ),
@@ -640,7 +692,7 @@ COMMANDS: dict[str, CommandSpec] = {
                 ("kind",),
                 {
                     "choices": KINDS,
-                    "help": "what to measure (see docs/benchmarks.md); train, viz read real MNIST from --data-root",
+                    "help": "what to measure (docs/benchmarks.md); train, viz, gan read real MNIST from --data-root",
                 },
             ),
             Arg(
@@ -666,7 +718,7 @@ COMMANDS: dict[str, CommandSpec] = {
         ),
         data_root=True,
     ),
-    "gan": CommandSpec("Generative adversarial networks: train, sample, interpolate, measure.", (), device=None),
+    "gan": CommandSpec("Generative adversarial networks: train, sample, interpolate, measure, probe.", (), device=None),
     "detect": CommandSpec(
         "Object detection: train, eval, predict (R-CNN, Fast/Faster R-CNN, OverFeat).", (), device=None
     ),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from cnnlab.errors import ConfigError
 
-KINDS = ("data", "models", "train", "adversarial", "transfer", "viz", "detect")
+KINDS = ("data", "models", "train", "adversarial", "transfer", "viz", "detect", "gan")
 DEFAULT_MODELS = ["lenet5-modern", "resnet20", "vgg11"]
 
 
@@ -52,7 +52,14 @@ def run_benchmark(kind: str, options: BenchOptions) -> list[str]:
         "transfer": _transfer,
         "data": _data,
         "detect": _detect,
+        "gan": _gan,
     }[kind](options, device)
+
+
+def _gan(options: BenchOptions, device: str) -> list[str]:
+    from cnnlab.bench import gan
+
+    return gan.run(quick=options.quick, device=device, data_root=options.data_root)
 
 
 def _detect(options: BenchOptions, device: str) -> list[str]:

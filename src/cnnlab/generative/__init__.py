@@ -8,7 +8,8 @@
 The discriminators are models of the zoo (``dcgan-discriminator-28/32/64``, ``gan-mlp-discriminator``: the
 classifier contract, one logit); the generators have their own small registry (:mod:`.architectures`). The task
 (:class:`GANTask`) is an engine task like classification: checkpoints, exact resume, AMP, DDP come with it.
-Measuring (:mod:`.measure`): class coverage and a Fréchet distance in a cnnlab classifier's feature space.
+Measuring (:mod:`.measure`): class coverage and a Fréchet distance in a cnnlab classifier's feature space. The
+discriminator as features (:mod:`.probe`): a linear probe on it against the same net trained from scratch.
 """
 
 from cnnlab.generative.architectures import (
@@ -28,6 +29,7 @@ from cnnlab.generative.measure import (
     frechet_distance,
     measure_gan,
 )
+from cnnlab.generative.probe import ProbeCell, ProbeResult, discriminator_features, probe_discriminator
 from cnnlab.generative.runs import (
     GAN_DEFAULTS,
     GAN_FLAGS,
@@ -41,7 +43,7 @@ from cnnlab.generative.runs import (
     summary_model,
     train_gan,
 )
-from cnnlab.generative.task import GANTask, diagnose
+from cnnlab.generative.task import GANTask, diagnose, diagnose_collapse, sample_diversity
 
 __all__ = [
     "GAN_DEFAULTS",
@@ -54,18 +56,24 @@ __all__ = [
     "GanRun",
     "GanTrainResult",
     "GeneratorInfo",
+    "ProbeCell",
+    "ProbeResult",
     "SampleResult",
     "build_gan",
     "class_coverage",
     "create_generator",
     "diagnose",
+    "diagnose_collapse",
+    "discriminator_features",
     "frechet_distance",
     "generator_name",
     "interpolate_run",
     "list_generators",
     "load_gan",
     "measure_gan",
+    "probe_discriminator",
     "register_generator",
+    "sample_diversity",
     "sample_run",
     "save_grid",
     "summary_model",

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab import models
 from cnnlab.data import DeviceTensorLoader, ImageDataset, Preprocessing, load_dataset
 from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -229,14 +230,18 @@ def _gan_spec(payload: dict, path: Path | str) -> dict:
 # ---- using a trained generator ---------------------------------------------------------------------------------
 @dataclass
 class GanRun:
-    """A trained generator, loaded from a GAN run: ``generator`` (eval mode), the run's ``spec`` (arch, size,
-    channels, z_dim), its ``preprocessing`` and ``data``."""
+    """A trained GAN, loaded from a run: ``generator`` and ``discriminator`` (eval mode; the discriminator is the zoo
+    model ``discriminator_name``), the run's ``spec`` (arch, size, channels, z_dim), its ``data``, ``classes`` and
+    ``preprocessing`` (images to the discriminator's input: size and range)."""
 
     path: Path
     generator: nn.Module
     spec: dict
     data: str
     classes: list[str]
+    discriminator: nn.Module
+    discriminator_name: str
+    preprocessing: Preprocessing
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1], (B, C, H, W), for noise ``z`` (B, z_dim)."""
@@ -267,7 +272,12 @@ def load_gan(run: str | Path, device: str = "cpu") -> GanRun:
     generator = create_generator(name, int(spec["channels"]), int(spec["z_dim"]))
     generator.load_state_dict(payload["model_state"])
     generator.to(resolve_device(device)).eval()
-    return GanRun(path, generator, spec, str(payload.get("data")), [str(c) for c in payload.get("classes", [])])
+    discriminator_name = GENERATORS[name].discriminator
+    discriminator = models.create(discriminator_name, num_classes=1, in_chans=int(spec["channels"]))
+    discriminator.load_state_dict(payload["model_states"]["discriminator"])
+    discriminator.to(resolve_device(device)).eval()
+    return GanRun(path, generator, spec, str(payload.get("data")), [str(c) for c in payload.get("classes", [])],
+                  discriminator, discriminator_name, Preprocessing.from_dict(payload["preprocessing"]))  # fmt: skip
 
 
 def save_grid(images: torch.Tensor, path: str | Path, output_range: tuple[float, float] = (0.0, 1.0),
