@@ -502,6 +502,13 @@ def test_predict_for_an_alignment_run_draws_each_words_region(cli, tiny_runs, tm
 
     train = load_caption_dataset("captioned-scenes", SHARED_DATASETS, train_size=64, val_size=16, test_size=16).train
     assert chosen.caption in {c for refs in train.captions for c in refs}
+    # eval on proposals instead of the scenes' boxes
+    code, out, err = cli("caption", "eval", run, "--regions", "proposals", "--limit", "4", "--samples", "1",
+                         "--out", tmp_path, "--data-root", SHARED_DATASETS)  # fmt: skip
+    assert code == 0, err
+    assert (
+        "image→sentence: R@1" in out and "proposals" in json.loads((tmp_path / "eval-test.json").read_text())["seconds"]
+    )
     code, _, err = cli("caption", "predict", tiny_runs / "generation", image, "--caption", sentence)
     assert code != 0 and "--caption" in err
     code, _, err = cli("caption", "predict", run, image, "--caption", "", "--out", tmp_path)

@@ -464,7 +464,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         print(f"run directory: {r.run.run_dir.path}")
     elif args.caption_action == "eval":
         e = captioning.evaluate_captioner(args.run, args.split, args.beam, args.limit, args.data_root, args.device,
-                                          args.samples, args.out)  # fmt: skip
+                                          args.samples, args.out, args.regions)  # fmt: skip
         for name, scores in e.bleu.items():
             bleu = "  ".join(f"BLEU-{n} {v:.3f}" for n, v in scores.items())
             print(f"{name:>8}: {bleu}  CIDEr-D {e.cider[name]:.3f}  ({e.scenes:,} scenes)")

@@ -362,6 +362,14 @@ CAPTION_ACTIONS: dict[str, CommandSpec] = {
             Arg(("--limit",), {"type": int, "help": "the first N scenes only (default: all)"}),
             Arg(("--samples",), {"type": int, "default": 4, "help": "best and worst shown (default: 4)"}),
             Arg(("--out",), {"help": "folder for the figures and pictures (default: the run's folder)"}),
+            Arg(
+                ("--regions",),
+                {
+                    "choices": ("boxes", "proposals"),
+                    "default": "boxes",
+                    "help": "alignment runs: ground-truth boxes or selective-search proposals (default: boxes)",
+                },
+            ),
         ),
         device="cpu",
         data_root=True,
