@@ -450,8 +450,11 @@ def test_caption_commands_train_eval_predict(cli, tmp_path):
     code, out, err = cli("caption", "eval", tmp_path / "align", "--data-root", SHARED_DATASETS, "--samples", "2")
     assert code == 0, err
     assert "image→sentence: R@1" in out and (tmp_path / "align" / "eval-test-alignment.png").exists()
-    code, _, err = cli("caption", "predict", tmp_path / "align", image)
-    assert code != 0 and "alignment run" in err
+    code, out, err = cli("caption", "predict", tmp_path / "align", image, "--caption", "a small 3")
+    assert code == 0, err  # an alignment run aligns a sentence (more in test_predict_for_an_alignment_run_...)
+    assert (
+        out.startswith(f"{image}: a small 3") and (tmp_path / "align" / "predictions" / "scene-alignment.png").exists()
+    )
 
 
 def test_data_list_shows_the_caption_datasets(cli):
