@@ -347,6 +347,22 @@ def test_cider_d_equals_pycocoevalcap():
     assert ours.tolist() == pytest.approx(list(theirs), abs=1e-9)
 
 
+def test_named_object_accuracy_by_hand():
+    from cnnlab.data.caption_scenes import named_object_accuracy
+
+    captions = ["a small red 3 above a large blue 8", "a small t-shirt"]
+    listings = ["a small red 3, a large blue 7 and a small green 1", "a small shirt and a large t-shirt"]
+    got = named_object_accuracy(captions, listings)
+    # named: small red 3 (all right), large blue 8 (no 8 in the scene), small t-shirt (grey; no small t-shirt)
+    assert {k: round(v, 4) for k, (v, _) in got.items()} == {"size": 100, "colour": 100, "noun": 66.6667,
+                                                             "size+colour": 100, "all": 33.3333}  # fmt: skip
+    # chance: scene 1 has 2 of 2 sizes, 3 of 5 colours, 3 of 10 digits; scene 2 (grey) 2 sizes, 2 of 10 clothes
+    assert got["colour"][1] == pytest.approx(100 * (0.6 + 0.6 + 1) / 3)
+    assert got["noun"][1] == pytest.approx(100 * (0.3 + 0.3 + 0.2) / 3)
+    assert got["all"][1] == pytest.approx(100 * (3 / 100 + 3 / 100 + 2 / 20) / 3)
+    assert named_object_accuracy(["nothing here"], ["a small 3 and a large 4"]) == {}
+
+
 def test_most_common_caption_baseline_names_the_objects():
     images, labels = _digits()
     train = make_scenes(images, labels, 200, SMALL, seed=0, nouns=DIGIT_NOUNS)
@@ -435,6 +451,7 @@ def test_caption_commands_train_eval_predict(cli, tmp_path):
     code, out, err = cli("caption", "eval", run, "--data-root", SHARED_DATASETS, "--limit", "8", "--samples", "2")
     assert code == 0, err
     assert "greedy: BLEU-1" in out and "baseline" in out and (run / "eval-test-samples.png").exists()
+    assert "CIDEr-D" in out and "named objects in the scene" in out
     from PIL import Image
 
     image = tmp_path / "scene.png"

@@ -468,6 +468,9 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         for name, scores in e.bleu.items():
             bleu = "  ".join(f"BLEU-{n} {v:.3f}" for n, v in scores.items())
             print(f"{name:>8}: {bleu}  CIDEr-D {e.cider[name]:.3f}  ({e.scenes:,} scenes)")
+        if e.objects:
+            print("named objects in the scene (greedy): " + "  ".join(f"{k} {v:.1f}% (chance {c:.1f}%)"
+                                                                      for k, (v, c) in e.objects.items()))  # fmt: skip
         print("  ".join(f"{k} {v:.2f} s" for k, v in e.seconds.items()))
         if e.retrieval is not None:
             ways = {"image→sentence": e.retrieval.image_to_sentence, "sentence→image": e.retrieval.sentence_to_image}

@@ -35,6 +35,7 @@ from cnnlab.captioning.metrics import cider_d, corpus_bleu, most_common_captions
 from cnnlab.captioning.model import CaptionModel
 from cnnlab.captioning.task import AlignmentTask, CaptionTask, evaluate_retrieval, split_tables
 from cnnlab.data import DeviceTensorLoader, Preprocessing
+from cnnlab.data.caption_scenes import named_object_accuracy
 from cnnlab.data.captions import CaptionDataset, Vocabulary, load_caption_dataset
 from cnnlab.errors import CheckpointError, ConfigError, OutputError, UnknownNameError
 
@@ -307,6 +308,8 @@ class CaptionEvaluation:
         scenes: images evaluated.
         bleu: corpus BLEU-1…4 by decoder (``greedy``, ``beam``, ``baseline``: the most common caption for the
             scene's objects).
+        objects: generated scenes: how often the objects the greedy captions name are in the scene, per
+            attribute, with the chance level (:func:`~cnnlab.data.caption_scenes.named_object_accuracy`).
         cider: CIDEr-D by decoder (:func:`~cnnlab.captioning.metrics.cider_d`, × 10 scale: 10 is every caption
             equal to all its references).
         seconds: wall seconds of ``encode`` (the CNN over all images), and of captioning all of them ``greedy``
@@ -321,6 +324,7 @@ class CaptionEvaluation:
     beam: int
     bleu: dict[str, dict[int, float]] = field(default_factory=dict)
     cider: dict[str, float] = field(default_factory=dict)
+    objects: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     best: list[tuple] = field(default_factory=list)
     worst: list[tuple] = field(default_factory=list)
@@ -413,6 +417,8 @@ def _evaluate_generation(captioner: Captioner, dataset: CaptionDataset, chosen, 
     decoded = {"greedy": greedy, "beam": beamed, **({"baseline": baseline} if baseline is not None else {})}
     result.bleu = {name: corpus_bleu(captions, references) for name, captions in decoded.items()}
     result.cider = {name: cider_d(captions, references)[0] for name, captions in decoded.items()}
+    if chosen.labels is not None:  # generated scenes: their first reference is the listing of every object
+        result.objects = named_object_accuracy(greedy, [refs[0] for refs in references])
     ranked = sorted(range(count), key=lambda i: (sentence_bleu(beamed[i], references[i]), -i))
     row = lambda i: (i, beamed[i], references[i], round(sentence_bleu(beamed[i], references[i]), 4))  # noqa: E731
     result.best = [row(i) for i in reversed(ranked[-samples:])]
