@@ -451,7 +451,8 @@ def test_caption_commands_train_eval_predict(cli, tmp_path):
     code, out, err = cli("caption", "eval", run, "--data-root", SHARED_DATASETS, "--limit", "8", "--samples", "2")
     assert code == 0, err
     assert "greedy: BLEU-1" in out and "baseline" in out and (run / "eval-test-samples.png").exists()
-    assert "CIDEr-D" in out and "named objects in the scene" in out
+    record = json.loads((run / "eval-test.json").read_text())
+    assert "CIDEr-D" in out and set(record["cider"]) == {"greedy", "beam", "baseline"} and "objects" in record
     from PIL import Image
 
     image = tmp_path / "scene.png"
