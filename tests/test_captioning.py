@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -16,6 +20,7 @@ from cnnlab.captioning import (
     CaptionModel,
     CaptionOptions,
     alignment_scores,
+    cider_d,
     corpus_bleu,
     most_common_captions,
     ranking_loss,
@@ -293,6 +298,71 @@ def test_bleu_equals_a_reference_implementation():
         corpus_bleu(["a"], [])
 
 
+# ---- CIDEr-D -------------------------------------------------------------------------------------------------------
+CIDER_HYPOTHESES = ["a small red 3 to the left of a large blue 7", "a large green 1 above a small white 2",
+                    "a small yellow 5", "a red 3 and a blue 7 and a blue 7", ""]  # fmt: skip
+CIDER_REFERENCES = [
+    ["a small red 3 to the left of a large blue 7", "a large blue 7 to the right of a small red 3"],
+    ["a large green 1 below a small white 2", "a small white 2 above a large green 1", "a large green 1 , a x"],
+    ["a small yellow 5 and a large red 0", "a large red 0 below a small yellow 5"],
+    ["a small red 3 , a large blue 7 and a small green 1"],
+    ["a small 3"],
+]
+
+
+def test_cider_d_by_hand_on_a_tiny_corpus():
+    """Two images, N = 2: every n-gram is in one image's references, idf = log 2 − log 1 = log 2 (a word in no
+    reference: idf log 2 too). Image 2 equals its reference: cosines 1, 1 for n = 1, 2 and none for n = 3, 4:
+    10 · (1 + 1 + 0 + 0) / 4 = 5. Image 1, "a b b" against "a b": unigrams (log 2)·(1, 2) · (1, 1) clipped
+    at the reference: (1·1 + min(2, 1)·1) / (√5 · √2); bigrams ab, bb against ab: 1 / (√2 · 1); the length
+    penalty exp(−1² / 72)."""
+    mean, scores = cider_d(["a b b", "c d"], [["a b"], ["c d"]])
+    first = 10 * (2 / math.sqrt(10) + 1 / math.sqrt(2)) / 4 * math.exp(-1 / 72)
+    assert scores.tolist() == pytest.approx([first, 5.0])
+    assert mean == pytest.approx((first + 5.0) / 2)
+    # a word every image's references hold weighs nothing (idf log 2 − log 2): only "b" and "c" count
+    assert cider_d(["a b", "a c"], [["a b"], ["a c"]])[1][0] == pytest.approx(10 * (1 + 1) / 4)
+    with pytest.raises(DataError):
+        cider_d(["a"], [[]])
+
+
+def test_cider_d_equals_pycocoevalcap():
+    cider_module = pytest.importorskip("pycocoevalcap.cider.cider")  # the `dev` extra; its CIDEr needs no Java
+    from cnnlab.data.captions import detokenize, tokenize
+
+    ours_mean, ours = cider_d(CIDER_HYPOTHESES, CIDER_REFERENCES)
+    tokens = lambda text: detokenize(tokenize(text))  # noqa: E731  (coco-caption scores tokenised text)
+    gts = {i: [tokens(r) for r in refs] for i, refs in enumerate(CIDER_REFERENCES)}
+    res = {i: [tokens(h)] for i, h in enumerate(CIDER_HYPOTHESES)}
+    theirs_mean, theirs = cider_module.Cider().compute_score(gts, res)
+    assert ours.tolist() == pytest.approx(list(theirs), abs=1e-9)
+    assert ours_mean == pytest.approx(float(theirs_mean), abs=1e-9)
+    # and on generated scenes: the listing against the references of 200 scenes
+    images, labels = _digits()
+    scenes = make_scenes(images, labels, 200, SMALL, seed=3, nouns=DIGIT_NOUNS)
+    hypotheses = [refs[-1] for refs in scenes.captions[1:]] + [scenes.captions[0][0]]  # one off by one: wrong
+    _, ours = cider_d(hypotheses, scenes.captions)
+    gts = {i: [tokens(r) for r in refs] for i, refs in enumerate(scenes.captions)}
+    _, theirs = cider_module.Cider().compute_score(gts, {i: [tokens(h)] for i, h in enumerate(hypotheses)})
+    assert ours.tolist() == pytest.approx(list(theirs), abs=1e-9)
+
+
+def test_named_object_accuracy_by_hand():
+    from cnnlab.data.caption_scenes import named_object_accuracy
+
+    captions = ["a small red 3 above a large blue 8", "a small t-shirt"]
+    listings = ["a small red 3, a large blue 7 and a small green 1", "a small shirt and a large t-shirt"]
+    got = named_object_accuracy(captions, listings)
+    # named: small red 3 (all right), large blue 8 (no 8 in the scene), small t-shirt (grey; no small t-shirt)
+    assert {k: round(v, 4) for k, (v, _) in got.items()} == {"size": 100, "colour": 100, "noun": 66.6667,
+                                                             "size+colour": 100, "all": 33.3333}  # fmt: skip
+    # chance: scene 1 has 2 of 2 sizes, 3 of 5 colours, 3 of 10 digits; scene 2 (grey) 2 sizes, 2 of 10 clothes
+    assert got["colour"][1] == pytest.approx(100 * (0.6 + 0.6 + 1) / 3)
+    assert got["noun"][1] == pytest.approx(100 * (0.3 + 0.3 + 0.2) / 3)
+    assert got["all"][1] == pytest.approx(100 * (3 / 100 + 3 / 100 + 2 / 20) / 3)
+    assert named_object_accuracy(["nothing here"], ["a small 3 and a large 4"]) == {}
+
+
 def test_most_common_caption_baseline_names_the_objects():
     images, labels = _digits()
     train = make_scenes(images, labels, 200, SMALL, seed=0, nouns=DIGIT_NOUNS)
@@ -381,6 +451,8 @@ def test_caption_commands_train_eval_predict(cli, tmp_path):
     code, out, err = cli("caption", "eval", run, "--data-root", SHARED_DATASETS, "--limit", "8", "--samples", "2")
     assert code == 0, err
     assert "greedy: BLEU-1" in out and "baseline" in out and (run / "eval-test-samples.png").exists()
+    record = json.loads((run / "eval-test.json").read_text())
+    assert "CIDEr-D" in out and set(record["cider"]) == {"greedy", "beam", "baseline"} and "objects" in record
     from PIL import Image
 
     image = tmp_path / "scene.png"
@@ -396,5 +468,120 @@ def test_caption_commands_train_eval_predict(cli, tmp_path):
     code, out, err = cli("caption", "eval", tmp_path / "align", "--data-root", SHARED_DATASETS, "--samples", "2")
     assert code == 0, err
     assert "image→sentence: R@1" in out and (tmp_path / "align" / "eval-test-alignment.png").exists()
-    code, _, err = cli("caption", "predict", tmp_path / "align", image)
-    assert code != 0 and "alignment run" in err
+    code, out, err = cli("caption", "predict", tmp_path / "align", image, "--caption", "a small 3")
+    assert code == 0, err  # an alignment run aligns a sentence (more in test_predict_for_an_alignment_run_...)
+    assert (
+        out.startswith(f"{image}: a small 3") and (tmp_path / "align" / "predictions" / "scene-alignment.png").exists()
+    )
+
+
+def test_data_list_shows_the_caption_datasets(cli):
+    code, out, err = cli("data", "list")
+    assert code == 0, err
+    assert "captioned-scenes " in out and "captioned-fashion-scenes " in out
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """A generation and an alignment run of one epoch on 64 scenes (checkpoints to load, not good models)."""
+    if not (SHARED_DATASETS / "MNIST").exists():
+        pytest.skip("needs the local MNIST")
+    from cnnlab.cli import main
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("caption-runs")
+    sizes = ["--data-option", "train_size=64", "--data-option", "val_size=16", "--data-option", "test_size=16"]
+    for kind in ("generation", "alignment"):
+        argv = ["caption", "train", "--model", kind, "--epochs", "1", "--out", str(folder / kind), *sizes]
+        assert main([*argv, "--data-root", str(SHARED_DATASETS)]) == 0
+    scenes = make_scenes(*_digits(), 1, SceneConfig(), seed=5, nouns=DIGIT_NOUNS)
+    from PIL import Image
+
+    Image.fromarray(scenes.images[0].permute(1, 2, 0).numpy()).save(folder / "scene.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_for_an_alignment_run_draws_each_words_region(cli, tiny_runs, tmp_path):
+    run, image = tiny_runs / "alignment", tiny_runs / "scene.png"
+    sentence = "a small red 3 above a large blue 7"
+    code, out, err = cli("caption", "predict", run, image, "--caption", sentence, "--out", tmp_path)
+    assert code == 0, err
+    assert out.startswith(f"{image}: {sentence}") and (tmp_path / "scene-alignment.png").exists()
+    from cnnlab.captioning import predict_captions
+
+    (prediction,) = predict_captions(run, [image], caption=sentence, out=tmp_path)
+    assert [word for word, _, _ in prediction.regions] == sentence.split()
+    for _, region, box in prediction.regions:  # region 0 is the whole image, the others proposals inside it
+        assert (box == (0.0, 0.0, 96.0, 96.0)) if region == 0 else (0 <= box[0] < box[2] <= 96 >= box[3] > box[1])
+    assert sum(len(line.split(": ", 1)[1].split()) for line in prediction.region_lines()) == len(sentence.split())
+    # without --caption: the training caption that scores highest
+    code, out, err = cli("caption", "predict", run, image, "--out", tmp_path, "--data-root", SHARED_DATASETS)
+    assert code == 0, err
+    (chosen,) = predict_captions(run, [image], out=tmp_path, data_root=str(SHARED_DATASETS))
+    from cnnlab.data.captions import load_caption_dataset
+
+    train = load_caption_dataset("captioned-scenes", SHARED_DATASETS, train_size=64, val_size=16, test_size=16).train
+    assert chosen.caption in {c for refs in train.captions for c in refs}
+    # eval on proposals instead of the scenes' boxes
+    code, out, err = cli("caption", "eval", run, "--regions", "proposals", "--limit", "4", "--samples", "1",
+                         "--out", tmp_path, "--data-root", SHARED_DATASETS)  # fmt: skip
+    assert code == 0, err
+    assert (
+        "image→sentence: R@1" in out and "proposals" in json.loads((tmp_path / "eval-test.json").read_text())["seconds"]
+    )
+    code, _, err = cli("caption", "predict", tiny_runs / "generation", image, "--caption", sentence)
+    assert code != 0 and "--caption" in err
+    code, _, err = cli("caption", "predict", run, image, "--caption", "", "--out", tmp_path)
+    assert code != 0 and "no word" in err
+
+
+_READ_ONLY_RUNS = """
+import contextlib, io, json, sys
+from cnnlab.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_eval_and_predict_into_a_read_only_run_are_clear_errors(tiny_runs, tmp_path):
+    """The run folders bind-mounted read-only in a private mount namespace (root ignores file modes)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux's unshare to mount a folder read-only privately")
+    runs, image = tiny_runs, tiny_runs / "scene.png"
+    data = ["--data-root", str(SHARED_DATASETS)]
+    commands = [
+        ["caption", "eval", str(runs / "generation"), "--limit", "4", *data],
+        ["caption", "eval", str(runs / "alignment"), "--limit", "4", *data],
+        ["caption", "predict", str(runs / "generation"), str(image)],
+        ["caption", "predict", str(runs / "alignment"), str(image), "--caption", "a small 3"],
+    ]
+    mounts = " && ".join(f"mount --bind {f} {f} && mount -o remount,ro,bind {f} {f}"
+                         for f in (runs / "generation", runs / "alignment"))  # fmt: skip
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", mounts], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount privately here: {probe.stderr.decode().strip()}")
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f'{mounts} && exec {sys.executable} -c "$0" "$1"', _READ_ONLY_RUNS,
+         json.dumps(commands)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for argv, (code, err) in zip(commands, json.loads(result.stdout.splitlines()[-1]), strict=True):
+        text = " ".join(err.split())  # the CLI wraps its messages
+        assert code != 0 and "Traceback" not in err and "cannot be written" in text and "--out" in text, (argv, err)
+    # and --out elsewhere works on the same read-only run
+    argv = [["caption", "eval", str(runs / "generation"), "--limit", "4", "--out", str(tmp_path), *data]]
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f'{mounts} && exec {sys.executable} -c "$0" "$1"', _READ_ONLY_RUNS,
+         json.dumps(argv)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert json.loads(result.stdout.splitlines()[-1])[0][0] == 0, result.stdout[-2000:]
+    assert (tmp_path / "eval-test.json").exists() and "cider" in json.loads((tmp_path / "eval-test.json").read_text())

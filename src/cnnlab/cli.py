@@ -469,10 +469,13 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         print(f"run directory: {r.run.run_dir.path}")
     elif args.caption_action == "eval":
         e = captioning.evaluate_captioner(args.run, args.split, args.beam, args.limit, args.data_root, args.device,
-                                          args.samples)  # fmt: skip
+                                          args.samples, args.out, args.regions)  # fmt: skip
         for name, scores in e.bleu.items():
             bleu = "  ".join(f"BLEU-{n} {v:.3f}" for n, v in scores.items())
-            print(f"{name:>8}: {bleu}  ({e.scenes:,} scenes)")
+            print(f"{name:>8}: {bleu}  CIDEr-D {e.cider[name]:.3f}  ({e.scenes:,} scenes)")
+        if e.objects:
+            print("named objects in the scene (greedy): " + "  ".join(f"{k} {v:.1f}% (chance {c:.1f}%)"
+                                                                      for k, (v, c) in e.objects.items()))  # fmt: skip
         print("  ".join(f"{k} {v:.2f} s" for k, v in e.seconds.items()))
         if e.retrieval is not None:
             ways = {"image→sentence": e.retrieval.image_to_sentence, "sentence→image": e.retrieval.sentence_to_image}
@@ -485,8 +488,9 @@ def _cmd_caption(args: argparse.Namespace) -> int:
                 print(f"{label} #{index} (BLEU-4 {score:.2f}): {caption}  |  {references[0]}")
         print("wrote " + " ".join(str(p) for p in e.pictures))
     else:
-        for p in captioning.predict_captions(args.run, args.images, args.beam, args.out, args.device):
-            print(f"{p.image}: {p.caption}  ({p.picture})")
+        for p in captioning.predict_captions(args.run, args.images, args.beam, args.out, args.device, args.caption,
+                                             args.data_root):  # fmt: skip
+            print("\n".join([f"{p.image}: {p.caption}  ({p.picture})", *p.region_lines()]))
     return 0
 
 

@@ -408,27 +408,46 @@ CAPTION_ACTIONS: dict[str, CommandSpec] = {
         device=None,
     ),
     "eval": CommandSpec(
-        "BLEU-1…4 greedy, by beam search and of the most-common-caption baseline (generation), or retrieval "
-        "R@1/5/10 and median rank (alignment); best and worst samples drawn in RUN_DIR.",
+        "BLEU-1…4 and CIDEr-D greedy, by beam search and of the most-common-caption baseline (generation), or "
+        "retrieval R@1/5/10 and median rank (alignment); best and worst samples drawn in RUN_DIR (or --out).",
         (
             _CAPTION_RUN,
             _BEAM,
             Arg(("--split",), {"choices": ("val", "test"), "default": "test", "help": "scenes (default: test)"}),
             Arg(("--limit",), {"type": int, "help": "the first N scenes only (default: all)"}),
             Arg(("--samples",), {"type": int, "default": 4, "help": "best and worst shown (default: 4)"}),
+            Arg(("--out",), {"help": "folder for the figures and pictures (default: the run's folder)"}),
+            Arg(
+                ("--regions",),
+                {
+                    "choices": ("boxes", "proposals"),
+                    "default": "boxes",
+                    "help": "alignment runs: ground-truth boxes or selective-search proposals (default: boxes)",
+                },
+            ),
         ),
         device="cpu",
         data_root=True,
     ),
     "predict": CommandSpec(
-        "Caption image files; prints each caption and saves the image with it under it.",
+        "Caption image files; prints each caption and saves the image with it under it. An alignment run: the "
+        "best-scoring training caption (or --caption) and each word's best region among selective-search "
+        "proposals, boxed on the image.",
         (
             _CAPTION_RUN,
             Arg(("images",), {"nargs": "+", "metavar": "IMAGE", "help": "image files"}),
             _BEAM,
             Arg(("--out",), {"help": "folder for the captioned images (default: RUN/predictions)"}),
+            Arg(
+                ("--caption",),
+                {
+                    "metavar": "TEXT",
+                    "help": "alignment runs: the sentence to align (default: the training caption that scores highest)",
+                },
+            ),
         ),
         device="cpu",
+        data_root=True,
     ),
 }
 

@@ -18,7 +18,7 @@ from cnnlab.captioning.alignment import (
     ranking_loss,
     retrieval,
 )
-from cnnlab.captioning.metrics import corpus_bleu, most_common_captions, sentence_bleu
+from cnnlab.captioning.metrics import cider_d, corpus_bleu, most_common_captions, sentence_bleu
 from cnnlab.captioning.model import CaptionModel, reference_nll
 from cnnlab.captioning.runs import (
     CAPTION_DEFAULTS,
@@ -52,6 +52,7 @@ __all__ = [
     "alignment_scores",
     "best_regions",
     "build_captioner",
+    "cider_d",
     "corpus_bleu",
     "evaluate_captioner",
     "load_captioner",

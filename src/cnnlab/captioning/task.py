@@ -173,11 +173,15 @@ def split_tables(split: CaptionSplit, vocabulary: Vocabulary) -> tuple[torch.Ten
     return split.references(vocabulary), split.boxes, split.labels >= 0
 
 
-def embed_split(model, split: CaptionSplit, vocabulary: Vocabulary, pre, device, limit: int | None = None):
+def embed_split(model, split: CaptionSplit, vocabulary: Vocabulary, pre, device, limit: int | None = None,
+                boxes: tuple[torch.Tensor, torch.Tensor] | None = None):  # fmt: skip
     """(regions (K, R, D), regions present, words (L, T, D), words present, owner (L,)) of a split's first
-    ``limit`` scenes and all their references, from the model in its current mode without gradients."""
+    ``limit`` scenes and all their references, from the model in its current mode without gradients.
+
+    ``boxes``: (boxes (K, M, 4), valid (K, M)) to take instead of the split's (e.g. region proposals)."""
     count = len(split) if limit is None else min(limit, len(split))
-    references, boxes, valid = (t[:count] for t in split_tables(split, vocabulary))
+    references = split.references(vocabulary)[:count]
+    boxes, valid = (t[:count] for t in (boxes if boxes is not None else split_tables(split, vocabulary)[1:]))
     regions, words = [], []
     with torch.no_grad():
         for start, images in _batches(split.images[:count], pre, device):
@@ -191,7 +195,10 @@ def embed_split(model, split: CaptionSplit, vocabulary: Vocabulary, pre, device,
     return torch.cat(regions), region_mask(valid.to(device)), torch.cat(words), word_mask(tokens), owner
 
 
-def evaluate_retrieval(model, split: CaptionSplit, vocabulary: Vocabulary, pre, device, limit: int | None = None):
-    """Image→sentence and sentence→image retrieval over a split's first ``limit`` scenes and their references."""
-    regions, regions_present, words, words_present, owner = embed_split(model, split, vocabulary, pre, device, limit)
+def evaluate_retrieval(model, split: CaptionSplit, vocabulary: Vocabulary, pre, device, limit: int | None = None,
+                       boxes: tuple[torch.Tensor, torch.Tensor] | None = None):  # fmt: skip
+    """Image→sentence and sentence→image retrieval over a split's first ``limit`` scenes and their references
+    (regions: the split's boxes, or ``boxes`` as :func:`embed_split` takes them)."""
+    regions, regions_present, words, words_present, owner = embed_split(model, split, vocabulary, pre, device, limit,
+                                                                        boxes)  # fmt: skip
     return retrieval(alignment_scores(regions, regions_present, words, words_present), owner)

@@ -25,6 +25,9 @@ arithmetic, so a seed gives identical images and captions on every machine (for 
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -93,6 +96,41 @@ def scene_captions(objects: list[tuple[int, str, str | None, str]], pairs: list[
     listing = ", ".join(words[:-1]) + " and " + words[-1]
     relations = [f"{words[a]} {_relation(objects[a][0], objects[b][0])} {words[b]}" for a, b in pairs]
     return [listing, *relations]
+
+
+ATTRIBUTES = {"size": (0,), "colour": (1,), "noun": (2,), "size+colour": (0, 1), "all": (0, 1, 2)}  # fields
+
+
+def named_object_accuracy(captions: Sequence[str], listings: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """How often the objects a caption names ("a small red 3") are in its scene: for each attribute (``size``,
+    ``colour``, ``noun``, ``size+colour``, ``all`` three), the percentage of named objects whose attribute some
+    object of the scene has, and that percentage for a random guess (uniform over the sizes, colours, nouns).
+
+    Args:
+        captions: generated captions (grammar of :func:`scene_captions`; other text names no object).
+        listings: each scene's listing caption (its first reference): every object of the scene.
+
+    Returns:
+        ``{attribute: (percent right, percent by chance)}``; empty when no caption names an object. Grey scenes
+        (no colour words) count colour as always right.
+    """
+    nouns = sorted({*DIGIT_NOUNS, *FASHION_NOUNS}, key=len, reverse=True)  # longest first: "t-shirt" before "shirt"
+    pattern = re.compile(rf"\ba (small|large) (?:({'|'.join(COLOURS)}) )?({'|'.join(map(re.escape, nouns))})\b")
+    hits, chance, named = dict.fromkeys(ATTRIBUTES, 0.0), dict.fromkeys(ATTRIBUTES, 0.0), 0
+    for caption, listing in zip(captions, listings, strict=True):
+        scene = set(pattern.findall(listing))  # (size, colour or "", noun) of every object
+        choices = (2, len(COLOURS) if any(o[1] for o in scene) else 1,
+                   len(DIGIT_NOUNS if any(o[2] in DIGIT_NOUNS for o in scene) else FASHION_NOUNS))  # fmt: skip
+        for thing in pattern.findall(caption):
+            named += 1
+            for attribute, where in ATTRIBUTES.items():
+                project = lambda o, where=where: tuple(o[i] for i in where)  # noqa: E731
+                seen = {project(o) for o in scene}
+                hits[attribute] += project(thing) in seen
+                chance[attribute] += len(seen) / math.prod(choices[i] for i in where)
+    if not named:
+        return {}
+    return {a: (100 * hits[a] / named, 100 * chance[a] / named) for a in ATTRIBUTES}
 
 
 def _uniform(generator: torch.Generator, low: torch.Tensor | int, high: torch.Tensor | int, shape) -> torch.Tensor:

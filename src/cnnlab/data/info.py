@@ -13,6 +13,7 @@ PREVIEW_MAX_COUNT = 64  # images per row of a preview: a figure, not a dump (mem
 
 def dataset_list() -> list[str]:
     """One line per registered dataset, with its default augmentation."""
+    from cnnlab.data.captions import get_caption_dataset_info, list_caption_datasets
     from cnnlab.data.datasets import get_dataset_info, list_datasets
     from cnnlab.data.detection import get_detection_dataset_info, list_detection_datasets
 
@@ -23,7 +24,30 @@ def dataset_list() -> list[str]:
     lines.append(f"{'folder:PATH':14} your own images, one sub-folder per class (PATH/train and PATH/val if present)")
     lines.append("detection (boxes and classes per image):")
     lines += [f"{n:18} {get_detection_dataset_info(n).description}" for n in list_detection_datasets()]
+    lines.append("captioning (reference captions per image; `cnnlab caption train --data NAME`):")
+    lines += [f"{n:26} {get_caption_dataset_info(n).description}" for n in list_caption_datasets()]
     return lines
+
+
+def describe_caption_dataset(name: str, data_root: str | None = None) -> list[str]:
+    """A caption dataset's source, splits, references per image, vocabulary and an example."""
+    from cnnlab.data.captions import get_caption_dataset_info, load_caption_dataset, tokenize
+
+    info = get_caption_dataset_info(name)
+    dataset = load_caption_dataset(name, data_root)
+    c, h, w = dataset.image_shape
+    references = [len(refs) for refs in dataset.train.captions]
+    lengths = [len(tokenize(caption)) for refs in dataset.train.captions for caption in refs]
+    return [
+        f"{name}: {info.description}",
+        f"  files:      {dataset.source}",
+        f"  splits:     train {len(dataset.train):,}   val {len(dataset.val):,}   test {len(dataset.test):,} images",
+        f"  images:     {c}×{h}×{w} uint8",
+        f"  captions:   {min(references)}–{max(references)} per train image, {min(lengths)}–{max(lengths)} tokens; "
+        f"vocabulary {len(dataset.vocabulary()):,} tokens (4 special)",
+        f"  example:    {dataset.train.captions[0][0]!r}",
+        f"  options:    {', '.join(info.option_names()) or 'none'} (`--data-option KEY=VALUE`)",
+    ]
 
 
 def describe_detection_dataset(name: str, data_root: str | None = None) -> list[str]:
@@ -54,12 +78,15 @@ def describe_detection_dataset(name: str, data_root: str | None = None) -> list[
 
 def describe_dataset(name: str, data_root: str | None = None, fetch: bool = False, val_split: float = 0.2) -> list[str]:
     """Where a dataset's files are, its splits, classes, image size and statistics (``fetch``: download first)."""
+    from cnnlab.data.captions import is_caption_dataset
     from cnnlab.data.datasets import get_dataset_info, load_dataset
     from cnnlab.data.detection import is_detection_dataset
     from cnnlab.data.preprocessing import channel_stats
 
     if is_detection_dataset(name):
         return describe_detection_dataset(name, data_root)
+    if is_caption_dataset(name):
+        return describe_caption_dataset(name, data_root)
     info = get_dataset_info(name)
     dataset = load_dataset(name, data_root, fetch=fetch, val_split=val_split)
     c, h, w = dataset.image_shape
