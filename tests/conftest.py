@@ -8,6 +8,20 @@ from cnnlab.cli import main
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
+# Runs CLI commands (JSON list of argv lists in argv[1]) in a child process, e.g. inside a private read-only mount,
+# and prints [[exit code, stderr], ...] as JSON.
+READ_ONLY_DRIVER = """
+import contextlib, io, json, sys
+from cnnlab.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
 
 @pytest.fixture(autouse=True)
 def _threads():

@@ -23,7 +23,7 @@ from cnnlab.errors import RunDirLockedError
 from cnnlab.train import checkpoint as checkpoint_module
 from cnnlab.train import load_checkpoint
 from cnnlab.train.rundir import LOCK_NAME, RunDir
-from conftest import SHARED_DATASETS
+from conftest import READ_ONLY_DRIVER, SHARED_DATASETS
 
 TINY = ["--epochs", "1", "--labels-per-class", "10", "--batch-size", "16", "--device", "cpu"]
 
@@ -318,18 +318,6 @@ READ_ONLY_COMMANDS = [  # every command that writes, pointed at a read-only file
     ["export", "{run}", "--out", "{ro}/m.safetensors"],
 ]
 
-_READ_ONLY_DRIVER = """
-import contextlib, io, json, sys
-from cnnlab.cli import main
-results = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
-    results.append([code, err.getvalue()])
-print(json.dumps(results))
-"""
-
 
 @pytest.mark.slow
 def test_a_read_only_file_system_is_one_clear_error_for_every_writing_command(files, tmp_path):
@@ -346,7 +334,7 @@ def test_a_read_only_file_system_is_one_clear_error_for_every_writing_command(fi
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a private file system here: {probe.stderr.decode().strip()}")
     result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, _READ_ONLY_DRIVER, json.dumps(commands)],
+        ["unshare", "-rm", "sh", "-c", script, READ_ONLY_DRIVER, json.dumps(commands)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

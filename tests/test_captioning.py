@@ -31,7 +31,7 @@ from cnnlab.data.caption_readers import read_coco_captions, read_flickr_tokens, 
 from cnnlab.data.caption_scenes import DIGIT_NOUNS, SceneConfig, make_scenes
 from cnnlab.data.captions import END_ID, PAD_ID, START_ID, UNK_ID, CaptionSplit, Vocabulary, detokenize, tokenize
 from cnnlab.errors import ConfigError, DataError, UnknownNameError
-from conftest import SHARED_DATASETS
+from conftest import READ_ONLY_DRIVER, SHARED_DATASETS
 
 SMALL = SceneConfig(canvas_size=48, small=(10, 12), large=(18, 22), train_size=1, val_size=1, test_size=1)
 # the overfitting tests: grey 32 px scenes of two objects (short captions, a cheap CNN)
@@ -536,19 +536,6 @@ def test_predict_for_an_alignment_run_draws_each_words_region(cli, tiny_runs, tm
     assert code != 0 and "no word" in err
 
 
-_READ_ONLY_RUNS = """
-import contextlib, io, json, sys
-from cnnlab.cli import main
-results = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
-    results.append([code, err.getvalue()])
-print(json.dumps(results))
-"""
-
-
 @pytest.mark.slow
 def test_eval_and_predict_into_a_read_only_run_are_clear_errors(tiny_runs, tmp_path):
     """The run folders bind-mounted read-only in a private mount namespace (root ignores file modes)."""
@@ -568,7 +555,7 @@ def test_eval_and_predict_into_a_read_only_run_are_clear_errors(tiny_runs, tmp_p
     if probe.returncode != 0:
         pytest.skip(f"cannot mount privately here: {probe.stderr.decode().strip()}")
     result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", f'{mounts} && exec {sys.executable} -c "$0" "$1"', _READ_ONLY_RUNS,
+        ["unshare", "-rm", "sh", "-c", f'{mounts} && exec {sys.executable} -c "$0" "$1"', READ_ONLY_DRIVER,
          json.dumps(commands)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip
@@ -579,7 +566,7 @@ def test_eval_and_predict_into_a_read_only_run_are_clear_errors(tiny_runs, tmp_p
     # and --out elsewhere works on the same read-only run
     argv = [["caption", "eval", str(runs / "generation"), "--limit", "4", "--out", str(tmp_path), *data]]
     result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", f'{mounts} && exec {sys.executable} -c "$0" "$1"', _READ_ONLY_RUNS,
+        ["unshare", "-rm", "sh", "-c", f'{mounts} && exec {sys.executable} -c "$0" "$1"', READ_ONLY_DRIVER,
          json.dumps(argv)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip

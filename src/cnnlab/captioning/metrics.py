@@ -39,6 +39,13 @@ def _normalise(text: str) -> str:
     return detokenize(tokenize(text))
 
 
+def _check_references(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> None:
+    if len(hypotheses) != len(references):
+        raise DataError(f"{len(hypotheses)} captions but references for {len(references)}; give one list each.")
+    if any(len(refs) == 0 for refs in references):
+        raise DataError("Every caption needs at least one reference.")
+
+
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4) -> dict[int, float]:
     """Corpus BLEU-1 … BLEU-``max_n`` of ``hypotheses`` against each one's references: ``{n: score in [0, 1]}``.
 
@@ -47,10 +54,7 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]], 
     """
     from torchmetrics.functional.text import bleu_score
 
-    if len(hypotheses) != len(references):
-        raise DataError(f"{len(hypotheses)} captions but references for {len(references)}; give one list each.")
-    if any(len(refs) == 0 for refs in references):
-        raise DataError("Every caption needs at least one reference.")
+    _check_references(hypotheses, references)
     if not hypotheses:
         return {n: 0.0 for n in range(1, max_n + 1)}
     preds = [_normalise(h) for h in hypotheses]
@@ -76,10 +80,7 @@ def cider_d(hypotheses: Sequence[str], references: Sequence[Sequence[str]], max_
     Raises:
         DataError: not one reference list per hypothesis, or an empty reference list.
     """
-    if len(hypotheses) != len(references):
-        raise DataError(f"{len(hypotheses)} captions but references for {len(references)}; give one list each.")
-    if any(len(refs) == 0 for refs in references):
-        raise DataError("Every caption needs at least one reference.")
+    _check_references(hypotheses, references)
     if not hypotheses:
         return 0.0, np.zeros(0)
     hyp_tokens = [tokenize(h) for h in hypotheses]
