@@ -37,7 +37,8 @@ from cnnlab.captioning.task import AlignmentTask, CaptionTask, evaluate_retrieva
 from cnnlab.data import DeviceTensorLoader, Preprocessing
 from cnnlab.data.caption_scenes import named_object_accuracy
 from cnnlab.data.captions import CaptionDataset, Vocabulary, load_caption_dataset
-from cnnlab.errors import CheckpointError, ConfigError, OutputError, UnknownNameError
+from cnnlab.errors import ConfigError, OutputError, UnknownNameError
+from cnnlab.train.record import task_spec
 
 KINDS = ("generation", "alignment")
 # The generation model's recipe: Adam at 3e-3 per batch of 16 scenes (each with its 3–5 references), cosine to 0,
@@ -210,7 +211,7 @@ def train_captioner(
     payload, run_path = found if found is not None else (None, None)
     vocabulary = None
     if payload is not None:
-        spec = _captioner_spec(payload, run_path)
+        spec = task_spec(payload, run_path, "captioner", "captioning", "cnnlab caption train")
         options, vocabulary = _options_of(spec), Vocabulary(tuple(spec["vocabulary"]), int(spec["min_count"]))
         config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
     else:
@@ -235,13 +236,6 @@ def train_captioner(
     finally:
         trainer.close()
     return CaptionTrainResult(run, trainer, history, time.perf_counter() - started)
-
-
-def _captioner_spec(payload: dict, path: Path | str) -> dict:
-    if "captioner" not in payload:
-        kind = payload.get("task", "classification")
-        raise CheckpointError(f"{path} is a {kind} run, not a captioning run; `cnnlab caption train` makes one.")
-    return dict(payload["captioner"])
 
 
 # ---- using a trained model -------------------------------------------------------------------------------------
@@ -292,7 +286,7 @@ def load_captioner(run: str | Path, device: str = "cpu") -> Captioner:
 
     path = resolve_checkpoint_path(run)
     payload = load_checkpoint(path)
-    spec = _captioner_spec(payload, run)
+    spec = task_spec(payload, run, "captioner", "captioning", "cnnlab caption train")
     options = _options_of(spec)
     vocabulary = Vocabulary(tuple(spec["vocabulary"]), int(spec["min_count"]))
     model = build_captioner(replace(options, encoder_weights=None), tuple(spec["input_shape"]), len(vocabulary))

@@ -28,7 +28,8 @@ from cnnlab.data import DeviceTensorLoader, Preprocessing
 from cnnlab.data.detection import DetectionDataset, DetectionSplit, load_detection_dataset
 from cnnlab.detection.detectors import DEFAULT_BACKBONE, build_detector, check_method, resolve_options
 from cnnlab.detection.task import DetectionTask, ProposalTargets, collect_detections, map_scores
-from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLossError
+from cnnlab.errors import ConfigError, NonFiniteLossError
+from cnnlab.train.record import task_spec
 
 # Girshick 2015 / Ren et al. 2015 train with SGD, momentum 0.9, weight decay 0.0005, 2 (Fast) or 1 (Faster) images
 # per batch at lr 0.001 for a pretrained VGG16. Here the backbone starts from scratch on small canvases, so batches
@@ -237,7 +238,7 @@ def train_detector(
     found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
     payload, run_path = found if found is not None else (None, None)
     if payload is not None:
-        spec = detector_spec(payload, run_path)
+        spec = task_spec(payload, run_path, "detector", "detection", "cnnlab detect train")
         config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
     else:
         spec = {
@@ -275,13 +276,6 @@ def train_detector(
     seconds = time.perf_counter() - started
     write_report(run.run_dir.path, say=say)
     return DetectTrainResult(run, trainer, history, seconds, resumed_at)
-
-
-def detector_spec(payload: dict, path: Path | str) -> dict:
-    if payload.get("task") != "detection" or "detector" not in payload:
-        kind = payload.get("task", "classification")
-        raise CheckpointError(f"{path} is a {kind} run, not a detection run; `cnnlab detect train` makes one.")
-    return dict(payload["detector"])
 
 
 # ---- using a trained detector -----------------------------------------------------------------------------------
@@ -340,7 +334,7 @@ def load_detector(run: str | Path, device: str = "cpu", svd_rank: int | None = N
 
     record = RunRecord.load(run)
     payload = record.training_payload()
-    spec = detector_spec(payload, run)
+    spec = task_spec(payload, run, "detector", "detection", "cnnlab detect train")
     detector = build_detector(spec)
     detector.load_state_dict(record.weights())
     if svd_rank:

@@ -24,9 +24,10 @@ from torch import nn
 from cnnlab import models
 from cnnlab.data import DeviceTensorLoader, ImageDataset, Preprocessing, load_dataset
 from cnnlab.data.streaming import StreamingLoader
-from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLossError
+from cnnlab.errors import ConfigError, NonFiniteLossError
 from cnnlab.generative.architectures import ARCHS, GENERATORS, Z_DIM, build_gan, create_generator, generator_name
 from cnnlab.generative.task import GANTask
+from cnnlab.train.record import task_spec
 
 # Radford et al. 2015, section 4: "mini-batch stochastic gradient descent with a mini-batch size of 128", "the Adam
 # optimizer", "learning rate of 0.0002", "reducing [β1] to 0.5 helped stabilize training". No weight decay, no
@@ -169,7 +170,7 @@ def train_gan(
     found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
     payload, run_path = found if found is not None else (None, None)
     if payload is not None:
-        spec = _gan_spec(payload, run_path)
+        spec = task_spec(payload, run_path, "gan", "GAN", "cnnlab gan train")
         asked = {"--arch": (arch, "dcgan"), "--size": (size, None), "--z-dim": (z_dim, Z_DIM)}
         changed = [
             f for f, (value, default) in asked.items() if value != default and value != spec[f[2:].replace("-", "_")]
@@ -220,13 +221,6 @@ def train_gan(
     return GanTrainResult(run, trainer, history, time.perf_counter() - started, resumed_at)
 
 
-def _gan_spec(payload: dict, path: Path | str) -> dict:
-    if payload.get("task") != "gan" or "gan" not in payload:
-        kind = payload.get("task", "classification")
-        raise CheckpointError(f"{path} is a {kind} run, not a GAN run; `cnnlab gan train` makes one.")
-    return dict(payload["gan"])
-
-
 # ---- using a trained generator ---------------------------------------------------------------------------------
 @dataclass
 class GanRun:
@@ -267,7 +261,7 @@ def load_gan(run: str | Path, device: str = "cpu") -> GanRun:
 
     path = resolve_checkpoint_path(run)
     payload = load_checkpoint(path)
-    spec = _gan_spec(payload, run)
+    spec = task_spec(payload, run, "gan", "GAN", "cnnlab gan train")
     name = generator_name(spec["arch"], int(spec["size"]))
     generator = create_generator(name, int(spec["channels"]), int(spec["z_dim"]))
     generator.load_state_dict(payload["model_state"])

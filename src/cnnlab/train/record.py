@@ -257,6 +257,15 @@ class RunRecord:
         return dataset, loader
 
 
+def task_spec(payload: dict, path: Path | str, key: str, what: str, command: str) -> dict:
+    """The task-specific record ``payload[key]`` of a checkpoint (a detector's, a GAN's, a captioner's), or a
+    CheckpointError saying what kind of run ``path`` is and which command makes the right one."""
+    if key not in payload:
+        kind = payload.get("task", "classification")
+        raise CheckpointError(f"{path} is a {kind} run, not a {what} run; `{command}` makes one.")
+    return dict(payload[key])
+
+
 def saved_or_registered_model(spec: str | Path, **create_options: object) -> tuple[ClassifierModel, tuple]:
     """(model, its input shape (C, H, W)): a checkpoint's (or run directory's) model with its stored preprocessing,
     or a registered model name built with ``create_options`` (e.g. ``device="meta"`` for shapes only)."""
