@@ -182,9 +182,11 @@ def _run_arm(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root
     options = {**arm.model_options, **(entry.quick_options if quick else {})}
     trained = train_classifier(given, model_options=options, resume="auto", say=say, command=["cnnlab", "reproduce"])
     history = trained.history
-    best = min(history, key=lambda row: row.get("val_error", row["test_error"]))  # first of equals: earliest
+    # the engine's own choice of best.pt (lowest validation error, first of equals); the last epoch without one
+    best = trained.trainer.monitor.best(history) or history[-1]
     measured = {"error": 100 * float(best["test_error"])}
-    best_checkpoint = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "checkpoint.pt"
+    run_files = trained.run.run_dir
+    best_checkpoint = run_files.best if run_files.best.is_file() else run_files.checkpoint
     if "error_12_draws" in entry.metrics:
         averaged = _pooling_draws_error(best_checkpoint, data_root, device)
         if averaged is not None:
