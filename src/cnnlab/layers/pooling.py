@@ -38,13 +38,19 @@ class TrainableSubsampling(nn.Module):
 
 
 def fractional_boundaries(
-    input_size: int, output_size: int, overlapping: bool, pseudo_random: bool, generator: torch.Generator | None
+    input_size: int,
+    output_size: int,
+    overlapping: bool,
+    pseudo_random: bool,
+    generator: torch.Generator | None,
+    u: float | None = None,
 ) -> torch.Tensor:
     """Graham 2014's boundary sequence 0 = a_0 < a_1 < ... < a_N = L with increments of 1 or 2 (int64, N + 1).
 
     L is the input size for disjoint regions [a_{i−1}, a_i − 1] and one less for overlapping ones [a_{i−1}, a_i].
     Pseudo-random: a_i = ⌈α(i + u)⌉ − ⌈αu⌉ with α = L / N and u ~ U(0, 1) (section 2, which then ends exactly at
-    L); random: the L − N increments of 2 placed among the N at random.
+    L); random: the L − N increments of 2 placed among the N at random. ``u`` fixes the pseudo-random offset
+    (eval mode uses 0.5) instead of drawing it.
     """
     length = input_size - 1 if overlapping else input_size
     if not output_size <= length <= 2 * output_size:
@@ -53,8 +59,8 @@ def fractional_boundaries(
             f"({'overlapping' if overlapping else 'disjoint'} regions need an output size between "
             f"{-(-length // 2)} and {length})."
         )
-    u = float(torch.rand((), generator=generator))
     if pseudo_random:
+        u = float(torch.rand((), generator=generator)) if u is None else u
         alpha = length / output_size
         index = torch.arange(output_size + 1, dtype=torch.float64)
         boundaries = torch.ceil(alpha * (index + u)) - math.ceil(alpha * u)
@@ -129,30 +135,17 @@ class FractionalMaxPool2d(nn.Module):
         if self.backend == "torch":
             samples = None if draw else torch.full((x.shape[0], x.shape[1], 2), 0.5, dtype=x.dtype, device=x.device)
             return F.fractional_max_pool2d(x, 2, output_size=(out_h, out_w), _random_samples=samples)
+        # eval mode: fixed regions (u = 0.5 pseudo-random, or a seed-0 random draw)
         generator = self.generator if draw else torch.Generator().manual_seed(0)
-        if not draw and self.pseudo_random:
-            rows = _fixed_pseudo_random(height, out_h, self.overlapping)
-            cols = _fixed_pseudo_random(width, out_w, self.overlapping)
-        else:
-            rows = fractional_boundaries(height, out_h, self.overlapping, self.pseudo_random, generator)
-            cols = fractional_boundaries(width, out_w, self.overlapping, self.pseudo_random, generator)
+        u = None if draw else 0.5
+        rows = fractional_boundaries(height, out_h, self.overlapping, self.pseudo_random, generator, u)
+        cols = fractional_boundaries(width, out_w, self.overlapping, self.pseudo_random, generator, u)
         pooled = _pool_along(x, rows, self.overlapping, dim=-2)  # (B, C, out_h, W)
         return _pool_along(pooled, cols, self.overlapping, dim=-1)  # (B, C, out_h, out_w)
 
     def extra_repr(self) -> str:
         kind = ("overlapping" if self.overlapping else "disjoint") + (", pseudo-random" if self.pseudo_random else "")
         return f"output_ratio={self.output_ratio:.4f}, {kind}, backend={self.backend!r}"
-
-
-def _fixed_pseudo_random(input_size: int, output_size: int, overlapping: bool) -> torch.Tensor:
-    """The pseudo-random sequence at u = 0.5: the deterministic regions of eval mode."""
-    length = input_size - 1 if overlapping else input_size
-    fractional_boundaries(input_size, output_size, overlapping, True, None)  # validates the sizes
-    alpha = length / output_size
-    index = torch.arange(output_size + 1, dtype=torch.float64)
-    boundaries = torch.ceil(alpha * (index + 0.5)) - math.ceil(alpha * 0.5)
-    boundaries[-1] = length
-    return boundaries.long()
 
 
 @torch.no_grad()
