@@ -8,6 +8,30 @@ from cnnlab.cli import main
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
+
+def write_jpeg(path: Path, value: int, corner: int = 0) -> None:
+    """A flat 32×32 RGB JPEG of grey level ``value`` (JPEG keeps it within a few levels), its top-left 4×4 corner
+    at ``corner`` so that every file's bytes differ."""
+    import numpy as np
+    from PIL import Image
+
+    image = np.full((32, 32, 3), value, dtype=np.uint8)
+    image[:4, :4] = corner
+    Image.fromarray(image).save(path, quality=90)
+
+
+def write_jpeg_tree(root: Path, per_class: tuple[int, int] = (3, 2), classes=None) -> None:
+    """A CIFAR10-JPEG-shaped tree: root/{train,test}/<class>/NNNN.jpg, class k at grey level 20·k."""
+    from cnnlab.data.jpeg_tree import CIFAR10_CLASSES
+
+    for split, count in zip(("train", "test"), per_class, strict=True):
+        for label, name in enumerate(classes or CIFAR10_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                write_jpeg(folder / f"{i:04d}.jpg", label * 20, corner=i * 50)
+
+
 # Runs CLI commands (JSON list of argv lists in argv[1]) in a child process, e.g. inside a private read-only mount,
 # and prints [[exit code, stderr], ...] as JSON.
 READ_ONLY_DRIVER = """

@@ -435,16 +435,52 @@ def test_caption_options_refuse_bad_values():
         build_captioner(CaptionOptions(encoder="lenet5"), (1, 96, 96), 10)
     model = build_captioner(CaptionOptions(encoder="resnet20"), (3, 40, 40), 10)  # global-pool features: 64
     assert model.image_projection[0].in_features == 64
+    with pytest.raises(ConfigError, match="no such run directory or checkpoint"):
+        CaptionOptions(encoder_weights="runs/no-such-encoder").check_encoder_weights()
+
+
+def test_the_encoder_starts_from_a_classifier_run(tmp_path):
+    """--encoder-weights RUN: the encoder's convolutions come from a classifier run of the same model (here a
+    dmnist-cnn trained on the 8 px digits, the first layer split over RGB); another model's run is refused."""
+    from cnnlab.captioning import build_captioner
+    from cnnlab.cli import main
+    from cnnlab.train.record import RunRecord
+
+    run = tmp_path / "encoder"
+    assert main(["train", "--model", "dmnist-cnn", "--data", "digits", "--epochs", "1", "--out", str(run)]) == 0
+    notes = []
+    model = build_captioner(CaptionOptions(encoder_weights=str(run)), (3, 96, 96), 10, notes.append)
+    trained = RunRecord.load(run).build_model()
+    assert torch.equal(model.encoder.features.conv2[0].weight, trained.features.conv2[0].weight)
+    assert notes and "loaded 4 tensors" in notes[0]
+    with pytest.raises(ConfigError, match="trained dmnist-cnn"):
+        build_captioner(CaptionOptions(encoder="resnet20", encoder_weights=str(run)), (3, 40, 40), 10)
+    # --encoder-lr: the encoder's weights in their own parameter group, at the factor times η
+    from cnnlab.train.optim import multiplier_groups
+
+    slow = build_captioner(CaptionOptions(encoder_lr=0.03), (3, 96, 96), 10)
+    groups = multiplier_groups(slow, 0.003)
+    encoder_ids = {id(p) for p in slow.encoder.parameters()}
+    assert [g.get("lr") for g in groups] == [None, pytest.approx(0.003 * 0.03)]
+    assert {id(p) for p in groups[1]["params"]} == encoder_ids
+    assert not encoder_ids & {id(p) for p in groups[0]["params"]}
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(ConfigError, match="encoder_lr"):
+            CaptionOptions(encoder_lr=bad)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATASETS / "MNIST").exists(), reason="needs the local MNIST")
 def test_caption_commands_train_eval_predict(cli, tmp_path):
     sizes = ["--data-option", "train_size=64", "--data-option", "val_size=16", "--data-option", "test_size=16"]
-    run = tmp_path / "gen"
-    code, out, err = cli("caption", "train", "--epochs", "1", "--out", run, "--data-root", SHARED_DATASETS, *sizes)
+    run, encoder = tmp_path / "gen", tmp_path / "encoder"
+    code, _, err = cli("train", "--model", "dmnist-cnn", "--data", "digits", "--epochs", "1", "--out", encoder)
     assert code == 0, err
-    assert "run directory" in out and (run / "checkpoint.pt").exists()
+    code, out, err = cli("caption", "train", "--epochs", "1", "--out", run, "--data-root", SHARED_DATASETS, *sizes,
+                         "--encoder-weights", encoder, "--encoder-lr", "0.1")  # fmt: skip
+    assert code == 0, err
+    assert "run directory" in out and (run / "checkpoint.pt").exists() and "loaded 4 tensors" in err + out
+    shutil.rmtree(encoder)  # a resumed run has its weights: the source run is not read again
     code, out, err = cli("caption", "train", "--resume", run, "--epochs", "2", "--data-root", SHARED_DATASETS)
     assert code == 0, err
     assert "after 2 epochs" in out and len((run / "metrics.csv").read_text().splitlines()) == 3

@@ -225,6 +225,24 @@ def test_bench_detect_quick_runs_all_four(cli):
     assert "R-CNN / Fast R-CNN" in text
 
 
+def test_bench_detect_paper_scale_quick(cli):
+    """The papers' setting (AlexNet, warped 227 px crops against one conv pass and RoI pooling), on the same
+    proposals for both; quick: 16 of them on a small image. R-CNN's CNN stage costs more even there."""
+    from cnnlab.bench.detect import random_proposals
+
+    boxes = random_proposals(500, (600, 800))
+    assert boxes.shape == (500, 4) and boxes.min() >= 0
+    assert (boxes[:, 2] <= 800).all() and (boxes[:, 3] <= 600).all()
+    assert ((boxes[:, 2:] - boxes[:, :2]) >= 16).all()
+    code, text, err = cli("bench", "detect", "--paper-scale", "--quick")
+    assert code == 0, err
+    assert "rcnn" in text and "fast-rcnn" in text and "16 proposals" in text
+    ratio = float(text.split("CNN stage, R-CNN / Fast R-CNN: ")[1].split("×")[0])
+    assert ratio > 1
+    code, _, err = cli("bench", "detect", "runs/x", "--paper-scale")
+    assert code != 0 and "--paper-scale is for" in err
+
+
 def test_bad_input_is_refused_before_work(cli, tmp_path, trained_run):
     with pytest.raises(SystemExit):
         cli("detect", "train", "--method", "yolo")

@@ -3,6 +3,7 @@ with exact resume and failure detection, the sample / interpolate / measure work
 
 Fast by design: the bundled 8×8 digits upscaled to 28 px, a dozen steps per run, random tensors elsewhere."""
 
+import copy
 import importlib.util
 import json
 import shutil
@@ -131,6 +132,49 @@ def test_diagnosis_names_the_failure():
     assert healthy["train_d_wins"] == 0.0 and "[" not in task.epoch_text(healthy)
 
 
+def test_reuse_fakes_is_the_pytorch_examples_step():
+    """With reuse_fakes, one engine step (the discriminator's part, then the generator's, as the Trainer runs them)
+    equals the pytorch/examples DCGAN iteration on the same noise, with one generator pass instead of two."""
+    torch.manual_seed(0)
+    generator, discriminator = generative.build_gan("dcgan", 28, 1, z_dim=8)
+    plain_g, plain_d = copy.deepcopy(generator), copy.deepcopy(discriminator)
+    real = torch.rand(16, 1, 28, 28) * 2 - 1
+    passes = []
+    generator.register_forward_hook(lambda *_: passes.append(1))
+    task = GANTask(generator, discriminator, reuse_fakes=True)
+    optimisers = {name: torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999))
+                  for name, net in task.models.items()}  # fmt: skip
+    torch.manual_seed(5)
+    for part in ("discriminator", "generator"):
+        optimisers[part].zero_grad()
+        loss, _ = task.loss(part, task.models, (real, None))
+        loss.backward()
+        optimisers[part].step()
+    assert len(passes) == 1 and not task._fakes
+
+    opt_d = torch.optim.Adam(plain_d.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(plain_g.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    torch.manual_seed(5)
+    fake = plain_g(torch.randn(16, 8))
+    plain_d.zero_grad()
+    (bce(plain_d(real).view(-1), torch.ones(16)) + bce(plain_d(fake.detach()).view(-1), torch.zeros(16))).backward()
+    opt_d.step()
+    plain_g.zero_grad()
+    bce(plain_d(fake).view(-1), torch.ones(16)).backward()
+    opt_g.step()
+    for ours, theirs in ((generator, plain_g), (discriminator, plain_d)):
+        for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
+            assert torch.allclose(a, b, atol=1e-6), name
+
+    default = GANTask(*generative.build_gan("dcgan", 28, 1, z_dim=8))  # algorithm 1: new noise, a second pass
+    calls = []
+    default.models["generator"].register_forward_hook(lambda *_: calls.append(1))
+    for part in ("discriminator", "generator"):
+        default.loss(part, default.models, (real, None))[0].backward()
+    assert len(calls) == 2
+
+
 class _IgnoresZ(nn.Module):
     """A generator forced to collapse: one learned image whatever z is (plus a trace of z, far below pixel scale)."""
 
@@ -201,7 +245,8 @@ def test_a_gan_run_has_its_record_and_a_sample_grid_per_epoch(gan_run):
     grid = Image.open(gan_run / "samples" / "epoch001.png")
     assert grid.size == (2 * (1 + 8 * 29), 2 * (1 + 8 * 29))  # 8×8 tiles of 28 px, 1 px apart, ×2
     payload = load_checkpoint(gan_run)
-    assert payload["task"] == "gan" and payload["gan"] == {"arch": "dcgan", "size": 28, "channels": 1, "z_dim": 16}
+    assert payload["task"] == "gan" and payload["gan"] == {"arch": "dcgan", "size": 28, "channels": 1, "z_dim": 16,
+                                                  "reuse_fakes": False}  # fmt: skip
     assert set(payload["model_states"]) == {"discriminator"} and payload["config"]["model"] == "dcgan-generator-28"
     assert payload["config"]["optimizer"] == "adam" and payload["config"]["momentum"] == 0.5
     assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins", "sample_diversity",
@@ -225,6 +270,8 @@ def test_a_gan_resumes_bit_exactly_with_its_fixed_noise(gan_run, tmp_path):
     step4 = copy / "checkpoints" / "step000000004.pt"
     with pytest.raises(ConfigError, match="--size cannot change"):
         generative.train_gan({**GIVEN, "out": str(copy)}, size=32, resume=str(step4))
+    with pytest.raises(ConfigError, match="--reuse-fakes cannot change"):
+        generative.train_gan({**GIVEN, "out": str(copy)}, reuse_fakes=True, resume=str(step4))
     resumed = generative.train_gan({**GIVEN, "out": str(copy)}, resume=str(step4))
     assert resumed.resumed_at == (0, 4) and resumed.trainer.step == 12
     straight = load_checkpoint(gan_run)
@@ -269,6 +316,25 @@ def test_the_data_are_scaled_to_the_generators_range(arch, low, high, tmp_path):
     fake = task.samples()
     assert fake.shape == (64, 1, 28, 28) and low <= fake.min() and fake.max() <= high
     run.run_dir.release()
+
+
+@pytest.mark.slow
+def test_photo_folders_train_in_colour_at_32_and_64_px(tmp_path):
+    """`--data folder:PATH` (the issue's own photos; cifar10-jpeg takes the in-memory colour path cifar10 does):
+    photos of any size, streamed, at `--size 32` and at the default 64 px, one short epoch each."""
+    photos = tmp_path / "photos"
+    for k, name in enumerate(("cats", "dogs")):
+        (photos / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40 + 3 * i, 30), (40 * k + 20 * i, 90, 200 - 30 * i)).save(photos / name / f"{i}.png")
+    given = {**GIVEN, "checkpoint_every": 0, "batch_size": 4, "data": f"folder:{photos}"}
+    small = generative.train_gan({**given, "out": str(tmp_path / "small")}, size=32, reuse_fakes=True)
+    assert small.run.config.model == "dcgan-generator-32" and small.trainer.step >= 1
+    assert generative.load_gan(tmp_path / "small").sample(4).shape == (4, 3, 32, 32)
+    default = generative.train_gan({**given, "out": str(tmp_path / "default")})
+    assert default.run.config.model == "dcgan-generator-64"
+    grid = Image.open(tmp_path / "default" / "samples" / "epoch001.png")
+    assert grid.mode == "RGB" and grid.size[0] > 8 * 64
 
 
 def test_the_2014_gan_trains_by_the_engine(tmp_path):

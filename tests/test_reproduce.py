@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from cnnlab.data import load_dataset
 from cnnlab.data.jpeg_tree import CIFAR10_CLASSES, load_jpeg_tree
@@ -18,28 +16,13 @@ from cnnlab.layers import FractionalMaxPool2d, average_over_pooling_draws
 from cnnlab.layers.pooling import fractional_boundaries
 from cnnlab.models import create
 from cnnlab.reproduce import ENTRIES, Row, judge, list_entries, reproduce
-from conftest import SHARED_DATASETS
+from conftest import SHARED_DATASETS, write_jpeg, write_jpeg_tree
 
 HAS_MNIST = (SHARED_DATASETS / "MNIST" / "raw").is_dir()
 HAS_CIFAR_JPEG = (SHARED_DATASETS / "CIFAR10-JPEG").is_dir()
 
 
 # ---- cifar10-jpeg ----------------------------------------------------------------------------------------------
-def _write_jpeg(path, value: int, corner: int = 0) -> None:
-    image = np.full((32, 32, 3), value, dtype=np.uint8)  # flat: JPEG keeps it within a few levels
-    image[:4, :4] = corner  # makes every file's bytes different
-    Image.fromarray(image).save(path, quality=90)
-
-
-def _jpeg_tree(root, per_class=(3, 2), classes=CIFAR10_CLASSES):
-    for split, count in zip(("train", "test"), per_class, strict=True):
-        for label, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                _write_jpeg(folder / f"{i:04d}.jpg", label * 20, corner=i * 50)
-
-
 @pytest.fixture
 def cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -48,7 +31,7 @@ def cache_home(tmp_path, monkeypatch):
 
 def test_jpeg_tree_decodes_once_and_is_cached_by_content(tmp_path, cache_home):
     tree = tmp_path / "CIFAR10-JPEG"
-    _jpeg_tree(tree)
+    write_jpeg_tree(tree)
     train, test, cached = load_jpeg_tree(tree, CIFAR10_CLASSES, "toy")
     assert not cached and train.images.shape == (30, 3, 32, 32) and test.images.shape == (20, 3, 32, 32)
     assert train.images.dtype == torch.uint8 and train.labels.tolist() == [c for c in range(10) for _ in range(3)]
@@ -58,7 +41,7 @@ def test_jpeg_tree_decodes_once_and_is_cached_by_content(tmp_path, cache_home):
     assert cached and torch.equal(again_train.images, train.images)
     # a changed image (same name) is never served from the stale cache
     first = tree / "train" / "airplane" / "0000.jpg"
-    _write_jpeg(first, 200)
+    write_jpeg(first, 200)
     os.utime(first, ns=(1, 1))
     changed, _, cached = load_jpeg_tree(tree, CIFAR10_CLASSES, "toy")
     assert not cached and changed.images[0].float().mean() > 190
@@ -69,7 +52,7 @@ def test_jpeg_tree_errors_name_the_problem(tmp_path, cache_home):
     with pytest.raises(DataError, match="does not exist"):
         load_jpeg_tree(tmp_path / "nowhere", CIFAR10_CLASSES, "toy")
     tree = tmp_path / "tree"
-    _jpeg_tree(tree)
+    write_jpeg_tree(tree)
     with pytest.raises(DataError, match="train/cat/ has 3 images, expected 5000"):
         load_jpeg_tree(tree, CIFAR10_CLASSES, "toy", {"train": 5000, "test": 2})
     for path in (tree / "test" / "dog").iterdir():

@@ -161,3 +161,35 @@ def test_bench_transfer_runs_in_quick_mode(cli):
     code, out, err = cli("bench", "transfer", "--quick", "--device", "cpu")
     assert code == 0, err
     assert "linear probe" in out
+
+
+def test_load_run_weights_takes_all_but_a_reshaped_output_layer(tmp_path, trained_run):
+    """A dmnist-cnn trained on the 8 px grey digits, loaded into one for 96 px colour scenes: the convolutions come
+    over (the first split over the three channels), the output layer (another input width) stays fresh."""
+    from cnnlab.cli import main
+    from cnnlab.errors import CheckpointError
+    from cnnlab.train.record import RunRecord
+    from cnnlab.transfer import load_run_weights
+
+    run = tmp_path / "dmnist"
+    assert main(["train", "--model", "dmnist-cnn", "--data", "digits", "--epochs", "1", "--out", str(run)]) == 0
+    trained = RunRecord.load(run).build_model()
+    target = models.create("dmnist-cnn", in_chans=3, image_size=96)
+    fresh_head = target.classifier.y.weight.clone()
+    note = load_run_weights(target, run)
+    assert "loaded 4 tensors" in note and "output layer" in note and "grey→RGB" in note
+    assert torch.equal(target.features.conv1[0].weight, trained.features.conv1[0].weight.repeat(1, 3, 1, 1) / 3)
+    assert torch.equal(target.features.conv2[0].weight, trained.features.conv2[0].weight)
+    assert torch.equal(target.classifier.y.weight, fresh_head)
+    same = models.create("dmnist-cnn", image_size=8)  # same shapes: everything loads, the output layer too
+    assert "loaded 6 tensors" in load_run_weights(same, run)
+    assert torch.equal(same.classifier.y.weight, trained.classifier.y.weight)
+
+    with pytest.raises(ConfigError, match="trained lenet5, and the model to load into is dmnist-cnn"):
+        load_run_weights(models.create("dmnist-cnn"), trained_run)
+    fcn = tmp_path / "fcn"
+    assert main(["train", "--model", "dmnist-fcn", "--data", "digits", "--epochs", "1", "--out", str(fcn)]) == 0
+    with pytest.raises(ConfigError, match="beyond its output layer"):
+        load_run_weights(models.create("dmnist-fcn", image_size=28), fcn)
+    with pytest.raises(CheckpointError):
+        load_run_weights(models.create("dmnist-cnn"), tmp_path / "nothing")

@@ -379,8 +379,9 @@ def _cmd_gan(args: argparse.Namespace) -> int:
     if args.gan_action == "train":
         given = {name: getattr(args, name) for name in generative.GAN_FLAGS if getattr(args, name, None) is not None}
         with _session(given.get("device")) as (context, main, reporter, say):
-            r = generative.train_gan(given, arch=args.arch, size=args.size, z_dim=args.z_dim, resume=args.resume,
-                                     overwrite=args.overwrite, reporter=reporter, context=context, say=say)  # fmt: skip
+            r = generative.train_gan(given, arch=args.arch, size=args.size, z_dim=args.z_dim,
+                                     reuse_fakes=args.reuse_fakes, resume=args.resume, overwrite=args.overwrite,
+                                     reporter=reporter, context=context, say=say)  # fmt: skip
         if main and not r.already_complete:
             last = r.history[-1]
             print(f"after {last['epoch']} epochs ({r.seconds:.1f} s): D loss {last['train_d_loss']:.3f}, G loss "

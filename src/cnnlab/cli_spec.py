@@ -122,6 +122,7 @@ examples:
   cnnlab bench transfer        # features of 70,000 images; linear probes on 60,000 vectors
   cnnlab bench viz             # occlusion and top-patches timings
   cnnlab bench detect runs/rcnn runs/fast-rcnn runs/faster-rcnn runs/overfeat   # detectors side by side
+  cnnlab bench detect --paper-scale   # R-CNN vs Fast R-CNN's CNN stage, AlexNet, 2,000 proposals (minutes)
   cnnlab bench gan             # GAN step: engine vs the pytorch/examples DCGAN loop; quality at equal steps
 """,
     "gan": """
@@ -198,6 +199,14 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
                 {"type": int, "help": "image side: 28, 32 or 64 for dcgan, 28 for mlp (default: the data's, else 64)"},
             ),
             Arg(("--z-dim",), {"type": int, "default": 100, "help": "noise dimensions (default: 100)"}),
+            Arg(
+                ("--reuse-fakes",),
+                {
+                    "action": "store_true",
+                    "help": "G's step reuses D's generated images (pytorch/examples; one G pass a step) instead of "
+                    "new noise (the GAN paper's algorithm 1)",
+                },
+            ),
             Arg(("--resume",), {"metavar": "CHECKPOINT|RUN_DIR|auto", "help": "continue a GAN run exactly"}),
             Arg(("--overwrite",), {"action": "store_true", "help": "--out holds a run: replace it"}),
         ),
@@ -392,7 +401,23 @@ CAPTION_ACTIONS: dict[str, CommandSpec] = {
             ),
             Arg(("--encoder",), {"default": "dmnist-cnn", "help": "zoo model encoding images (default: dmnist-cnn)"}),
             Arg(("--freeze-encoder",), {"action": "store_true", "help": "train the decoder only"}),
-            Arg(("--encoder-weights",), {"help": "the encoder's weights, e.g. torchvision (default: random)"}),
+            Arg(
+                ("--encoder-weights",),
+                {
+                    "metavar": "torchvision|RUN",
+                    "help": "the encoder's initial weights: torchvision's, or a cnnlab classifier run of the same "
+                    "model (e.g. dmnist-cnn trained on mnist-rts); default: random",
+                },
+            ),
+            Arg(
+                ("--encoder-lr",),
+                {
+                    "type": float,
+                    "default": 1.0,
+                    "metavar": "FACTOR",
+                    "help": "factor on --lr for the encoder's weights, e.g. 0.03 for a pretrained one (default: 1)",
+                },
+            ),
             Arg(("--embed-dim",), {"type": int, "default": 128, "help": "word embedding width (default: 128)"}),
             Arg(("--hidden-dim",), {"type": int, "default": 256, "help": "LSTM / alignment space (default: 256)"}),
             Arg(("--dropout",), {"type": float, "default": 0.0, "help": "on the LSTM outputs (default: 0)"}),
@@ -723,6 +748,13 @@ COMMANDS: dict[str, CommandSpec] = {
                 },
             ),
             Arg(("--quick",), {"action": "store_true", "help": "a few seconds: checks that it runs, not its speed"}),
+            Arg(
+                ("--paper-scale",),
+                {
+                    "action": "store_true",
+                    "help": "detect: R-CNN vs Fast R-CNN's CNN stage with AlexNet, 2,000 proposals, a 600×800 image",
+                },
+            ),
             Arg(("--batch-size",), {"type": int, "default": 32, "help": "models: images per step (default: 32)"}),
             Arg(("--input-size",), {"type": int, "help": "models: square input side (default: the model's)"}),
             Arg(

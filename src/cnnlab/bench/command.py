@@ -23,6 +23,7 @@ class BenchOptions:
     dtype: str = "float32"  # models: precision
     channels_last: bool = False  # models: NHWC for both sides
     repeats: int = 3  # models: alternating rounds
+    paper_scale: bool = False  # detect: R-CNN vs Fast R-CNN with AlexNet on a photo-sized image, untrained
 
     def check(self, kind: str) -> None:
         if kind not in KINDS:
@@ -31,6 +32,11 @@ class BenchOptions:
             raise ConfigError(
                 f"`cnnlab bench {kind}` takes no model names ({', '.join(self.names)}); they are for "
                 "`cnnlab bench models MODEL ...` (and run directories for `cnnlab bench detect RUN ...`)."
+            )
+        if self.paper_scale and (kind != "detect" or self.names):
+            raise ConfigError(
+                "--paper-scale is for `cnnlab bench detect` without run directories: it builds its own untrained "
+                "AlexNet R-CNN and Fast R-CNN; drop the run directories (or --paper-scale)."
             )
         for name in ("batch_size", "repeats", "input_size"):
             value = getattr(self, name)
@@ -63,8 +69,10 @@ def _gan(options: BenchOptions, device: str) -> list[str]:
 
 
 def _detect(options: BenchOptions, device: str) -> list[str]:
-    from cnnlab.bench.detect import bench_detectors
+    from cnnlab.bench.detect import bench_detectors, paper_scale_lines
 
+    if options.paper_scale:
+        return paper_scale_lines(options.quick)
     return bench_detectors(options.names, quick=options.quick, data_root=options.data_root)
 
 

@@ -95,6 +95,83 @@ def bench_detectors(
     return lines
 
 
+# The papers' setting for the CNN-stage comparison: R-CNN warps ~2,000 selective-search proposals of a photo to
+# 227×227 for AlexNet (Girshick et al. 2014, section 2.1); Fast R-CNN runs the same network's convolutions once on
+# the photo rescaled to a 600 px shorter side and RoI-pools conv5 to 6×6 for fc6 and fc7, 4,096 wide (Girshick 2015,
+# sections 2.1 and 4.1). 600×800: a 4:3 photo; 20 object classes (PASCAL VOC).
+PAPER_SCALE = {"backbone": "alexnet", "proposals": 2000, "image_size": (600, 800), "crop": 227, "num_classes": 20,
+               "stage": "relu5", "pool_size": 6, "head_width": 4096}  # fmt: skip
+
+
+def random_proposals(count: int, image_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """``count`` boxes (XYXY, float) inside an image of ``image_size`` (H, W), sides 16 px to the whole image:
+    stand-ins for selective search's, whose boxes (not their pixels) set the CNN stage's cost."""
+    h, w = image_size
+    g = torch.Generator().manual_seed(seed)
+    widths = 16 + torch.rand(count, generator=g) * (w - 16)
+    heights = 16 + torch.rand(count, generator=g) * (h - 16)
+    sides = torch.stack([widths, heights], 1)
+    corner = torch.rand(count, 2, generator=g) * (torch.tensor([w, h]) - sides)
+    return torch.cat([corner, corner + sides], 1)
+
+
+def bench_paper_scale(quick: bool = False, rounds: int = 2, seed: int = 0) -> dict:
+    """R-CNN's and Fast R-CNN's inference stages on one photo-sized image at the papers' scale
+    (:data:`PAPER_SCALE`), untrained (the cost of a forward pass does not depend on the weights), the same
+    proposals for both, in alternating rounds. ``quick``: 16 proposals on a 160×200 image, one round.
+
+    Returns milliseconds per image per stage for each method, and the CNN stage's ratio (R-CNN / Fast R-CNN).
+    Selective search itself is not timed (the proposals are given): the detect runs' bench times it."""
+    from cnnlab.detection.detectors import build_detector
+    from cnnlab.detection.rcnn_family import StageTimer
+
+    setting = dict(PAPER_SCALE)
+    if quick:
+        setting.update(proposals=16, image_size=(160, 200))
+        rounds = 1
+    common = {"backbone": setting["backbone"], "num_classes": setting["num_classes"], "in_chans": 3,
+              "image_size": setting["image_size"]}  # fmt: skip
+    torch.manual_seed(seed)
+    detectors = {
+        "rcnn": build_detector({**common, "method": "rcnn", "options": {"crop": setting["crop"], "scorer": "softmax"}}),
+        "fast-rcnn": build_detector({**common, "method": "fast-rcnn", "stage": setting["stage"], "options": {
+            "pool_size": setting["pool_size"], "head_width": setting["head_width"]}}),
+    }  # fmt: skip
+    image = torch.randn(1, 3, *setting["image_size"], generator=torch.Generator().manual_seed(seed))
+    proposals = [random_proposals(setting["proposals"], setting["image_size"], seed)]
+    timers = {name: StageTimer() for name in detectors}
+    with torch.inference_mode():
+        for detector in detectors.values():
+            detector.eval()
+            detector.detect(image, proposals)  # warm-up: allocations and kernels chosen once
+        for r in range(rounds):  # alternate, and alternate who goes first
+            for name in list(detectors)[:: 1 if r % 2 == 0 else -1]:
+                detectors[name].detect(image, proposals, timer=timers[name])
+    ms = {name: {stage: 1000 * t.seconds.get(stage, 0.0) / rounds for stage in STAGES} for name, t in timers.items()}
+    return {**setting, "rounds": rounds, "threads": torch.get_num_threads(), "ms": ms,
+            "cnn_ratio": ms["rcnn"]["cnn"] / max(ms["fast-rcnn"]["cnn"], 1e-9)}  # fmt: skip
+
+
+def paper_scale_lines(quick: bool = False) -> list[str]:
+    """The report of ``cnnlab bench detect --paper-scale``."""
+    r = bench_paper_scale(quick)
+    h, w = r["image_size"]
+    lines = [
+        f"R-CNN vs Fast R-CNN at the papers' scale: {r['backbone']} (untrained), one {w}×{h} image, {r['proposals']:,} "
+        f"proposals (R-CNN: each warped to {r['crop']}×{r['crop']}; Fast R-CNN: conv once to {r['stage']}, RoI pool "
+        f"{r['pool_size']}×{r['pool_size']}, fc {r['head_width']}), {r['rounds']} alternating rounds, "
+        f"{r['threads']} threads; ms per image",
+        f"{'method':12} " + " ".join(f"{s:>10}" for s in STAGES if s != "proposals") + f" {'total':>10}",
+    ]
+    for name, stages in r["ms"].items():
+        shown = [s for s in STAGES if s != "proposals"]
+        lines.append(f"{name:12} " + " ".join(f"{stages[s]:10.1f}" for s in shown) + f" {sum(stages.values()):10.1f}")
+    lines.append(f"CNN stage, R-CNN / Fast R-CNN: {r['cnn_ratio']:.0f}× (the issue's goal: ≥ 50×)")
+    if quick:
+        lines.append("(--quick: 16 proposals on a small image; the figures only show that it runs)")
+    return lines
+
+
 def _check_comparable(runs: list[str], loaded: list) -> None:
     """Side by side means the same data (name, options, seed: the same test canvases) and image size."""
     from cnnlab.errors import ConfigError

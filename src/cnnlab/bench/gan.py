@@ -8,11 +8,13 @@ the losses and D's outputs every iteration (the example prints them every iterat
 printed). The example's D ends in a sigmoid and uses ``BCELoss``; ours gives a logit, so the plain loop uses
 ``BCEWithLogitsLoss`` (the same loss, numerically safer).
 
-The engine (:class:`cnnlab.generative.GANTask` by the :class:`~cnnlab.train.Trainer`) does one thing more per
-step: its generator step draws new noise and runs G again (Goodfellow et al.'s algorithm 1 samples a minibatch of
-noise for each of the two updates), where the example reuses the discriminator step's images, so ours runs G's
-forward pass twice per step (the first without a graph). Same nets (``dcgan-generator-28`` /
-``dcgan-discriminator-28``, the same initial weights), batch 128, Adam 2e-4, β1 0.5, float32.
+The engine (:class:`cnnlab.generative.GANTask` by the :class:`~cnnlab.train.Trainer`) runs the same algorithm:
+``reuse_fakes=True`` (``cnnlab gan train --reuse-fakes``), its generator step scoring the images of the
+discriminator's step. Its default instead draws new noise and runs G again for the generator step (Goodfellow et
+al.'s algorithm 1 samples a minibatch of noise for each of the two updates): one more G forward pass per step,
+about a tenth of a step at 28 px, which is the algorithm's cost, not the engine's. Same nets
+(``dcgan-generator-28`` / ``dcgan-discriminator-28``, the same initial weights), batch 128, Adam 2e-4, β1 0.5,
+float32.
 
 Rounds alternate (which goes first alternates too) after one warm-up round each, ``steps`` per round; the ratio
 is the median of the per-round ratios (this shared machine's speed drifts over minutes). After the same number of
@@ -88,7 +90,8 @@ def bench_gan(
         )
     )
     with tempfile.TemporaryDirectory() as tmp:
-        run, task = build_gan_run(replace(config, out=str(Path(tmp) / "engine")), "dcgan", 28, 100, None, False)
+        engine_config = replace(config, out=str(Path(tmp) / "engine"))
+        run, task = build_gan_run(engine_config, "dcgan", 28, 100, None, False, reuse_fakes=True)
         pre = run.preprocessing
         images = pre.to_stored_size(run.dataset.train.images[: steps * batch_size]).to(torch_device)  # uint8
         labels = run.dataset.train.labels[: steps * batch_size]
@@ -211,7 +214,8 @@ def run(quick: bool = False, device: str = "cpu", data_root: str | None = None) 
     return [
         f"DCGAN 28 px on {r['data']}, batch {r['batch_size']}, {r['device']} ({r['threads']} threads): seconds per "
         f"step (median of {r['rounds']} alternating rounds of {r['steps_per_round']} steps)",
-        f"  engine (GANTask + Trainer) {r['engine_step_s']:.3f} s, pytorch/examples loop {r['plain_step_s']:.3f} s; "
+        f"  engine (GANTask, reuse_fakes, + Trainer) {r['engine_step_s']:.3f} s, pytorch/examples loop "
+        f"{r['plain_step_s']:.3f} s; "
         f"engine speed / plain speed {r['ratio']:.2f}× (rounds: {rounds})",
         f"after {r['total_steps']} steps each, {QUALITY_SAMPLES:,} samples vs real test images: Fréchet distance in "
         f"pixels engine {q['engine']['frechet_pixels']:.1f}, plain {q['plain']['frechet_pixels']:.1f} (real train vs "

@@ -74,7 +74,10 @@ class CaptionOptions:
     model: str = "generation"  # generation: CNN + LSTM; alignment: Karpathy & Fei-Fei's region–word model
     encoder: str = "dmnist-cnn"  # any zoo model; its pre-logits vector is the image (or region) feature
     freeze_encoder: bool = False  # keep the encoder's weights (e.g. with encoder_weights="torchvision")
-    encoder_weights: str | None = None  # passed to models.create (e.g. "torchvision" for pretrained ImageNet)
+    # "torchvision" (ImageNet weights through models.create), or a cnnlab classifier run of the same encoder model
+    # whose weights are loaded (all but its output layer; e.g. dmnist-cnn trained on mnist-rts): see docs/captioning.md
+    encoder_weights: str | None = None
+    encoder_lr: float = 1.0  # factor on η for the encoder's weights (a pretrained encoder: well below 1)
     embed_dim: int = 128  # word embeddings (and the projected image, for generation)
     hidden_dim: int = 256  # the LSTM's state (generation); the shared region–word space (alignment)
     dropout: float = 0.0  # on the LSTM's outputs (generation)
@@ -93,8 +96,23 @@ class CaptionOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}.")
+        if (
+            isinstance(self.encoder_lr, bool)
+            or not isinstance(self.encoder_lr, int | float)
+            or not (0 < self.encoder_lr < float("inf"))
+        ):
+            raise ConfigError(f"encoder_lr (a factor on η) must be a positive number, got {self.encoder_lr!r}.")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+
+    def check_encoder_weights(self) -> None:
+        """Refuse an ``encoder_weights`` run that does not exist (a new run's check; a resumed one has its weights)."""
+        weights = self.encoder_weights
+        if weights not in (None, "torchvision") and not Path(str(weights)).expanduser().exists():
+            raise ConfigError(
+                f"--encoder-weights {weights}: no such run directory or checkpoint; give `torchvision` or a cnnlab "
+                "classifier run of the encoder model (e.g. `cnnlab train --model dmnist-cnn --data mnist-rts`)."
+            )
 
 
 @dataclass
@@ -108,9 +126,11 @@ class CaptionTrainResult:
     already_complete: bool = False
 
 
-def build_captioner(options: CaptionOptions, input_shape: tuple[int, int, int], vocab_size: int) -> nn.Module:
+def build_captioner(
+    options: CaptionOptions, input_shape: tuple[int, int, int], vocab_size: int, say=lambda text: None
+) -> nn.Module:
     """The model ``options`` describe, for images (C, H, W) and a vocabulary of ``vocab_size`` tokens (seeded by
-    the caller)."""
+    the caller); ``say`` gets a note on the encoder's weights when they come from a run."""
     from cnnlab import models
 
     c, h, _ = input_shape
@@ -122,13 +142,23 @@ def build_captioner(options: CaptionOptions, input_shape: tuple[int, int, int], 
             f"{side}×{side}; choose an encoder of any input size (e.g. dmnist-cnn, resnet20)."
         )
     extra = {"image_size": side} if "image_size" in info.options else {}
-    encoder = models.create(options.encoder, in_chans=c, weights=options.encoder_weights, **extra)
+    from_run = options.encoder_weights not in (None, "torchvision")
+    encoder = models.create(options.encoder, in_chans=c, weights=None if from_run else options.encoder_weights,
+                            **extra)  # fmt: skip
+    if from_run:
+        from cnnlab.transfer import load_run_weights
+
+        say(f"encoder: {load_run_weights(encoder, str(Path(str(options.encoder_weights)).expanduser()))}")
     if options.model == "generation":
-        return CaptionModel(encoder, input_shape, vocab_size, options.embed_dim, options.hidden_dim, options.dropout,
-                            options.freeze_encoder)  # fmt: skip
-    if options.freeze_encoder:
-        encoder.requires_grad_(False)
-    return AlignmentModel(encoder, c, vocab_size, options.region_size, options.hidden_dim, options.embed_dim)
+        model: nn.Module = CaptionModel(encoder, input_shape, vocab_size, options.embed_dim, options.hidden_dim,
+                                        options.dropout, options.freeze_encoder)  # fmt: skip
+    else:
+        if options.freeze_encoder:
+            encoder.requires_grad_(False)
+        model = AlignmentModel(encoder, c, vocab_size, options.region_size, options.hidden_dim, options.embed_dim)
+    if options.encoder_lr != 1.0:  # the trainer makes a parameter group of each prefix (train/optim.py)
+        model.lr_multipliers = {"encoder.": float(options.encoder_lr)}
+    return model
 
 
 def scene_preprocessing(channels: int, size: tuple[int, int]) -> Preprocessing:
@@ -146,19 +176,22 @@ def _options_of(spec: dict) -> CaptionOptions:
 
 
 def build_caption_run(config, options: CaptionOptions, run_dir: str | Path | None, overwrite: bool,
-                      vocabulary: Vocabulary | None = None):  # fmt: skip
+                      vocabulary: Vocabulary | None = None, say=lambda text: None):  # fmt: skip
     """(the run, its task) from a resolved config: data, vocabulary, loaders, the model (seeded); every check runs
-    before the run directory is opened."""
+    before the run directory is opened. With ``vocabulary`` (a resumed run) the encoder's initial weights are not
+    loaded again: the checkpoint's replace them."""
     from cnnlab.train import TrainingRun, resolve_device
     from cnnlab.train.rundir import RunDir, default_run_dir
 
     device = resolve_device(config.device)
     dataset = load_caption_dataset(config.data, config.data_root, **options.data_options)
+    resuming = vocabulary is not None
     vocabulary = vocabulary or dataset.vocabulary(options.min_count)
     input_shape = dataset.image_shape
     pre = scene_preprocessing(input_shape[0], input_shape[1:])
     torch.manual_seed(config.seed)  # the model's initialisation
-    model = build_captioner(options, input_shape, len(vocabulary))
+    built = replace(options, encoder_weights=None) if resuming else options
+    model = build_captioner(built, input_shape, len(vocabulary), say)
     spec = _spec(options, input_shape, vocabulary)
     if options.model == "generation":
         targets = dataset.train.references(vocabulary)  # (N, R, T)
@@ -216,9 +249,10 @@ def train_captioner(
         config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
     else:
         options = options or CaptionOptions()
+        options.check_encoder_weights()
         name = f"caption-{options.model}-{options.encoder}"
         config = resolve(TrainConfig(**{**CAPTION_DEFAULTS, "model": name, **given}))
-    run, task = build_caption_run(config, options, run_path, overwrite or resume == "auto", vocabulary)
+    run, task = build_caption_run(config, options, run_path, overwrite or resume == "auto", vocabulary, say)
     trainer = Trainer(run, task=task, reporter=reporter)
     if payload is not None:
         trainer.load_state_dict(payload)

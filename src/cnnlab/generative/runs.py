@@ -82,9 +82,11 @@ def gan_preprocessing(channels: int, size: int, output_range: tuple[float, float
     return Preprocessing(channels, (size, size), 0, (mean,) * channels, (std,) * channels, keep_aspect=photos)
 
 
-def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str | Path | None, overwrite: bool):
+def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str | Path | None, overwrite: bool,
+                  reuse_fakes: bool = False):  # fmt: skip
     """(the run, its GAN task), from a resolved config: data, preprocessing, loaders, the two nets (seeded); every
-    check runs before the run directory is opened. ``size`` None: :func:`default_size`."""
+    check runs before the run directory is opened. ``size`` None: :func:`default_size`; ``reuse_fakes``: see
+    :class:`~cnnlab.generative.GANTask`."""
     from cnnlab.train import TrainingRun, resolve_device
     from cnnlab.train.distributed import rank_and_world_size
     from cnnlab.train.rundir import RunDir, default_run_dir
@@ -115,7 +117,7 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
     path = run_dir or config.out or default_run_dir(config.model, config.data)
     opened = RunDir(path, new=run_dir is None and rank == 0, overwrite=overwrite, lock=rank == 0)
     run = TrainingRun(config, device, discriminator.to(device), dataset, pre, train, test, opened)
-    return run, GANTask(generator, discriminator, seed=config.seed)
+    return run, GANTask(generator, discriminator, seed=config.seed, reuse_fakes=reuse_fakes)
 
 
 def train_gan(
@@ -124,6 +126,7 @@ def train_gan(
     arch: str = "dcgan",
     size: int | None = None,
     z_dim: int = Z_DIM,
+    reuse_fakes: bool = False,
     resume: str | None = None,
     overwrite: bool = False,
     reporter: Any = None,
@@ -139,6 +142,8 @@ def train_gan(
         arch: ``dcgan`` or ``mlp`` (the 2014 paper's fully connected nets; 28 px only).
         size: image side (28, 32 or 64 for dcgan); default: :func:`default_size`.
         z_dim: noise dimensions.
+        reuse_fakes: the generator's step reuses the discriminator step's images (the pytorch/examples loop, one
+            generator pass per step) instead of generating from new noise (algorithm 1 of the GAN paper).
         resume: a checkpoint, run directory or ``auto``, as for ``cnnlab train``; the run keeps its own settings.
         overwrite: ``given["out"]`` may hold an earlier run, which is replaced.
         reporter, context, say, command: as for :func:`cnnlab.workflows.train_classifier`.
@@ -171,20 +176,22 @@ def train_gan(
     payload, run_path = found if found is not None else (None, None)
     if payload is not None:
         spec = task_spec(payload, run_path, "gan", "GAN", "cnnlab gan train")
-        asked = {"--arch": (arch, "dcgan"), "--size": (size, None), "--z-dim": (z_dim, Z_DIM)}
+        spec = {"reuse_fakes": False, **spec}  # runs from before the option generated anew
+        asked = {"--arch": (arch, "dcgan"), "--size": (size, None), "--z-dim": (z_dim, Z_DIM),
+                 "--reuse-fakes": (reuse_fakes, False)}  # fmt: skip
         changed = [
             f for f, (value, default) in asked.items() if value != default and value != spec[f[2:].replace("-", "_")]
         ]
         if changed:
             raise ConfigError(f"--resume continues a GAN with its own nets; {', '.join(changed)} cannot change.")
-        arch, size, z_dim = spec["arch"], spec["size"], spec["z_dim"]
+        arch, size, z_dim, reuse_fakes = spec["arch"], spec["size"], spec["z_dim"], spec["reuse_fakes"]
         config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
     else:
         # the generator's name once the data fix its size (build_gan_run); a --size it cannot make fails here
         placeholder = generator_name(arch, size) if size is not None else f"{arch}-generator"
         config = resolve(TrainConfig(**{**GAN_DEFAULTS, "model": placeholder, **given}))
     config = per_process_config(config, context)
-    run, task = build_gan_run(config, arch, size, z_dim, run_path, overwrite or resume == "auto")
+    run, task = build_gan_run(config, arch, size, z_dim, run_path, overwrite or resume == "auto", reuse_fakes)
     config = run.config  # with the generator's name
     main = context is None or context.is_main
     samples_dir = run.run_dir.path / "samples"

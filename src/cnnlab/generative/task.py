@@ -61,6 +61,9 @@ class GANTask(Task):
         discriminator: maps images to one logit each, (B, 1) ("real").
         seed: seed of the fixed noise of the sample grid.
         options: per-part optimiser overrides (``{"discriminator": {"lr": ...}}``); default: the run's config.
+        reuse_fakes: the generator's step scores the images the discriminator's step generated (the
+            ``pytorch/examples`` DCGAN loop and most code since: one generator pass per step, ≈ 10 % less work at
+            28 px) instead of drawing new noise and generating again (Goodfellow et al.'s algorithm 1, the default).
     """
 
     name = "gan"
@@ -80,8 +83,13 @@ class GANTask(Task):
         discriminator: nn.Module,
         seed: int = 0,
         options: Mapping[str, Mapping[str, Any]] | None = None,
+        reuse_fakes: bool = False,
     ):
         self.models = {"generator": generator, "discriminator": discriminator}
+        self.reuse_fakes = bool(reuse_fakes)
+        # reuse_fakes: each micro-batch's generated images, with their graph into the generator, from the
+        # discriminator's step to the generator's (the engine runs every micro-batch of one part before the next)
+        self._fakes: list[torch.Tensor] = []
         self.z_dim = int(generator.z_dim)
         self.options = {k: dict(v) for k, v in (options or {}).items()}
         # The grid's noise: drawn once from its own generator (not the global RNG, which the run's seed drives)
@@ -101,10 +109,16 @@ class GANTask(Task):
     def loss(self, part: str, nets: Mapping[str, Any], batch: tuple[torch.Tensor, Any]) -> tuple[torch.Tensor, dict]:
         real, _ = batch
         n = len(real)
-        z = self.noise(n, real.device)
+        # reuse_fakes: the discriminator's step made this micro-batch's images, so the generator's step draws no noise
+        z = None if part == "generator" and self._fakes else self.noise(n, real.device)
         if part == "discriminator":
-            with torch.no_grad():  # no graph into the generator (and DDP expects no backward there)
-                fake = nets["generator"](z)
+            if self.reuse_fakes:
+                made = nets["generator"](z)  # with its graph: the generator's step backpropagates through it
+                self._fakes.append(made)
+                fake = made.detach()
+            else:
+                with torch.no_grad():  # no graph into the generator (and DDP expects no backward there)
+                    fake = nets["generator"](z)
             real_logits = nets["discriminator"](real).reshape(n)
             fake_logits = nets["discriminator"](fake).reshape(n)
             loss = F.binary_cross_entropy_with_logits(
@@ -116,7 +130,8 @@ class GANTask(Task):
                     "d_real": torch.sigmoid(real_logits.float()).sum().double(),
                     "d_fake": torch.sigmoid(fake_logits.float()).sum().double(),
                 }
-        logits = nets["discriminator"](nets["generator"](z)).reshape(n)
+        fake = self._fakes.pop(0) if self._fakes else nets["generator"](z)
+        logits = nets["discriminator"](fake).reshape(n)
         loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))  # non-saturating: −log D(G(z))
         return loss, {"g_loss": loss.detach().double() * n}
 
@@ -185,6 +200,7 @@ class GANTask(Task):
                 "size": int(generator.image_size),
                 "channels": int(generator.channels),
                 "z_dim": self.z_dim,
+                "reuse_fakes": self.reuse_fakes,
             },
             "preprocessing": run.preprocessing.to_dict(),
             "classes": list(run.dataset.classes),

@@ -10,7 +10,7 @@ from cnnlab.transfer.features import (
 )
 from cnnlab.transfer.finetune import adapt_input_channels, freeze, frozen_stages, head_and_body_parameters, unfreeze
 from cnnlab.transfer.probe import linear_probe
-from cnnlab.transfer.recipe import FinetuneConfig, FinetuneResult, features_of_run, finetune
+from cnnlab.transfer.recipe import FinetuneConfig, FinetuneResult, features_of_run, finetune, load_run_weights
 
 __all__ = [
     "PRE_LOGITS",
@@ -26,6 +26,7 @@ __all__ = [
     "head_and_body_parameters",
     "linear_probe",
     "load_features",
+    "load_run_weights",
     "save_features",
     "stage_features",
     "unfreeze",

@@ -87,6 +87,60 @@ def source_model(source: str) -> tuple[Any, dict]:
     return record.build_model(), spec
 
 
+def load_run_weights(model: Any, source: str | Path) -> str:
+    """Load a classifier run's trained weights into ``model``, a fresh model of the same architecture built for
+    other data (another input size, channel count or number of classes): every tensor but the output layer's,
+    which stays freshly initialised when its shape differs. The first convolution is adapted to ``model``'s input
+    channels (:func:`~cnnlab.transfer.adapt_input_channels`). Returns a note saying what was loaded.
+
+    Raises:
+        CheckpointError: ``source`` is not a run or checkpoint.
+        ConfigError: not a classifier run, another architecture, or a tensor outside the output layer whose shape
+            differs (e.g. a fully connected layer behind a different input size).
+    """
+    import copy
+
+    from cnnlab import models
+    from cnnlab.train.record import RunRecord
+    from cnnlab.transfer.finetune import adapt_input_channels
+
+    record = RunRecord.load(source)
+    if record.model is None:
+        raise ConfigError(f"{source} is a {record.task!r} run; weights are loaded from a classifier run.")
+    trained_name = models.get_model_info(record.model.name).name
+    wanted = models.get_model_info(model.model_name).name
+    if trained_name != wanted:
+        raise ConfigError(
+            f"{source} trained {trained_name}, and the model to load into is {wanted}: weights load into the same "
+            f"architecture; choose {trained_name} (or a run that trained {wanted})."
+        )
+    trained = record.build_model()
+    note = adapt_input_channels(trained, model.in_chans)
+    ours, theirs = model.state_dict(), trained.state_dict()
+    probe = copy.deepcopy(model)  # the output layer: the tensors whose shape follows the number of classes
+    probe.reset_classifier(model.num_classes + 1)
+    output_layer = {k for k, v in probe.state_dict().items() if v.shape != ours[k].shape}
+    differ = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+    if any(k not in output_layer for k in differ):
+        shown = ", ".join(
+            f"{k} {tuple(theirs[k].shape) if k in theirs else 'missing'} → {tuple(ours[k].shape)}"
+            for k in differ
+            if k not in output_layer
+        )
+        raise ConfigError(
+            f"{source}'s {trained_name} does not fit the model here beyond its output layer ({shown}): a fully "
+            "connected layer sized by the input follows the image size; train the source at the same size, or use "
+            "a model whose head pools (its pre-logits width does not depend on the input)."
+        )
+    skipped = output_layer if differ else set()  # a layer is loaded whole or not at all
+    model.load_state_dict({k: v for k, v in theirs.items() if k in ours and k not in skipped}, strict=False)
+    loaded = len(ours) - len(skipped)
+    kept = "; the output layer, of another shape here, stays freshly initialised" if skipped else ""
+    return (f"{note} " if note else "") + (
+        f"loaded {loaded} tensors of {source} ({trained_name} trained on {record.data}){kept}."
+    )
+
+
 def finetune(
     config: FinetuneConfig,
     *,
