@@ -229,24 +229,18 @@ def train_captioner(
     Raises:
         ConfigError, UnknownNameError, DataError, CheckpointError: bad settings or data, before anything is written.
     """
-    from cnnlab.train import Trainer, find_resume_checkpoint
-    from cnnlab.train.config import TrainConfig, resolve, resume_config
-    from cnnlab.train.record import RunRecord, write_run_config
+    from cnnlab.train import Trainer
+    from cnnlab.train.config import TrainConfig, resolve
+    from cnnlab.train.record import write_run_config
+    from cnnlab.train.session import find_task_resume, restore
 
     given = dict(given or {})
-    unknown = sorted(set(given) - set(CAPTION_FLAGS))
-    if unknown:
-        raise ConfigError(f"`cnnlab caption train` has no setting {', '.join(unknown)}; its settings: "
-                          f"{', '.join(CAPTION_FLAGS)}.")  # fmt: skip
-    if overwrite and resume:
-        raise ConfigError("--overwrite starts a run afresh and --resume continues one; give one of them.")
-    found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
-    payload, run_path = found if found is not None else (None, None)
-    vocabulary = None
-    if payload is not None:
-        spec = task_spec(payload, run_path, "captioner", "captioning", "cnnlab caption train")
+    resumed = find_task_resume(given, CAPTION_FLAGS, "cnnlab caption train", resume, overwrite, "captioner",
+                               "captioning", say)  # fmt: skip
+    vocabulary, run_path = None, None
+    if resumed is not None:
+        spec, run_path, config = resumed.spec, resumed.run_path, resumed.config
         options, vocabulary = _options_of(spec), Vocabulary(tuple(spec["vocabulary"]), int(spec["min_count"]))
-        config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
     else:
         options = options or CaptionOptions()
         options.check_encoder_weights()
@@ -254,12 +248,8 @@ def train_captioner(
         config = resolve(TrainConfig(**{**CAPTION_DEFAULTS, "model": name, **given}))
     run, task = build_caption_run(config, options, run_path, overwrite or resume == "auto", vocabulary, say)
     trainer = Trainer(run, task=task, reporter=reporter)
-    if payload is not None:
-        trainer.load_state_dict(payload)
-        say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
-        if trainer.epoch >= config.epochs:
-            say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
-            return CaptionTrainResult(run, trainer, trainer.history, 0.0, already_complete=True)
+    if resumed is not None and restore(trainer, resumed, say):
+        return CaptionTrainResult(run, trainer, trainer.history, 0.0, already_complete=True)
     write_run_config(run, trainer.static_record, command if command is not None else sys.argv)
     words = len(task.vocabulary)
     say(f"Training the {options.model} model ({options.encoder} encoder) on {config.data} ({len(run.dataset.train):,}"

@@ -215,10 +215,11 @@ def train_detector(
         TrainingInterrupted: SIGINT/SIGTERM (a resumable checkpoint is kept).
     """
     from cnnlab import models
-    from cnnlab.train import Trainer, find_resume_checkpoint
-    from cnnlab.train.config import TrainConfig, resolve, resume_config
+    from cnnlab.train import Trainer
+    from cnnlab.train.config import TrainConfig, resolve
     from cnnlab.train.distributed import rank_and_world_size
-    from cnnlab.train.record import RunRecord, write_run_config
+    from cnnlab.train.record import write_run_config
+    from cnnlab.train.session import find_task_resume, restore
 
     if rank_and_world_size()[1] > 1:
         raise ConfigError(
@@ -226,20 +227,13 @@ def train_detector(
             "not sharded over torchrun's processes yet. Run it without torchrun (one GPU or the CPU)."
         )
     given = dict(given or {})
-    unknown = sorted(set(given) - set(DETECT_FLAGS))
-    if unknown:
-        raise ConfigError(
-            f"`cnnlab detect train` has no setting {', '.join(unknown)}; its settings: {', '.join(DETECT_FLAGS)}."
-        )
     check_method(method)
     models.get_model_info(backbone)  # an unknown name fails here, with suggestions
-    if overwrite and resume:
-        raise ConfigError("--overwrite starts a run afresh and --resume continues one; give one of them.")
-    found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
-    payload, run_path = found if found is not None else (None, None)
-    if payload is not None:
-        spec = task_spec(payload, run_path, "detector", "detection", "cnnlab detect train")
-        config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
+    resumed = find_task_resume(given, DETECT_FLAGS, "cnnlab detect train", resume, overwrite, "detector",
+                               "detection", say)  # fmt: skip
+    run_path = None
+    if resumed is not None:
+        spec, run_path, config = resumed.spec, resumed.run_path, resumed.config
     else:
         spec = {
             "method": method,
@@ -252,12 +246,10 @@ def train_detector(
     run, task = build_detection_run(config, spec, run_path, overwrite or resume == "auto", say)
     trainer = Trainer(run, task=task, reporter=reporter)
     resumed_at = None
-    if payload is not None:
-        trainer.load_state_dict(payload)
+    if resumed is not None:
+        complete = restore(trainer, resumed, say)
         resumed_at = (trainer.epoch, trainer.batch)
-        say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
-        if trainer.epoch >= config.epochs:
-            say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+        if complete:
             return DetectTrainResult(run, trainer, trainer.history, 0.0, resumed_at, already_complete=True)
     write_run_config(run, trainer.static_record, command if command is not None else sys.argv)
     held = f" / {len(run.dataset.val):,} validation" if run.dataset.val is not None else ""

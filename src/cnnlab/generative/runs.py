@@ -153,30 +153,22 @@ def train_gan(
         NonFiniteLossError: a loss became NaN/inf (the message names which; the last checkpoint is kept).
         TrainingInterrupted: SIGINT/SIGTERM (a resumable checkpoint is kept).
     """
-    from cnnlab.train import Trainer, find_resume_checkpoint
-    from cnnlab.train.config import TrainConfig, resolve, resume_config
+    from cnnlab.train import Trainer
+    from cnnlab.train.config import TrainConfig, resolve
     from cnnlab.train.distributed import per_process_config
-    from cnnlab.train.record import RunRecord, write_run_config
+    from cnnlab.train.record import write_run_config
+    from cnnlab.train.session import find_task_resume, restore
 
     given = dict(given or {})
-    unknown = sorted(set(given) - set(GAN_FLAGS))
-    if unknown:
-        raise ConfigError(
-            f"`cnnlab gan train` has no setting {', '.join(unknown)}; its settings: {', '.join(GAN_FLAGS)}."
-        )
     if arch not in ARCHS:
         from cnnlab.errors import UnknownNameError
 
         raise UnknownNameError("GAN architecture", arch, ARCHS)
     if not isinstance(z_dim, int) or z_dim < 1:
         raise ConfigError(f"--z-dim must be a positive whole number, got {z_dim!r}.")
-    if overwrite and resume:
-        raise ConfigError("--overwrite starts a run afresh and --resume continues one; give one of them.")
-    found = find_resume_checkpoint(resume, given.get("out"), warn=say) if resume else None
-    payload, run_path = found if found is not None else (None, None)
-    if payload is not None:
-        spec = task_spec(payload, run_path, "gan", "GAN", "cnnlab gan train")
-        spec = {"reuse_fakes": False, **spec}  # runs from before the option generated anew
+    resumed = find_task_resume(given, GAN_FLAGS, "cnnlab gan train", resume, overwrite, "gan", "GAN", say)
+    if resumed is not None:
+        spec = {"reuse_fakes": False, **resumed.spec}  # runs from before the option generated anew
         asked = {"--arch": (arch, "dcgan"), "--size": (size, None), "--z-dim": (z_dim, Z_DIM),
                  "--reuse-fakes": (reuse_fakes, False)}  # fmt: skip
         changed = [
@@ -185,12 +177,13 @@ def train_gan(
         if changed:
             raise ConfigError(f"--resume continues a GAN with its own nets; {', '.join(changed)} cannot change.")
         arch, size, z_dim, reuse_fakes = spec["arch"], spec["size"], spec["z_dim"], spec["reuse_fakes"]
-        config = resume_config(RunRecord.from_payload(payload, run_path).train_config(), given)
+        config = resumed.config
     else:
         # the generator's name once the data fix its size (build_gan_run); a --size it cannot make fails here
         placeholder = generator_name(arch, size) if size is not None else f"{arch}-generator"
         config = resolve(TrainConfig(**{**GAN_DEFAULTS, "model": placeholder, **given}))
     config = per_process_config(config, context)
+    run_path = resumed.run_path if resumed is not None else None
     run, task = build_gan_run(config, arch, size, z_dim, run_path, overwrite or resume == "auto", reuse_fakes)
     config = run.config  # with the generator's name
     main = context is None or context.is_main
@@ -201,12 +194,10 @@ def train_gan(
 
     trainer = Trainer(run, task=task, reporter=reporter, callbacks=(grid,))
     resumed_at = None
-    if payload is not None:
-        trainer.load_state_dict(payload)
+    if resumed is not None:
+        complete = restore(trainer, resumed, say)
         resumed_at = (trainer.epoch, trainer.batch)
-        say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
-        if trainer.epoch >= config.epochs:
-            say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+        if complete:
             return GanTrainResult(run, trainer, trainer.history, 0.0, resumed_at, already_complete=True)
     if main:
         write_run_config(run, trainer.static_record, command if command is not None else sys.argv)
