@@ -80,6 +80,7 @@ def train_classifier(
     from cnnlab.train.config import TrainConfig, resolve, resume_config
     from cnnlab.train.distributed import per_process_config
     from cnnlab.train.record import RunRecord, write_run_config
+    from cnnlab.train.session import restore
 
     given, options = dict(given or {}), dict(model_options or {})
     if overwrite and resume:
@@ -115,11 +116,9 @@ def train_classifier(
     trainer = Trainer(run, objective=_objective(run), reporter=reporter, callbacks=callbacks)
     resumed_at = None
     if payload is not None:
-        trainer.load_state_dict(payload)
+        complete = restore(trainer, payload, say)
         resumed_at = (trainer.epoch, trainer.batch)
-        say(f"Resuming {run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
-        if trainer.epoch >= config.epochs:
-            say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+        if complete:
             _complete_run_records(run, trainer, title, say)
             return TrainResult(run, trainer, trainer.history, 0.0, resumed_at, already_complete=True)
     if main:

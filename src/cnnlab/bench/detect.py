@@ -115,39 +115,54 @@ def random_proposals(count: int, image_size: tuple[int, int], seed: int = 0) -> 
     return torch.cat([corner, corner + sides], 1)
 
 
+def paper_scale_detector(method: str, setting: dict | None = None) -> torch.nn.Module:
+    """An untrained R-CNN (``rcnn``) or Fast R-CNN (``fast-rcnn``) of ``setting`` (default :data:`PAPER_SCALE`),
+    in eval mode: the cost of a forward pass does not depend on the weights."""
+    from cnnlab.detection.detectors import build_detector
+
+    s = setting or PAPER_SCALE
+    spec = {"backbone": s["backbone"], "num_classes": s["num_classes"], "in_chans": 3, "image_size": s["image_size"],
+            "method": method}  # fmt: skip
+    if method == "rcnn":
+        spec["options"] = {"crop": s["crop"], "scorer": "softmax"}
+    else:
+        spec.update(stage=s["stage"], options={"pool_size": s["pool_size"], "head_width": s["head_width"]})
+    return build_detector(spec).eval()
+
+
+def time_stages(detectors: dict, setting: dict | None = None, rounds: int = 2, seed: int = 0) -> dict:
+    """Milliseconds per image in each stage for each of ``detectors`` (name -> detector) on one random image and
+    the same random proposals of ``setting``: a warm-up pass each (allocations, kernel choice), then ``rounds``
+    alternating rounds, who goes first alternating too."""
+    from cnnlab.detection.rcnn_family import StageTimer
+
+    s = setting or PAPER_SCALE
+    image = torch.randn(1, 3, *s["image_size"], generator=torch.Generator().manual_seed(seed))
+    proposals = [random_proposals(s["proposals"], s["image_size"], seed)]
+    timers = {name: StageTimer() for name in detectors}
+    with torch.inference_mode():
+        for detector in detectors.values():
+            detector.detect(image, proposals)
+        for r in range(rounds):
+            for name in list(detectors)[:: 1 if r % 2 == 0 else -1]:
+                detectors[name].detect(image, proposals, timer=timers[name])
+    return {name: {stage: 1000 * t.seconds.get(stage, 0.0) / rounds for stage in STAGES} for name, t in timers.items()}
+
+
 def bench_paper_scale(quick: bool = False, rounds: int = 2, seed: int = 0) -> dict:
     """R-CNN's and Fast R-CNN's inference stages on one photo-sized image at the papers' scale
-    (:data:`PAPER_SCALE`), untrained (the cost of a forward pass does not depend on the weights), the same
-    proposals for both, in alternating rounds. ``quick``: 16 proposals on a 160×200 image, one round.
+    (:data:`PAPER_SCALE`), untrained, the same proposals for both, in alternating rounds. ``quick``: 16 proposals
+    on a 160×200 image, one round.
 
     Returns milliseconds per image per stage for each method, and the CNN stage's ratio (R-CNN / Fast R-CNN).
     Selective search itself is not timed (the proposals are given): the detect runs' bench times it."""
-    from cnnlab.detection.detectors import build_detector
-    from cnnlab.detection.rcnn_family import StageTimer
-
     setting = dict(PAPER_SCALE)
     if quick:
         setting.update(proposals=16, image_size=(160, 200))
         rounds = 1
-    common = {"backbone": setting["backbone"], "num_classes": setting["num_classes"], "in_chans": 3,
-              "image_size": setting["image_size"]}  # fmt: skip
     torch.manual_seed(seed)
-    detectors = {
-        "rcnn": build_detector({**common, "method": "rcnn", "options": {"crop": setting["crop"], "scorer": "softmax"}}),
-        "fast-rcnn": build_detector({**common, "method": "fast-rcnn", "stage": setting["stage"], "options": {
-            "pool_size": setting["pool_size"], "head_width": setting["head_width"]}}),
-    }  # fmt: skip
-    image = torch.randn(1, 3, *setting["image_size"], generator=torch.Generator().manual_seed(seed))
-    proposals = [random_proposals(setting["proposals"], setting["image_size"], seed)]
-    timers = {name: StageTimer() for name in detectors}
-    with torch.inference_mode():
-        for detector in detectors.values():
-            detector.eval()
-            detector.detect(image, proposals)  # warm-up: allocations and kernels chosen once
-        for r in range(rounds):  # alternate, and alternate who goes first
-            for name in list(detectors)[:: 1 if r % 2 == 0 else -1]:
-                detectors[name].detect(image, proposals, timer=timers[name])
-    ms = {name: {stage: 1000 * t.seconds.get(stage, 0.0) / rounds for stage in STAGES} for name, t in timers.items()}
+    detectors = {method: paper_scale_detector(method, setting) for method in ("rcnn", "fast-rcnn")}
+    ms = time_stages(detectors, setting, rounds, seed)
     return {**setting, "rounds": rounds, "threads": torch.get_num_threads(), "ms": ms,
             "cnn_ratio": ms["rcnn"]["cnn"] / max(ms["fast-rcnn"]["cnn"], 1e-9)}  # fmt: skip
 
@@ -163,8 +178,8 @@ def paper_scale_lines(quick: bool = False) -> list[str]:
         f"{r['threads']} threads; ms per image",
         f"{'method':12} " + " ".join(f"{s:>10}" for s in STAGES if s != "proposals") + f" {'total':>10}",
     ]
+    shown = [s for s in STAGES if s != "proposals"]
     for name, stages in r["ms"].items():
-        shown = [s for s in STAGES if s != "proposals"]
         lines.append(f"{name:12} " + " ".join(f"{stages[s]:10.1f}" for s in shown) + f" {sum(stages.values()):10.1f}")
     lines.append(f"CNN stage, R-CNN / Fast R-CNN: {r['cnn_ratio']:.0f}× (the issue's goal: ≥ 50×)")
     if quick:

@@ -248,7 +248,7 @@ def train_captioner(
         config = resolve(TrainConfig(**{**CAPTION_DEFAULTS, "model": name, **given}))
     run, task = build_caption_run(config, options, run_path, overwrite or resume == "auto", vocabulary, say)
     trainer = Trainer(run, task=task, reporter=reporter)
-    if resumed is not None and restore(trainer, resumed, say):
+    if resumed is not None and restore(trainer, resumed.payload, say):
         return CaptionTrainResult(run, trainer, trainer.history, 0.0, already_complete=True)
     write_run_config(run, trainer.static_record, command if command is not None else sys.argv)
     words = len(task.vocabulary)

@@ -247,7 +247,7 @@ def train_detector(
     trainer = Trainer(run, task=task, reporter=reporter)
     resumed_at = None
     if resumed is not None:
-        complete = restore(trainer, resumed, say)
+        complete = restore(trainer, resumed.payload, say)
         resumed_at = (trainer.epoch, trainer.batch)
         if complete:
             return DetectTrainResult(run, trainer, trainer.history, 0.0, resumed_at, already_complete=True)

@@ -1,10 +1,11 @@
 """Starting or continuing a task's run, the same way for every capability that trains one (``cnnlab gan train``,
 ``cnnlab caption train``, ``cnnlab detect train``): the given settings checked against the command's, ``--resume``
-found and checked to be a run of that task, the run's own configuration kept, and the engine's state restored.
+found and checked to be a run of that task, the run's own configuration kept, and the engine's state restored
+(:func:`restore`, which ``cnnlab train`` uses too).
 
     resumed = find_task_resume(given, GAN_FLAGS, "cnnlab gan train", resume, overwrite, "gan", "GAN", say)
     ... build the run (from resumed.spec when resuming) and its Trainer ...
-    if resumed is not None and restore(trainer, resumed, say):
+    if resumed is not None and restore(trainer, resumed.payload, say):
         return ...  # the run already has its epochs: nothing to train
 """
 
@@ -65,11 +66,11 @@ def find_task_resume(
     return Resumed(payload, Path(run_path), spec, config)
 
 
-def restore(trainer: Any, resumed: Resumed, say: Callable[[str], None] = lambda text: None) -> bool:
-    """Put ``resumed``'s state into ``trainer`` (weights, optimisers, schedule, RNG, position, history) and say
-    where it continues; True when the run already has its epochs (nothing left to train; the message says how to
-    go on)."""
-    trainer.load_state_dict(resumed.payload)
+def restore(trainer: Any, payload: dict, say: Callable[[str], None] = lambda text: None) -> bool:
+    """Put a checkpoint ``payload``'s state into ``trainer`` (weights, optimisers, schedule, RNG, position,
+    history) and say where it continues; True when the run already has its epochs (nothing left to train; the
+    message says how to go on)."""
+    trainer.load_state_dict(payload)
     say(f"Resuming {trainer.run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
     if trainer.epoch >= trainer.config.epochs:
         say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
