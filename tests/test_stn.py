@@ -369,3 +369,22 @@ def test_mnist_addition_pairs_and_the_two_transformer_model():
     halved = nn.functional.avg_pool2d(x, 2)
     torch.testing.assert_close(model.get_stage("transformer")(x), torch.cat([halved, halved], 1), atol=1e-5, rtol=0)
     assert model(x).shape == (32, 19)
+
+
+def test_the_view_draws_every_transformer_of_the_addition_model():
+    """Side by side transformers: each one's sampled region on the input, and each one's output, in its colour."""
+    from cnnlab.inspect.transformer import OUTLINE_COLOURS, find_transformers, render_transformer
+
+    model = models.create("st-cnn-addition").eval()
+    first, second = find_transformers(model)
+    with torch.no_grad():  # move the second transformer off the identity, so the two outlines differ
+        second.regressor.bias.copy_(torch.tensor([0.5, 0.0, 0.25, 0.0, 0.5, -0.25]))
+    images, _ = distorted.addition_pairs(_fake_digits(3), torch.arange(3), torch.Generator().manual_seed(0))
+    sums = [str(s) for s in range(19)]
+    fig = render_transformer(model, images.float() / 255, (0.0, 0.0), (1.0, 1.0), sums, [None] * 3)
+    assert len(fig.axes) == 2 * 2 * 3  # 2 rows of 2 images, each: the input and the two outputs
+    input_panel = fig.axes[0]
+    assert [line.get_color() for line in input_panel.lines] == list(OUTLINE_COLOURS[:2])
+    first_x, second_x = (line.get_xdata() for line in input_panel.lines)
+    assert max(first_x) > 41 and max(second_x) < 41  # the identity's border, and a window half the size
+    assert first is model.transformer and fig.axes[2].get_title().startswith("output 2 →")

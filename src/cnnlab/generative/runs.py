@@ -47,6 +47,7 @@ GAN_DEFAULTS: dict[str, Any] = {
 GAN_FLAGS = (  # the TrainConfig fields `cnnlab gan train` offers (the rest are a classifier's)
     "data", "epochs", "batch_size", "lr", "momentum", "seed", "device", "amp", "channels_last", "compile", "data_root",
     "val_split", "num_workers", "strict", "out", "log_every", "checkpoint_every", "keep_last", "tensorboard", "sync_bn",
+    "ema_decay",
 )  # fmt: skip
 GRID_UPSCALE = 2  # sample grids: each pixel 2×2, so 28 px digits are readable
 
@@ -190,7 +191,9 @@ def train_gan(
     samples_dir = run.run_dir.path / "samples"
 
     def grid(trainer: Trainer, row: dict) -> None:  # rank 0, after each epoch's checkpoint
-        save_grid(task.samples(), samples_dir / f"epoch{trainer.epoch:03d}.png", task.models["generator"].output_range)
+        # the evaluated generator: the EMA of its weights with --ema-decay (what the checkpoint keeps and samples)
+        images = task.samples(trainer.eval_model)
+        save_grid(images, samples_dir / f"epoch{trainer.epoch:03d}.png", task.models["generator"].output_range)
 
     trainer = Trainer(run, task=task, reporter=reporter, callbacks=(grid,))
     resumed_at = None

@@ -21,16 +21,22 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def find_transformers(model: nn.Module) -> list[SpatialTransformer]:
+    """The model's spatial transformers in module order (several where they stand side by side, as in MNIST
+    addition); a clear error for models without one."""
+    found = [module for module in model.modules() if isinstance(module, SpatialTransformer)]
+    if not found:
+        name = getattr(model, "model_name", "") or type(model).__name__
+        raise ConfigError(
+            f"{name} has no spatial transformer, so there is nothing for this view to show; "
+            "train st-cnn or st-fcn (e.g. `cnnlab train --model st-cnn --data mnist-rts`)."
+        )
+    return found
+
+
 def find_transformer(model: nn.Module) -> SpatialTransformer:
     """The model's first spatial transformer; a clear error for models without one."""
-    for module in model.modules():
-        if isinstance(module, SpatialTransformer):
-            return module
-    name = getattr(model, "model_name", "") or type(model).__name__
-    raise ConfigError(
-        f"{name} has no spatial transformer, so there is nothing for this view to show; "
-        "train st-cnn or st-fcn (e.g. `cnnlab train --model st-cnn --data mnist-rts`)."
-    )
+    return find_transformers(model)[0]
 
 
 def _to_edges(grid: torch.Tensor) -> torch.Tensor:
@@ -74,6 +80,10 @@ def _frame(ax, size) -> None:
     ax.set_ylim(height - 0.5 + 0.15 * height, -0.5 - 0.15 * height)
 
 
+# One colour per transformer side by side (the first is the orange of the single-transformer figure).
+OUTLINE_COLOURS = ("#ffb000", "#00c8ff", "#ff4fd8", "#7dff4f")
+
+
 @torch.no_grad()
 def render_transformer(
     model: nn.Module,
@@ -83,34 +93,51 @@ def render_transformer(
     classes: list[str],
     labels: list[int | None],
 ) -> Figure:
-    """Pairs of panels: the input with the sampled region outlined, and the transformer's output with the
-    prediction. ``inputs``: (B, C, H, W) normalised model inputs (B ≤ 16)."""
-    transformer = find_transformer(model)
-    params = transformer.transform_params(inputs)
-    outputs = transformer(inputs)
+    """Panels per image: the input with each transformer's sampled region outlined, then each transformer's
+    output, the prediction on the last. ``inputs``: (B, C, H, W) normalised model inputs (B ≤ 16)."""
+    transformers = find_transformers(model)
+    count = len(transformers)
+    outputs = [transformer(inputs) for transformer in transformers]
+    outlines = [sampled_outline(t, t.transform_params(inputs), tuple(inputs.shape[-2:])).cpu() for t in transformers]
     predictions = model(inputs).softmax(1)
-    outline = sampled_outline(transformer, params, tuple(inputs.shape[-2:])).cpu()
-    columns = min(4, len(inputs))
+    panels = 1 + count  # the input, then one output per transformer
+    columns = min(4 if count == 1 else 2, len(inputs))
     rows = -(-len(inputs) // columns)
-    fig = new_figure(3.2 * columns, 1.9 * rows + 0.5)
-    axes = fig.subplots(rows, 2 * columns, squeeze=False)
+    fig = new_figure(1.6 * panels * columns, 1.9 * rows + 0.5)
+    axes = fig.subplots(rows, panels * columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(len(inputs)):
-        left, right = axes[i // columns, 2 * (i % columns)], axes[i // columns, 2 * (i % columns) + 1]
-        label = labels[i]
+        row, first = i // columns, panels * (i % columns)
+        left, label = axes[row, first], labels[i]
         show_image(
             left, _display(inputs[i], mean, std), "input" + (f" ({classes[label]})" if label is not None else "")
         )
-        left.plot(outline[i, :, 0], outline[i, :, 1], color="#ffb000", linewidth=1.2)
+        for k, outline in enumerate(outlines):
+            left.plot(outline[i, :, 0], outline[i, :, 1], color=OUTLINE_COLOURS[k % 4], linewidth=1.2)
         _frame(left, inputs.shape[-2:])
         top = int(predictions[i].argmax())
-        show_image(right, _display(outputs[i], mean, std), f"output → {classes[top]} {float(predictions[i, top]):.0%}")
-    fig.suptitle(
-        f"Spatial transformer ({transformer.transform}): the input with the region it samples (orange), and what the "
-        "classifier behind it sees",
-        fontsize=9,
-    )
+        for k, output in enumerate(outputs):
+            ax = axes[row, first + 1 + k]
+            title = f"output {k + 1}" if count > 1 else "output"
+            if k == count - 1:
+                title += f" → {classes[top]} {float(predictions[i, top]):.0%}"
+            show_image(ax, _display(output[i], mean, std), title)
+            if count > 1:  # which outline this output belongs to
+                ax.axis("on")
+                for side in ax.spines.values():
+                    side.set(visible=True, color=OUTLINE_COLOURS[k % 4], linewidth=2)
+    if count == 1:
+        title = (
+            f"Spatial transformer ({transformers[0].transform}): the input with the region it samples (orange), "
+            "and what the classifier behind it sees"
+        )
+    else:
+        title = (
+            f"{count} spatial transformers side by side: the input with the region each samples (orange, blue, "
+            "...), and each one's output (framed in its colour), stacked for the classifier"
+        )
+    fig.suptitle(title, fontsize=9)
     return fig
 
 

@@ -426,9 +426,9 @@ def _view_curves(ctx: ViewContext, images, layer, channel) -> list[Path]:
 
 
 def _view_transformer(ctx: ViewContext, images, layer, channel, *, count, data, data_root) -> list[Path]:
-    from cnnlab.inspect.transformer import find_transformer, render_theta_history, render_transformer
+    from cnnlab.inspect.transformer import find_transformers, render_theta_history, render_transformer
 
-    transformer = find_transformer(ctx.model)  # a clear error before any data is loaded
+    transformer, *others = find_transformers(ctx.model)  # a clear error before any data is loaded
     items = ctx.inputs(images, count, data, data_root)
     pre = ctx.preprocessing
     inputs = torch.stack([item.x for item in items])
@@ -440,6 +440,8 @@ def _view_transformer(ctx: ViewContext, images, layer, channel, *, count, data, 
     if "theta_history" in state:
         history = render_theta_history(transformer, state["theta_images"], state["theta_history"], pre.mean, pre.std)
         paths.append(save(history, ctx.path("transformer", "training")))
+        if others:
+            ctx.notes.append(f"θ over training is recorded for the first of the {1 + len(others)} transformers.")
     else:
         ctx.notes.append("This run recorded no θ over training (a run from before cnnlab tracked it): one figure only.")
     return paths
