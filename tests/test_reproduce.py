@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from cnnlab.data import load_dataset
 from cnnlab.data.jpeg_tree import CIFAR10_CLASSES, load_jpeg_tree
@@ -212,6 +213,26 @@ def test_bad_names_and_seeds_and_gpu_only_on_cpu(tmp_path):
         reproduce("resnet-cifar", 1, device="cpu", out=tmp_path)
 
 
+def test_the_curves_figure_draws_every_arm_over_its_seeds():
+    """He et al.'s figure: per arm the test error solid and the training error dashed, the mean over seeds, the
+    range shaded; seeds of different lengths are drawn over the epochs they share."""
+    from cnnlab.inspect.curves import arms_figure
+
+    def run(*errors):
+        return [{"epoch": e + 1, "train_error": t / 100, "test_error": v / 100} for e, (t, v) in enumerate(errors)]
+
+    histories = {
+        "plain-20": [run((30, 32), (20, 24), (10, 15)), run((32, 34), (22, 26))],  # the second seed stopped early
+        "ResNet-20": [run((25, 28), (15, 20), (5, 10)), run((27, 30), (17, 22), (7, 12))],
+    }
+    ax = arms_figure(histories, "degradation").axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert set(lines) == {"plain-20, test", "plain-20, train", "ResNet-20, test", "ResNet-20, train"}
+    assert list(lines["plain-20, test"].get_ydata()) == [33.0, 25.0]  # mean of the seeds over the shared 2 epochs
+    assert list(lines["ResNet-20, train"].get_ydata()) == [26.0, 16.0, 6.0]
+    assert lines["ResNet-20, train"].get_linestyle() == "--" and len(ax.collections) == 4  # a shaded range each
+
+
 def test_list_prints_every_entry(cli):
     code, out, _ = cli("reproduce", "--list")
     assert code == 0 and all(name in out for name in ENTRIES)
@@ -232,6 +253,7 @@ def test_quick_run_writes_its_table_and_resumes(cli, tmp_path, cache_home):
     assert results["verdict"] in ("reproduced", "not reproduced") and "--quick" in out
     table = (tmp_path / "fmp" / "table.md").read_text()
     assert table.count("\n| ") == 4  # header + 3 rows
+    assert "](curves.png)" in table and Image.open(tmp_path / "fmp" / "curves.png").size[0] > 300
     # the same command again reuses the finished runs (nothing retrained) and gives the same figures
     code, out, err = cli(
         "reproduce", "fractional-pooling", "--quick", "--seeds", "1", "--device", "cpu",

@@ -509,7 +509,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     result = reproduce(args.name, args.seeds, quick=args.quick, out=args.out, data_root=args.data_root,
                        device=args.device, cpu_anyway=args.cpu_anyway, say=say)  # fmt: skip
     print(result.markdown())
-    print(f"runs and table: {result.out}")
+    print(f"runs, table.md and curves.png: {result.out}")
     return 0
 
 

@@ -63,3 +63,43 @@ def curves_figure(rows: list[dict], title: str = "") -> Figure:
 def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Write :func:`curves_figure` of ``rows`` to ``path`` as PNG, atomically; returns the path."""
     return save(curves_figure(rows, title), path)
+
+
+def arms_figure(histories: dict[str, list[list[dict]]], title: str = "") -> Figure:
+    """Error per epoch of several arms, as He et al. 2015 draw plain against residual nets (figures 1 and 6): one
+    colour per arm, the test error solid and the training error dashed, each the mean over the arm's seeds with
+    the seeds' range shaded. ``histories``: arm -> one list of per-epoch metric rows (as in metrics.csv) per seed.
+    Seeds that ran different numbers of epochs are drawn over the epochs they share."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = new_figure(7, 4.2)
+    ax = fig.subplots()
+    colours = [f"C{i}" for i in range(10)]
+    for i, (arm, runs) in enumerate(histories.items()):
+        epochs = min(len(rows) for rows in runs)
+        if not epochs:
+            continue
+        x = [runs[0][e]["epoch"] for e in range(epochs)]
+        for key, style, label in (("test_error", "-", "test"), ("train_error", "--", "train")):
+            if not all(key in rows[e] for rows in runs for e in range(epochs)):
+                continue
+            per_epoch = [[100 * rows[e][key] for rows in runs] for e in range(epochs)]  # (epochs, seeds) in %
+            mean = [sum(v) / len(v) for v in per_epoch]
+            ax.plot(x, mean, style, color=colours[i % 10], label=f"{arm}, {label}", linewidth=1.4)
+            if len(runs) > 1:
+                ax.fill_between(x, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=colours[i % 10],
+                                alpha=0.15, linewidth=0)  # fmt: skip
+    seeds = sorted({len(runs) for runs in histories.values()})
+    ax.set(xlabel="epoch", ylabel="error (%)", title=f"mean of {'/'.join(map(str, seeds))} seed(s), range shaded")
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_arms(histories: dict[str, list[list[dict]]], path: str | Path, title: str = "") -> Path:
+    """Write :func:`arms_figure` to ``path`` as PNG, atomically; returns the path."""
+    return save(arms_figure(histories, title), path)

@@ -58,6 +58,7 @@ class Reproduction:
     why: str
     out: str
     notes: list[str] = field(default_factory=list)
+    curves: str = ""  # curves.png: every arm's error per epoch, mean over the seeds (the papers' figures)
 
     def markdown(self) -> str:
         """The table as docs/reproductions.md shows it."""
@@ -78,6 +79,8 @@ class Reproduction:
             )
         quick = " (--quick: a short check, not a measurement)" if self.quick else ""
         lines += ["", f"Verdict{quick}: **{self.verdict}** — {self.why.rstrip('.')}. Device: {self.device}."]
+        if self.curves:
+            lines += ["", f"![{self.entry}: error per epoch, every arm]({Path(self.curves).name})"]
         return "\n".join(lines)
 
 
@@ -141,10 +144,12 @@ def reproduce(
     out_dir = Path(out) if out is not None else Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
     device_name = _device_name(resolved)
     results: dict[tuple[str, str], Row] = {}
+    histories: dict[str, list[list[dict]]] = {arm.label: [] for arm in entry.arms}
     seed_list = list(range(count))
     for seed in seed_list:
         for arm in entry.arms:
-            measured, seconds = _run_arm(entry, arm, seed, quick, out_dir, data_root, device, say)
+            measured, seconds, history = _run_arm(entry, arm, seed, quick, out_dir, data_root, device, say)
+            histories[arm.label].append(history)
             for metric in entry.metrics:
                 if metric not in measured:
                     continue
@@ -155,6 +160,7 @@ def reproduce(
     verdict, why = judge(entry, rows)
     result = Reproduction(name, seed_list, quick, device_name, rows, verdict, why, str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
+    result.curves = str(_draw_curves(entry, histories, out_dir / "curves.png", quick))
     (out_dir / "results.json").write_text(json.dumps(asdict(result), indent=2))
     (out_dir / "table.md").write_text(result.markdown() + "\n")
     return result
@@ -170,8 +176,16 @@ def _device_name(device) -> str:
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
-def _run_arm(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root, device, say) -> tuple[dict, float]:
-    """Train (or finish, or reuse) one arm for one seed; its metrics in % and its training seconds."""
+def _draw_curves(entry: Entry, histories: dict[str, list[list[dict]]], path: Path, quick: bool) -> Path:
+    from cnnlab.inspect.curves import plot_arms
+
+    title = f"{entry.name}{' (--quick: a short check)' if quick else ''}: {entry.paper.split(':')[0]}"
+    return plot_arms(histories, path, title)
+
+
+def _run_arm(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root, device, say):
+    """Train (or finish, or reuse) one arm for one seed: its metrics in %, its training seconds and its per-epoch
+    history rows."""
     from cnnlab.workflows import train_classifier
 
     run_dir = out_dir / f"{_slug(arm.label)}-seed{seed}"
@@ -198,7 +212,7 @@ def _run_arm(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root
         (report,) = attack_runs([best_checkpoint], "fgsm", [0.25], limit=limit, data_root=data_root, device=device)
         measured["fgsm_error"] = 100 * (1 - report.rows[0].accuracy)
     # the engine's own per-epoch times: the same figure when a finished run is reused
-    return measured, sum(float(row.get("seconds", 0.0)) for row in history)
+    return measured, sum(float(row.get("seconds", 0.0)) for row in history), [dict(row) for row in history]
 
 
 def _pooling_draws_error(checkpoint: Path, data_root, device) -> float | None:
