@@ -246,7 +246,7 @@ def test_a_gan_run_has_its_record_and_a_sample_grid_per_epoch(gan_run):
     assert grid.size == (2 * (1 + 8 * 29), 2 * (1 + 8 * 29))  # 8×8 tiles of 28 px, 1 px apart, ×2
     payload = load_checkpoint(gan_run)
     assert payload["task"] == "gan" and payload["gan"] == {"arch": "dcgan", "size": 28, "channels": 1, "z_dim": 16,
-                                                  "reuse_fakes": False}  # fmt: skip
+                                                  "reuse_fakes": False, "coverage_run": None}  # fmt: skip
     assert set(payload["model_states"]) == {"discriminator"} and payload["config"]["model"] == "dcgan-generator-28"
     assert payload["config"]["optimizer"] == "adam" and payload["config"]["momentum"] == 0.5
     assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins", "sample_diversity",
@@ -617,3 +617,72 @@ def _grid_pixels(images: torch.Tensor, path: Path) -> np.ndarray:
 
     save_grid(images, path, (-1.0, 1.0))
     return np.asarray(Image.open(path))
+
+
+# ---- class coverage during training (--coverage-run) -------------------------------------------------------------
+def test_class_coverage_is_measured_every_epoch_and_recorded(trained_run, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    result = generative.train_gan({**GIVEN, "out": str(out)}, z_dim=16, coverage_run=str(trained_run))
+    row = result.history[-1]
+    assert row["classes_covered"] + row["classes_dropped"] == 10 and 0 <= row["rarest_share"] < 0.1
+    # the same figures by hand: the task's 1,000 coverage noise vectors, through the generator and the classifier
+    task = result.trainer.task
+    features, classes = task.coverage
+    images = (task.samples(result.trainer.eval_model, task.coverage_noise) + 1) / 2
+    shares = generative.class_coverage(images.clamp(0, 1), features, classes).shares
+    assert len(task.coverage_noise) == 1000 and row["rarest_share"] == min(shares)
+    assert row["classes_covered"] == sum(s >= 0.05 for s in shares)
+    assert "classes ≥ 5 %" in task.epoch_text(row)
+    payload = load_checkpoint(out)
+    assert payload["gan"]["coverage_run"] == str(trained_run)
+    assert "classes_covered" in (out / "metrics.csv").read_text().splitlines()[0]
+    # a resumed run classifies with the classifier it recorded
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    resumed = generative.train_gan({**GIVEN, "out": str(copy)}, resume=str(copy / "checkpoints" / "step000000004.pt"))
+    assert resumed.trainer.task.coverage is not None and resumed.history[-1]["rarest_share"] == row["rarest_share"]
+
+
+def test_a_generator_that_drops_classes_is_named(trained_run):
+    """A generator that makes one real digit whatever z is: nine classes dropped, the failure named."""
+    from cnnlab.data import load_dataset
+    from cnnlab.generative.task import diagnose_coverage
+    from cnnlab.workflows import open_run
+
+    digits = load_dataset("digits")
+    record, classifier, _ = open_run(trained_run, "cpu")
+    features = generative.ClassifierFeatures(classifier, record.preprocessing)
+    index = next(i for i in range(len(digits.test)) if digits.test.labels[i] == 3 and
+                 features.logits(digits.test.images[i : i + 1].float() / 255).argmax() == 3)  # fmt: skip
+    image = digits.test.images[index].float() / 255 * 2 - 1  # (1, 8, 8) in [-1, 1]
+
+    class OneDigit(nn.Module):
+        z_dim, output_range = 16, (-1.0, 1.0)
+
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, z):
+            return (self.scale * image).expand(len(z), -1, -1, -1)
+
+    generator = OneDigit()
+    task = GANTask(generator, nn.Linear(1, 1), coverage=(features, list(record.classes)))
+    row = task.class_coverage(generator)
+    assert row == {"classes_covered": 1.0, "classes_dropped": 9.0, "rarest_class": 0.0, "rarest_share": 0.0}
+    text = task.epoch_text({"train_d_loss": 0.5, "train_g_loss": 1.0, "train_d_real": 0.6, "train_d_fake": 0.4, **row})
+    assert "[classes dropped: 9 of 10 classes under 5% of the coverage samples; the rarest, 0, at 0.0%]" in text
+    assert diagnose_coverage({**row, "classes_covered": 10.0, "classes_dropped": 0.0}) is None
+
+
+def test_a_coverage_classifier_of_other_data_is_refused_before_work(tmp_path):
+    import cnnlab
+
+    images, labels = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8), torch.arange(40) % 2
+    cnnlab.train("lenet5", (images, labels), epochs=1, out=str(tmp_path / "two"), progress=False, holdout=0)
+    with pytest.raises(ConfigError, match="2 classes.*10 classes.*Train one on the same data"):
+        generative.train_gan({**GIVEN, "out": str(tmp_path / "gan")}, coverage_run=str(tmp_path / "two"))
+    assert not (tmp_path / "gan").exists()
+    with pytest.raises(CheckpointError):
+        generative.train_gan({**GIVEN, "out": str(tmp_path / "gan")}, coverage_run=str(tmp_path / "nowhere"))

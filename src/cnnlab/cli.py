@@ -380,7 +380,8 @@ def _cmd_gan(args: argparse.Namespace) -> int:
         given = {name: getattr(args, name) for name in generative.GAN_FLAGS if getattr(args, name, None) is not None}
         with _session(given.get("device")) as (context, main, reporter, say):
             r = generative.train_gan(given, arch=args.arch, size=args.size, z_dim=args.z_dim,
-                                     reuse_fakes=args.reuse_fakes, resume=args.resume, overwrite=args.overwrite,
+                                     reuse_fakes=args.reuse_fakes, coverage_run=args.coverage_run,
+                                     resume=args.resume, overwrite=args.overwrite,
                                      reporter=reporter, context=context, say=say)  # fmt: skip
         if main and not r.already_complete:
             last = r.history[-1]

@@ -129,6 +129,7 @@ examples:
 examples:
   cnnlab gan train --data mnist --epochs 5   # DCGAN, 28 px
   cnnlab gan train --data mnist --arch mlp                # the 2014 paper's fully connected nets
+  cnnlab gan train --data mnist --ema-decay 0.999 --coverage-run runs/mnist-lenet   # classes per epoch
   cnnlab gan train --data cifar10 --size 32
   cnnlab gan train --data folder:~/faces --size 64
   cnnlab gan train --resume runs/dcgan-generator-28-mnist-20261129-201500
@@ -205,6 +206,14 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
                     "action": "store_true",
                     "help": "G's step reuses D's generated images (pytorch/examples; one G pass a step) instead of "
                     "new noise (the GAN paper's algorithm 1)",
+                },
+            ),
+            Arg(
+                ("--coverage-run",),
+                {
+                    "metavar": "CLASSIFIER_RUN",
+                    "help": "a classifier run of the same data: class coverage of 1,000 samples after every epoch, "
+                    "classes under 5%% named",
                 },
             ),
             Arg(("--resume",), {"metavar": "CHECKPOINT|RUN_DIR|auto", "help": "continue a GAN run exactly"}),

@@ -26,7 +26,7 @@ from cnnlab.data import DeviceTensorLoader, ImageDataset, Preprocessing, load_da
 from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import ConfigError, NonFiniteLossError
 from cnnlab.generative.architectures import ARCHS, GENERATORS, Z_DIM, build_gan, create_generator, generator_name
-from cnnlab.generative.task import GANTask
+from cnnlab.generative.task import GANTask, coverage_classifier
 from cnnlab.train.record import task_spec
 
 # Radford et al. 2015, section 4: "mini-batch stochastic gradient descent with a mini-batch size of 128", "the Adam
@@ -84,10 +84,11 @@ def gan_preprocessing(channels: int, size: int, output_range: tuple[float, float
 
 
 def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str | Path | None, overwrite: bool,
-                  reuse_fakes: bool = False):  # fmt: skip
+                  reuse_fakes: bool = False, coverage_run: str | Path | None = None):  # fmt: skip
     """(the run, its GAN task), from a resolved config: data, preprocessing, loaders, the two nets (seeded); every
     check runs before the run directory is opened. ``size`` None: :func:`default_size`; ``reuse_fakes``: see
-    :class:`~cnnlab.generative.GANTask`."""
+    :class:`~cnnlab.generative.GANTask`; ``coverage_run``: a classifier run of the same data, for class coverage
+    after every epoch."""
     from cnnlab.train import TrainingRun, resolve_device
     from cnnlab.train.distributed import rank_and_world_size
     from cnnlab.train.rundir import RunDir, default_run_dir
@@ -115,10 +116,13 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
                                    config.batch_size, shuffle=True, seed=config.seed, **common)  # fmt: skip
         test = DeviceTensorLoader(pre.to_stored_size(dataset.test.images), dataset.test.labels, pre, 256 * world_size,
                                   **common)  # fmt: skip
+    coverage = coverage_classifier(coverage_run, dataset, device) if coverage_run is not None else None
     path = run_dir or config.out or default_run_dir(config.model, config.data)
     opened = RunDir(path, new=run_dir is None and rank == 0, overwrite=overwrite, lock=rank == 0)
     run = TrainingRun(config, device, discriminator.to(device), dataset, pre, train, test, opened)
-    return run, GANTask(generator, discriminator, seed=config.seed, reuse_fakes=reuse_fakes)
+    task = GANTask(generator, discriminator, seed=config.seed, reuse_fakes=reuse_fakes, coverage=coverage)
+    task.coverage_run = None if coverage_run is None else str(coverage_run)
+    return run, task
 
 
 def train_gan(
@@ -128,6 +132,7 @@ def train_gan(
     size: int | None = None,
     z_dim: int = Z_DIM,
     reuse_fakes: bool = False,
+    coverage_run: str | Path | None = None,
     resume: str | None = None,
     overwrite: bool = False,
     reporter: Any = None,
@@ -145,6 +150,9 @@ def train_gan(
         z_dim: noise dimensions.
         reuse_fakes: the generator's step reuses the discriminator step's images (the pytorch/examples loop, one
             generator pass per step) instead of generating from new noise (algorithm 1 of the GAN paper).
+        coverage_run: a classifier run of the same data (``cnnlab train``): after every epoch, the share of 1,000
+            fixed-noise samples it puts in each class, and the classes under 5 % named as a failure. A resumed run
+            uses the run it recorded unless another is given.
         resume: a checkpoint, run directory or ``auto``, as for ``cnnlab train``; the run keeps its own settings.
         overwrite: ``given["out"]`` may hold an earlier run, which is replaced.
         reporter, context, say, command: as for :func:`cnnlab.workflows.train_classifier`.
@@ -178,6 +186,7 @@ def train_gan(
         if changed:
             raise ConfigError(f"--resume continues a GAN with its own nets; {', '.join(changed)} cannot change.")
         arch, size, z_dim, reuse_fakes = spec["arch"], spec["size"], spec["z_dim"], spec["reuse_fakes"]
+        coverage_run = coverage_run if coverage_run is not None else spec.get("coverage_run")
         config = resumed.config
     else:
         # the generator's name once the data fix its size (build_gan_run); a --size it cannot make fails here
@@ -185,7 +194,9 @@ def train_gan(
         config = resolve(TrainConfig(**{**GAN_DEFAULTS, "model": placeholder, **given}))
     config = per_process_config(config, context)
     run_path = resumed.run_path if resumed is not None else None
-    run, task = build_gan_run(config, arch, size, z_dim, run_path, overwrite or resume == "auto", reuse_fakes)
+    run, task = build_gan_run(
+        config, arch, size, z_dim, run_path, overwrite or resume == "auto", reuse_fakes, coverage_run
+    )
     config = run.config  # with the generator's name
     main = context is None or context.is_main
     samples_dir = run.run_dir.path / "samples"
