@@ -637,6 +637,10 @@ def test_class_coverage_is_measured_every_epoch_and_recorded(trained_run, tmp_pa
     payload = load_checkpoint(out)
     assert payload["gan"]["coverage_run"] == str(trained_run)
     assert "classes_covered" in (out / "metrics.csv").read_text().splitlines()[0]
+    from cnnlab.inspect import write_report
+
+    page = write_report(out).read_text()
+    assert "Right: classes the classifier finds in ≥ 5 % of the samples" in page
     # a resumed run classifies with the classifier it recorded
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -686,3 +690,32 @@ def test_a_coverage_classifier_of_other_data_is_refused_before_work(tmp_path):
     assert not (tmp_path / "gan").exists()
     with pytest.raises(CheckpointError):
         generative.train_gan({**GIVEN, "out": str(tmp_path / "gan")}, coverage_run=str(tmp_path / "nowhere"))
+
+
+# ---- the run report (`cnnlab report RUN` on a GAN run) -----------------------------------------------------------
+def test_the_report_of_a_gan_run(cli, gan_run, tmp_path):
+    """One offline page: failures, losses, diversity/coverage, the grids over time, every epoch, the settings."""
+    copy = tmp_path / "run"
+    shutil.copytree(gan_run, copy)
+    code, out, err = cli("report", copy)
+    assert code == 0, err
+    page = (copy / "report.html").read_text()
+    titles = ["Failures", "Losses", "Diversity and coverage", "Samples over time", "Epochs", "Configuration"]
+    assert all(f"<h2>{title}</h2>" in page for title in titles)
+    assert page.count("data:image/png;base64,") == 3  # two figures and the one epoch's grid
+    assert "after epoch 1" in page and "<script" not in page and "http" not in page
+    assert "class coverage was not measured" in page  # this run was trained without --coverage-run
+
+
+def test_the_report_names_every_epochs_failures():
+    from cnnlab.generative.report import epoch_problems, health_figure, losses_figure
+
+    fine = {"epoch": 1, "train_d_loss": 0.5, "train_g_loss": 1.5, "train_d_real": 0.7, "train_d_fake": 0.3,
+            "sample_diversity": 0.9, "sample_twins": 0.0}  # fmt: skip
+    wins = {**fine, "epoch": 2, "train_d_loss": 0.01, "train_g_loss": 7.0, "sample_diversity": 0.2, "sample_twins": 0.8,
+            "classes_covered": 3.0, "classes_dropped": 7.0, "rarest_class": 4.0, "rarest_share": 0.0}  # fmt: skip
+    assert epoch_problems(fine) == []
+    problems = epoch_problems(wins, [str(c) for c in range(10)])
+    assert [p.split(":")[0] for p in problems] == ["discriminator wins", "mode collapse", "classes dropped"]
+    assert "the rarest, 4, at 0.0%" in problems[2]
+    assert len(losses_figure([fine, wins]).axes) == 2 and len(health_figure([fine, wins]).axes) == 2

@@ -43,7 +43,7 @@ from cnnlab.generative.runs import (
     summary_model,
     train_gan,
 )
-from cnnlab.generative.task import GANTask, diagnose, diagnose_collapse, sample_diversity
+from cnnlab.generative.task import GANTask, diagnose, diagnose_collapse, diagnose_coverage, sample_diversity
 
 __all__ = [
     "GAN_DEFAULTS",
@@ -64,6 +64,7 @@ __all__ = [
     "create_generator",
     "diagnose",
     "diagnose_collapse",
+    "diagnose_coverage",
     "discriminator_features",
     "frechet_distance",
     "generator_name",

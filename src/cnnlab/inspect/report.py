@@ -12,7 +12,6 @@ replaced by a visible note saying which section and why; the rest of the report 
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -23,55 +22,15 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
-from cnnlab.inspect.grid import png_bytes
-
-REPORT_NAME = "report.html"
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; }
-h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; }
-th { background: #f4f4f4; } td.l, th.l { text-align: left; }
-img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
-img.pixels { image-rendering: pixelated; }
-figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
-.skip { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; }
-.note { font-size: 0.85em; color: #555; }
-.meta { color: #555; font-size: 0.9em; }
-summary { cursor: pointer; color: #333; margin: 0.4em 0; }
-"""
+from cnnlab.inspect.page import REPORT_NAME, write_page
+from cnnlab.inspect.page import figure as _figure
+from cnnlab.inspect.page import img as _img
+from cnnlab.inspect.page import png_file as _png_file
+from cnnlab.inspect.page import table as _table
 
 
 class _Skip(Exception):
     """A section that cannot be made; the message says why."""
-
-
-def _img(picture: object, alt: str) -> str:
-    data = base64.b64encode(png_bytes(picture)).decode("ascii")
-    pixels = "" if hasattr(picture, "savefig") else ' class="pixels"'  # exact pixel pictures stay sharp when scaled
-    return f'<img{pixels} src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _png_file(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _figure(picture: object, caption: str) -> str:
-    return f"<figure>{_img(picture, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-
-
-def _table(headers: list[str], rows: list[list[object]], left: int = 1) -> str:
-    def cell(tag: str, i: int, value: object) -> str:
-        cls = ' class="l"' if i < left else ""
-        return f"<{tag}{cls}>{html.escape(str(value))}</{tag}>"
-
-    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 class _Report:
@@ -384,7 +343,8 @@ def write_report(
     """Write ``RUN_DIR/report.html`` and return its path.
 
     Args:
-        run_dir: a run directory written by ``cnnlab train`` (a checkpoint file's folder also works).
+        run_dir: a run directory written by ``cnnlab train`` (a checkpoint file's folder also works), or by
+            ``cnnlab gan train`` (then :func:`cnnlab.generative.report.write_gan_report` writes the page).
         device: where to compute (``cpu``, ``auto``, ``cuda``...).
         data_root: where datasets live (default: ``$CNNLAB_DATA``, else ``~/.cache/cnnlab``).
         images: test images shown with activations and occlusion maps.
@@ -418,6 +378,12 @@ def write_report(
         raise CheckpointError(
             f"Run directory {str(run_dir)!r} does not exist; give a folder written by `cnnlab train`."
         )
+    from cnnlab.train import RunRecord
+
+    if RunRecord.load(run_dir).task == "gan":  # a GAN run's page: its losses, failures and sample grids over time
+        from cnnlab.generative.report import write_gan_report
+
+        return write_gan_report(run_dir, progress)
     started = time.perf_counter()
     progress(f"loading {run_dir}")
     r = _Report(run_dir, device, data_root)
@@ -443,13 +409,12 @@ def write_report(
     body, skipped = [], []
     for number, (title, make) in enumerate(sections, 1):
         progress(f"{title.lower()} ({number}/{len(sections)})")
-        anchor = title.lower().replace(" ", "-")
         try:
             content = make()
         except (_Skip, CnnlabError) as reason:
             skipped.append(title)
             content = f'<p class="skip"><strong>{html.escape(title)} skipped:</strong> {html.escape(str(reason))}</p>'
-        body.append(f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{content}</section>')
+        body.append((title, content))
     history = r.ctx.record.history
     result = (
         f"test error {history[-1]['test_error']:.2%} after {int(history[-1]['epoch'])} epochs"
@@ -466,14 +431,5 @@ def write_report(
     )
     if skipped:
         header += f'<p class="skip">Skipped sections: {html.escape(", ".join(skipped))} (reasons below).</p>'
-    toc = " · ".join(f'<a href="#{t.lower().replace(" ", "-")}">{html.escape(t)}</a>' for t, _ in sections)
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(r.ctx.model_name)} report</title><style>{_STYLE}</style></head>"
-        f"<body>{header}<nav>{toc}</nav>{''.join(body)}</body></html>\n"
-    )
-    target = run_dir / REPORT_NAME
-    tmp = target.with_name(f".{REPORT_NAME}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
+    target = write_page(run_dir / REPORT_NAME, f"{r.ctx.model_name} report", header, body)
     return target
