@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -495,6 +496,13 @@ def test_measure_a_gan_with_a_classifier_run(gan_run, trained_run):
     assert measured.samples == 64 and len(measured.coverage.shares) == 10
     assert measured.real_coverage.covered >= 8  # the classifier recognises real digits (3 epochs of LeNet-5)
     assert measured.frechet_floor >= 0 and measured.frechet > measured.frechet_floor  # 12 steps of GAN training
+    real_score, generated_score = measured.real_classifier_score[0], measured.classifier_score[0]
+    assert 1 <= generated_score < real_score <= 10  # the classifier is sure of real digits, less of 12-step samples
+    copies = measured.copies
+    assert len(copies.distances) == 64 and copies.indices.max() < 1797 - 360  # all of the digits' training split
+    assert 0 <= copies.copies <= 1 and copies.median_ratio > 0.5  # 12 steps of training copy nothing
+    assert measured.copies_picture == gan_run / "nearest-copies.png" and measured.copies_picture.stat().st_size > 500
+    assert any(line.startswith("classifier score") for line in measured.lines())
 
 
 def test_measuring_a_classifier_run_as_a_gan_is_an_error(trained_run):
@@ -719,3 +727,49 @@ def test_the_report_names_every_epochs_failures():
     assert [p.split(":")[0] for p in problems] == ["discriminator wins", "mode collapse", "classes dropped"]
     assert "the rarest, 4, at 0.0%" in problems[2]
     assert len(losses_figure([fine, wins]).axes) == 2 and len(health_figure([fine, wins]).axes) == 2
+
+
+class _ClassOf(nn.Module):
+    """A stand-in classifier: the class is written in the image's first pixel (class / 10); logits ``margin``·onehot."""
+
+    def __init__(self, classes: int, margin: float):
+        super().__init__()
+        self.classes, self.margin = classes, margin
+
+    def logits(self, images):
+        return self.margin * F.one_hot((images[:, 0, 0, 0] * 10).round().long(), self.classes).float()
+
+
+def test_classifier_score_against_the_formula():
+    from torch.nn import functional as F_
+
+    labels = torch.arange(500) % 5  # balanced over 5 classes
+    images = (labels.float() / 10).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    confident = _ClassOf(5, 30.0)
+    mean, sd = generative.classifier_score(images, confident, splits=1)
+    assert (mean == pytest.approx(5.0, rel=1e-6) and sd != sd) or sd == 0  # one split: no spread
+    assert generative.classifier_score(images, _ClassOf(5, 0.0), splits=1)[0] == pytest.approx(1.0)  # unsure
+    assert generative.classifier_score(images[labels == 2], confident, splits=1)[0] == pytest.approx(1.0)  # one class
+    # a softer classifier, against exp(mean KL(p(y|x) || p(y))) computed here, split by split
+    soft = _ClassOf(5, 1.5)
+    p = F_.softmax(soft.logits(images).double(), 1)
+    expected = float(torch.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean()))
+    assert generative.classifier_score(images, soft, splits=1)[0] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ConfigError, match="at least 10 images"):
+        generative.classifier_score(images[:5], soft)
+
+
+def test_nearest_training_images_and_copies():
+    train = torch.rand(300, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    fresh = torch.rand(40, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    samples = torch.cat([train[[5, 17, 200, 299]], fresh])  # four exact copies, then new images
+    distances, indices = generative.nearest_training_images(samples, train)
+    brute = torch.cdist(samples.flatten(1).double(), train.flatten(1).double())  # the oracle
+    torch.testing.assert_close(distances, brute.min(1).values, rtol=0, atol=1e-4)
+    assert torch.equal(indices, brute.argmin(1)) and indices[:4].tolist() == [5, 17, 200, 299]
+    real = generative.nearest_training_images(torch.rand(100, 1, 6, 6, generator=torch.Generator().manual_seed(2)),
+                                              train)[0]  # fmt: skip
+    copies = generative.NearestCopies(distances, indices, real)
+    assert (
+        copies.copies == pytest.approx(4 / 44, abs=0.03) and "samples are nearer to a training image" in copies.text()
+    )

@@ -401,10 +401,7 @@ def _cmd_gan(args: argparse.Namespace) -> int:
         print("\n".join(["test accuracy, mean ± sd over seeds:", *r.table(), f"wrote {r.path}"]))
     else:
         m = generative.measure_gan(args.run, args.classifier, args.n, args.seed, args.data_root, args.device)
-        print(f"coverage of {m.samples:,} samples: {m.coverage.text()}")
-        print(f"real test images, for reference: {m.real_coverage.text()}")
-        print(f"Fréchet distance (classifier features): generated vs real test {m.frechet:.3f}; real train vs "
-              f"real test (the floor) {m.frechet_floor:.3f}")  # fmt: skip
+        print("\n".join(m.lines()))
     return 0
 
 

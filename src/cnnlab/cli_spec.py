@@ -244,7 +244,8 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
         device="cpu",
     ),
     "measure": CommandSpec(
-        "Class coverage and Fréchet distance of a GAN's samples, in a cnnlab classifier's feature space.",
+        "Class coverage, Fréchet distance and classifier score of a GAN's samples in a cnnlab classifier's space; "
+        "nearest-neighbour copies of training images.",
         (
             _RUN,
             Arg(("classifier",), {"help": "a classifier run trained on the same data (`cnnlab train`)"}),

@@ -11,11 +11,18 @@ It is computed by torchmetrics' ``FrechetInceptionDistance`` with a *custom feat
 the distance is in the space of a model trained on the same data. Such a distance is only comparable with others
 measured with the same classifier; the distance between the real training and the real test images is its floor
 (what two samples of the true distribution score), reported beside it.
+
+Two more checks: a *classifier score* — Salimans et al. 2016's Inception score, exp(E_x KL(p(y|x) ‖ p(y))), with
+the cnnlab classifier's softmax in place of Inception's (torchmetrics' ``InceptionScore`` with the classifier as its
+feature module): high when each sample is confidently one class and the classes are balanced, at most the number
+of classes — and *nearest-neighbour copies*: each sample's nearest training image in pixels, against the same
+distance for real test images (which are not copies), to catch a generator that memorised its training set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +31,10 @@ from torch import nn
 from cnnlab.errors import CnnlabError, ConfigError
 
 COVERED = 0.05  # a class counts as covered when at least 5 % of the samples are assigned to it
+# Samples (and as many real test images) compared with every training image for copies: 1,000 put a 1 % share of
+# copies at ± 0.3 points (binomial sd) for 1,000 × 60,000 distances (~2 s on one CPU thread at 28 px).
+NEAREST = 1000
+COPY_PERCENTILE = 0.01  # a sample nearer to a training image than 99 % of real test images are counts as a copy
 
 
 class ClassifierFeatures(nn.Module):
@@ -117,31 +128,158 @@ def frechet_distance(real: torch.Tensor, generated: torch.Tensor, features: nn.M
     return float(metric.compute())
 
 
+class _Logits(nn.Module):
+    """The classifier's logits for images in [0, 1]: the feature module torchmetrics' InceptionScore expects."""
+
+    def __init__(self, features: ClassifierFeatures):
+        super().__init__()
+        self.features = features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features.logits(images).double().cpu()
+
+
+def classifier_score(
+    images: torch.Tensor, features: ClassifierFeatures, splits: int = 10, seed: int = 0, batch: int = 500
+) -> tuple[float, float]:
+    """(mean, sd) over ``splits`` parts of exp(E_x KL(p(y|x) ‖ p(y))) of ``images`` (N, C, H, W) in [0, 1], with the
+    classifier's softmax as p(y|x): 1 for samples it cannot tell apart or that are all one class, up to the number
+    of classes for confident, balanced ones. By torchmetrics (its ``InceptionScore`` with a custom feature module);
+    ``seed`` fixes the shuffle into parts."""
+    import warnings
+
+    try:
+        from torchmetrics.image.inception import InceptionScore
+    except ImportError:  # a dependency of cnnlab; missing only in a hand-made environment
+        raise CnnlabError("The classifier score needs torchmetrics: pip install torchmetrics.") from None
+    if len(images) < splits:
+        raise ConfigError(f"The classifier score needs at least {splits} images (one per split), got {len(images)}.")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        metric = InceptionScore(feature=_Logits(features), splits=splits, normalize=False)
+    for chunk in images.split(batch):
+        metric.update(chunk)
+    with torch.random.fork_rng(), warnings.catch_warnings():  # the split shuffle draws from the global RNG
+        warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # one split: no sd (0 below)
+        torch.manual_seed(seed)
+        mean, sd = metric.compute()
+    return float(mean), float(sd) if splits > 1 else 0.0
+
+
+def nearest_training_images(images: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's nearest training image in pixels (Euclidean, images in [0, 1]): (distances (N,), indices (N,)),
+    by scikit-learn's exact brute-force neighbour search (BLAS matrix products, chunked)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    search = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(train.flatten(1).float().numpy())
+    distances, indices = search.kneighbors(images.flatten(1).float().numpy())
+    return torch.from_numpy(distances[:, 0]).double(), torch.from_numpy(indices[:, 0]).long()
+
+
+@dataclass
+class NearestCopies:
+    """Samples against their nearest training images, in pixels; real test images (no copies) as the reference.
+
+    Attributes:
+        distances: (n,) each checked sample's distance to its nearest training image.
+        indices: (n,) that training image's index.
+        real_distances: (m,) the same for real test images.
+    """
+
+    distances: torch.Tensor
+    indices: torch.Tensor
+    real_distances: torch.Tensor
+
+    @property
+    def threshold(self) -> float:
+        """The distance below which only 1 % of real test images lie: nearer than that is a copy."""
+        return float(torch.quantile(self.real_distances, COPY_PERCENTILE))
+
+    @property
+    def copies(self) -> float:
+        """Share of samples nearer to a training image than :attr:`threshold` (≈ 0.01 for a generator that makes
+        new images as real test images are new; far more for one that reproduces its training set)."""
+        return float((self.distances < self.threshold).double().mean())
+
+    @property
+    def median_ratio(self) -> float:
+        """The samples' median nearest distance over the real test images' (≈ 1 or more: new images; ≪ 1: copies)."""
+        return float(self.distances.median() / self.real_distances.median().clamp_min(1e-12))
+
+    def text(self) -> str:
+        return (
+            f"{self.copies:.1%} of {len(self.distances):,} samples are nearer to a training image than 99 % of real "
+            f"test images are (a copy; real test images: 1 % by definition); median nearest distance "
+            f"{float(self.distances.median()):.2f} vs the real images' {float(self.real_distances.median()):.2f} "
+            f"(ratio {self.median_ratio:.2f})"
+        )
+
+
+def render_copies(samples: torch.Tensor, train: torch.Tensor, copies: NearestCopies, count: int = 8):
+    """The ``count`` samples nearest to a training image (top row) above those training images (bottom row), as a
+    Pillow image: what a memorising generator's copies look like."""
+    from cnnlab.inspect.grid import tile, to_pil
+
+    order = copies.distances.argsort()[:count]
+    pairs = torch.cat([samples[order], train[copies.indices[order]]])  # (2·count, C, H, W) in [0, 1]
+    return to_pil(tile(pairs, ncols=len(order), pad=1, fill=1.0), upscale=3)
+
+
 @dataclass
 class GanMeasurement:
     """:func:`measure_gan`'s figures: coverage of the generated samples (and of real test images, for reference),
-    the Fréchet distance of generated vs real test images, and its floor, real train vs real test."""
+    the Fréchet distance of generated vs real test images, and its floor, real train vs real test; the classifier
+    score of the samples and of real test images; the nearest-neighbour copy check and its picture."""
 
     coverage: Coverage
     real_coverage: Coverage
     frechet: float
     frechet_floor: float
     samples: int
+    classifier_score: tuple[float, float] | None = None  # (mean, sd) over 10 splits
+    real_classifier_score: tuple[float, float] | None = None
+    copies: NearestCopies | None = None
+    copies_picture: Path | None = None
+
+    def lines(self) -> list[str]:
+        """What ``cnnlab gan measure`` prints."""
+        out = [
+            f"coverage of {self.samples:,} samples: {self.coverage.text()}",
+            f"real test images, for reference: {self.real_coverage.text()}",
+            f"Fréchet distance (classifier features): generated vs real test {self.frechet:.3f}; real train vs "
+            f"real test (the floor) {self.frechet_floor:.3f}",
+        ]
+        if self.classifier_score is not None and self.real_classifier_score is not None:
+            (mean, sd), (real, real_sd) = self.classifier_score, self.real_classifier_score
+            out.append(f"classifier score (exp E KL(p(y|x) ‖ p(y)), 10 splits): {mean:.2f} ± {sd:.2f}; real test "
+                       f"images {real:.2f} ± {real_sd:.2f}; at most {len(self.coverage.classes)}")  # fmt: skip
+        if self.copies is not None:
+            out.append(f"nearest training images: {self.copies.text()}")
+        if self.copies_picture is not None:
+            out.append(f"wrote {self.copies_picture} (the samples nearest to a training image, above those images)")
+        return out
 
 
 def measure_gan(gan_run, classifier_run, n: int = 10_000, seed: int = 0, data_root: str | None = None,
-                device: str = "cpu") -> GanMeasurement:  # fmt: skip
-    """Coverage and Fréchet distance of ``n`` samples of a GAN run, measured with a cnnlab classifier run trained on
-    the same data; the real sets are ``n`` images of the data's test split and ``n`` of its training split.
+                device: str = "cpu", nearest: int = NEAREST, copies_out: str | Path | None = None,
+                ) -> GanMeasurement:  # fmt: skip
+    """Coverage, Fréchet distance and classifier score of ``n`` samples of a GAN run, measured with a cnnlab
+    classifier run trained on the same data (the real sets: ``n`` images of the data's test split and ``n`` of its
+    training split); and the first ``nearest`` samples against every training image, for copies, with a picture
+    of the nearest pairs (``copies_out``, default ``nearest-copies.png`` in the GAN's run directory).
 
     Raises:
         CheckpointError: either run is missing or of the wrong kind.
-        ConfigError: the classifier's data has other channels or classes than the GAN's.
+        ConfigError: the classifier's data has other channels or classes than the GAN's; n below 10.
     """
     from cnnlab.data import load_dataset
     from cnnlab.generative.runs import load_gan
+    from cnnlab.inspect.grid import save
     from cnnlab.workflows import open_run
 
+    for label, value, least in (("n", n, 10), ("nearest", nearest, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{label} must be a whole number of at least {least}, got {value!r}.")
     gan = load_gan(gan_run, device)
     record, model, _ = open_run(classifier_run, device)
     features = ClassifierFeatures(model, record.preprocessing)
@@ -154,20 +292,30 @@ def measure_gan(gan_run, classifier_run, n: int = 10_000, seed: int = 0, data_ro
         )
     pick = torch.Generator().manual_seed(seed)
 
-    def real(split) -> torch.Tensor:  # n images of a split, in [0, 1], at the generator's size
-        index = torch.randperm(len(split), generator=pick)[:n]
+    def real(split, count: int | None) -> torch.Tensor:  # images of a split, in [0, 1], at the generator's size
+        index = torch.randperm(len(split), generator=pick)[:count]
         images = split.images[index].float() / 255
         size = int(gan.spec["size"])
         if tuple(images.shape[-2:]) != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return images
 
-    test, train = real(dataset.test), real(dataset.train)
+    test, train = real(dataset.test, n), real(dataset.train, n)
     generated = gan.sample(n, seed)
+    every_train = real(dataset.train, None)  # the whole training split, for the copy check
+    checked = min(nearest, n)
+    distances, indices = nearest_training_images(generated[:checked], every_train)
+    copies = NearestCopies(distances, indices, nearest_training_images(test[:checked], every_train)[0])
+    picture = Path(copies_out) if copies_out is not None else gan.path.parent / "nearest-copies.png"
+    save(render_copies(generated[:checked], every_train, copies), picture)
     return GanMeasurement(
         coverage=class_coverage(generated, features, record.classes),
         real_coverage=class_coverage(test, features, record.classes),
         frechet=frechet_distance(test, generated, features),
         frechet_floor=frechet_distance(test, train, features),
         samples=n,
+        classifier_score=classifier_score(generated, features, seed=seed),
+        real_classifier_score=classifier_score(test, features, seed=seed),
+        copies=copies,
+        copies_picture=picture,
     )
