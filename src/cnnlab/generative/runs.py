@@ -11,6 +11,7 @@ config.json), with ``samples/epoch<N>.png``: the same 64 noise vectors drawn by 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -121,7 +122,7 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
     opened = RunDir(path, new=run_dir is None and rank == 0, overwrite=overwrite, lock=rank == 0)
     run = TrainingRun(config, device, discriminator.to(device), dataset, pre, train, test, opened)
     task = GANTask(generator, discriminator, seed=config.seed, reuse_fakes=reuse_fakes, coverage=coverage)
-    task.coverage_run = None if coverage_run is None else str(coverage_run)
+    task.coverage_run = None if coverage_run is None else os.path.abspath(coverage_run)  # resumable from anywhere
     return run, task
 
 
