@@ -557,6 +557,10 @@ def test_epoch_line_gives_the_whole_runs_eta():
     assert lines[1].endswith("ETA run 0:01:00")  # 2 left × the mean of 20 s and 40 s
     assert lines[2].endswith("ETA run 0:00:30") and "ETA" not in lines[3]  # nothing left after the last
     assert run_eta(1, 200, [3725.0]) == "ETA run 205:54:35" and run_eta(0, 5, []) == ""
+    # a task's failures come in brackets: printed as they are, not taken for rich markup and dropped
+    reporter.end_epoch({"epoch": 5, "lr": 0.1, "seconds": 1.0, "images_per_s": 1.0}, "D 0.1  [mode collapse: 9 of 64]")
+    reporter.message("[classes dropped: 2 of 10]")
+    assert "D 0.1  [mode collapse: 9 of 64]" in out.getvalue() and "[classes dropped: 2 of 10]" in out.getvalue()
 
 
 def test_step_lines_show_on_a_terminal_only():

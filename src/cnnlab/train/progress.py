@@ -53,7 +53,7 @@ class RichReporter:
             TextColumn(f"epoch {epoch + 1}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[shown]}"),
+            TextColumn("{task.fields[shown]}", markup=False),
             TimeRemainingColumn(),
             console=self.console,
         )
@@ -74,13 +74,14 @@ class RichReporter:
         self.epoch_seconds.append(float(row["seconds"]))  # this epoch's training seconds
         eta = run_eta(int(row["epoch"]), self.epochs, self.epoch_seconds)
         line = f"  {text}  lr {row['lr']:.3g}  ({row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s)"
-        self.console.print(line + (f"  {eta}" if eta else ""))
+        # markup off: a task's failures come in brackets ("[mode collapse: ...]"), which rich would take for tags
+        self.console.print(line + (f"  {eta}" if eta else ""), markup=False)
 
     def message(self, text: str) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        self.console.print(text)
+        self.console.print(text, markup=False)
 
 
 class QuietReporter:
