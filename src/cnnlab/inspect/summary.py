@@ -253,7 +253,7 @@ def render_summary(summary: ModelSummary, console: object | None = None) -> None
     ]
     lines += parameter_verdict(summary)
     for line in lines:
-        console.print(line)  # type: ignore[attr-defined]
+        console.print(line, markup=False)  # type: ignore[attr-defined]
 
 
 def models_table(pattern: str = "*"):
