@@ -628,11 +628,14 @@ def _grid_pixels(images: torch.Tensor, path: Path) -> np.ndarray:
 
 
 # ---- class coverage during training (--coverage-run) -------------------------------------------------------------
-def test_class_coverage_is_measured_every_epoch_and_recorded(trained_run, tmp_path):
+def test_class_coverage_is_measured_every_epoch_and_recorded(gan_run, trained_run, tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "run"
     result = generative.train_gan({**GIVEN, "out": str(out)}, z_dim=16, coverage_run=str(trained_run))
     row = result.history[-1]
+    # measuring changes nothing in training: the same losses as the same run without --coverage-run
+    same = ("train_d_loss", "train_g_loss", "sample_diversity")
+    assert [row[k] for k in same] == [load_checkpoint(gan_run)["history"][-1][k] for k in same]
     assert row["classes_covered"] + row["classes_dropped"] == 10 and 0 <= row["rarest_share"] < 0.1
     # the same figures by hand: the task's 1,000 coverage noise vectors, through the generator and the classifier
     task = result.trainer.task

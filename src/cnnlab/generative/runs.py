@@ -117,7 +117,10 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
                                    config.batch_size, shuffle=True, seed=config.seed, **common)  # fmt: skip
         test = DeviceTensorLoader(pre.to_stored_size(dataset.test.images), dataset.test.labels, pre, 256 * world_size,
                                   **common)  # fmt: skip
-    coverage = coverage_classifier(coverage_run, dataset, device) if coverage_run is not None else None
+    coverage = None
+    if coverage_run is not None:
+        with torch.random.fork_rng(devices=[]):  # building the classifier draws init weights: not from the run's RNG
+            coverage = coverage_classifier(coverage_run, dataset, device)
     path = run_dir or config.out or default_run_dir(config.model, config.data)
     opened = RunDir(path, new=run_dir is None and rank == 0, overwrite=overwrite, lock=rank == 0)
     run = TrainingRun(config, device, discriminator.to(device), dataset, pre, train, test, opened)
