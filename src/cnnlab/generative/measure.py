@@ -182,7 +182,7 @@ class NearestCopies:
 
     Attributes:
         distances: (n,) each checked sample's distance to its nearest training image.
-        indices: (n,) that training image's index.
+        indices: (n,) that training image's index in the training split.
         real_distances: (m,) the same for real test images.
     """
 
@@ -292,17 +292,18 @@ def measure_gan(gan_run, classifier_run, n: int = 10_000, seed: int = 0, data_ro
         )
     pick = torch.Generator().manual_seed(seed)
 
-    def real(split, count: int | None) -> torch.Tensor:  # images of a split, in [0, 1], at the generator's size
-        index = torch.randperm(len(split), generator=pick)[:count]
-        images = split.images[index].float() / 255
-        size = int(gan.spec["size"])
+    def fitted(images: torch.Tensor) -> torch.Tensor:  # uint8 images -> [0, 1] at the generator's size
+        images, size = images.float() / 255, int(gan.spec["size"])
         if tuple(images.shape[-2:]) != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return images
 
-    test, train = real(dataset.test, n), real(dataset.train, n)
+    def real(split) -> torch.Tensor:  # n images of a split, drawn at random
+        return fitted(split.images[torch.randperm(len(split), generator=pick)[:n]])
+
+    test, train = real(dataset.test), real(dataset.train)
     generated = gan.sample(n, seed)
-    every_train = real(dataset.train, None)  # the whole training split, for the copy check
+    every_train = fitted(dataset.train.images)  # the whole training split in its order: indices are the split's
     checked = min(nearest, n)
     distances, indices = nearest_training_images(generated[:checked], every_train)
     copies = NearestCopies(distances, indices, nearest_training_images(test[:checked], every_train)[0])

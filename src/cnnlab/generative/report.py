@@ -15,33 +15,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from cnnlab.errors import CheckpointError
 from cnnlab.generative.task import COLLAPSE_DIVERSITY, COLLAPSE_TWINS, diagnose, diagnose_collapse, diagnose_coverage
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from cnnlab.train.record import RunRecord
+
 MAX_GRIDS = 10  # grids shown: evenly spaced over the epochs, the first and the last always among them
 
 
-def write_gan_report(run_dir: str | Path, progress: Callable[[str], None] = lambda text: None) -> Path:
-    """Write ``RUN_DIR/report.html`` for a GAN run directory (written by ``cnnlab gan train``); returns its path.
+def write_gan_report(run: str | Path | RunRecord, progress: Callable[[str], None] = lambda text: None) -> Path:
+    """Write ``RUN_DIR/report.html`` for a GAN run (its directory, its checkpoint or its loaded record, as written by
+    ``cnnlab gan train``); returns its path.
 
     Raises:
         CheckpointError: no readable checkpoint, or not a GAN run.
     """
     from cnnlab import __version__
     from cnnlab.inspect.page import REPORT_NAME, figure, png_file, table, write_page
-    from cnnlab.train.checkpoint import load_checkpoint, resolve_checkpoint_path
     from cnnlab.train.record import RunRecord, task_spec
 
     started = time.perf_counter()
-    run_dir = Path(run_dir)
-    path = resolve_checkpoint_path(run_dir)
-    payload = load_checkpoint(path)
-    spec = task_spec(payload, run_dir, "gan", "GAN", "cnnlab gan train")
-    record = RunRecord.from_payload(payload, path)
-    run_dir = path.parent
+    record = run if isinstance(run, RunRecord) else RunRecord.load(run)
+    run_dir = record.run_dir
+    spec = task_spec(record.training_payload(), run_dir, "gan", "GAN", "cnnlab gan train")
     history = record.history
     if not history:
         raise CheckpointError(f"{run_dir} has no completed epoch yet: nothing to report (train at least one).")
@@ -57,11 +58,11 @@ def write_gan_report(run_dir: str | Path, progress: Callable[[str], None] = lamb
     progress("sample grids (4/6)")
     grids = sorted((run_dir / "samples").glob("epoch*.png"))
     if grids:
-        shown = [grids[round(i * (len(grids) - 1) / max(min(MAX_GRIDS, len(grids)) - 1, 1))] for i in
-                 range(min(MAX_GRIDS, len(grids)))]  # fmt: skip
+        picks = torch.linspace(0, len(grids) - 1, min(MAX_GRIDS, len(grids))).round().long().unique().tolist()
         parts = [
-            f"<figure>{png_file(grid, grid.stem)}<figcaption>after epoch {int(grid.stem[5:])}</figcaption></figure>"
-            for grid in dict.fromkeys(shown)
+            f"<figure>{png_file(grids[i], grids[i].stem)}<figcaption>after epoch {int(grids[i].stem[5:])}"
+            "</figcaption></figure>"
+            for i in picks
         ]
         note = f"The same 64 noise vectors after each epoch ({len(parts)} of {len(grids)} grids shown)."
         sections.append(("Samples over time", f'<p class="note">{note}</p><div class="row">{"".join(parts)}</div>'))

@@ -36,11 +36,11 @@ class _Skip(Exception):
 class _Report:
     """The run, its model and data, loaded once and shared by the sections."""
 
-    def __init__(self, run_dir: Path, device: str | torch.device, data_root: str | None):
+    def __init__(self, run_dir: Path, device: str | torch.device, data_root: str | None, record=None):
         from cnnlab.inspect.views import ViewContext
 
         self.run_dir = run_dir
-        self.ctx = ViewContext(run_dir, device, run_dir)
+        self.ctx = ViewContext(record if record is not None else run_dir, device, run_dir)
         self.data_root = data_root
         self._data: tuple | None = None
         self.predictions = None  # test-split predictions: made by the confusion section, reused for mistakes
@@ -380,13 +380,14 @@ def write_report(
         )
     from cnnlab.train import RunRecord
 
-    if RunRecord.load(run_dir).task == "gan":  # a GAN run's page: its losses, failures and sample grids over time
-        from cnnlab.generative.report import write_gan_report
-
-        return write_gan_report(run_dir, progress)
     started = time.perf_counter()
     progress(f"loading {run_dir}")
-    r = _Report(run_dir, device, data_root)
+    record = RunRecord.load(run_dir)  # read once, for either kind of page
+    if record.task == "gan":  # a GAN run's page: its losses, failures and sample grids over time
+        from cnnlab.generative.report import write_gan_report
+
+        return write_gan_report(record, progress)
+    r = _Report(run_dir, device, data_root, record)
     torch.manual_seed(0)  # nothing here is random today; fixed anyway so a report never varies between runs
     sections: list[tuple[str, Callable[[], str]]] = [
         ("Final metrics", lambda: _section_results(r)),

@@ -28,6 +28,7 @@ from cnnlab.inspect.grid import safe_name, save
 
 if TYPE_CHECKING:
     from cnnlab.data import ImageDataset
+    from cnnlab.train.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class ViewContext:
 
     def __init__(
         self,
-        checkpoint: str | Path,
+        checkpoint: str | Path | RunRecord,
         device: str | torch.device,
         out_dir: str | Path | None = None,
         progress: Callable[[str], None] = lambda text: None,
@@ -125,7 +126,7 @@ class ViewContext:
         from cnnlab.train import resolve_device
         from cnnlab.train.record import RunRecord
 
-        self.record = RunRecord.load(checkpoint)
+        self.record = checkpoint if isinstance(checkpoint, RunRecord) else RunRecord.load(checkpoint)
         self.progress = progress
         self.checkpoint = self.record.path
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
