@@ -645,18 +645,31 @@ def test_class_coverage_is_measured_every_epoch_and_recorded(gan_run, trained_ru
     assert len(task.coverage_noise) == 1000 and row["rarest_share"] == min(shares)
     assert row["classes_covered"] == sum(s >= 0.05 for s in shares)
     assert "classes ≥ 5 %" in task.epoch_text(row)
+    # the same samples' Fréchet distance to real test images, and its floor (real training images), by hand: the
+    # run's images as the generator sees them, evenly spaced through each split, back in [0, 1]
+    from cnnlab.generative.task import reference_images
+
+    run = result.trainer.run
+    test, train = ((reference_images(run, 1000, split) + 1) / 2 for split in ("test", "train"))
+    assert row["frechet"] == pytest.approx(generative.frechet_distance(test, images.clamp(0, 1), features), rel=1e-9)
+    assert row["frechet_floor"] == pytest.approx(generative.frechet_distance(test, train, features), rel=1e-9)
+    assert row["frechet"] > row["frechet_floor"] > 0  # a 4-step generator is far from the data
+    assert f"FD {row['frechet']:.1f} (floor" in task.epoch_text(row)
     payload = load_checkpoint(out)
     assert payload["gan"]["coverage_run"] == str(trained_run)
     assert "classes_covered" in (out / "metrics.csv").read_text().splitlines()[0]
     from cnnlab.inspect import write_report
 
     page = write_report(out).read_text()
-    assert "Right: classes the classifier finds in ≥ 5 % of the samples" in page
+    assert "Middle: classes the classifier finds in ≥ 5 % of the samples" in page
+    assert "Right: the Fréchet distance of the same 1,000 samples" in page
+    assert "frechet_floor" in (out / "metrics.csv").read_text().splitlines()[0]
     # a resumed run classifies with the classifier it recorded
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     resumed = generative.train_gan({**GIVEN, "out": str(copy)}, resume=str(copy / "checkpoints" / "step000000004.pt"))
     assert resumed.trainer.task.coverage is not None and resumed.history[-1]["rarest_share"] == row["rarest_share"]
+    assert resumed.history[-1]["frechet"] == row["frechet"]  # the same z, weights and real images after resume
 
 
 def test_a_generator_that_drops_classes_is_named(trained_run):
@@ -729,7 +742,7 @@ def test_the_report_names_every_epochs_failures():
     problems = epoch_problems(wins, [str(c) for c in range(10)])
     assert [p.split(":")[0] for p in problems] == ["discriminator wins", "mode collapse", "classes dropped"]
     assert "the rarest, 4, at 0.0%" in problems[2]
-    assert len(losses_figure([fine, wins]).axes) == 2 and len(health_figure([fine, wins]).axes) == 2
+    assert len(losses_figure([fine, wins]).axes) == 2 and len(health_figure([fine, wins]).axes) == 3
 
 
 class _ClassOf(nn.Module):

@@ -89,7 +89,8 @@ def write_gan_report(run: str | Path | RunRecord, progress: Callable[[str], None
 
 EPOCH_COLUMNS = (
     "train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "train_d_wins", "sample_diversity",
-    "sample_twins", "mode_collapse", "classes_covered", "rarest_class", "rarest_share", "images_per_s", "seconds",
+    "sample_twins", "mode_collapse", "classes_covered", "rarest_class", "rarest_share", "frechet", "frechet_floor",
+    "images_per_s", "seconds",
 )  # fmt: skip
 
 
@@ -148,14 +149,14 @@ def losses_figure(history: list[dict]) -> Figure:
 
 def health_figure(history: list[dict]) -> Figure:
     """Diversity and twins of the fixed-noise samples per epoch with the collapse thresholds, and (when measured)
-    the classes covered by ≥ 5 % of the coverage samples."""
+    the classes covered by ≥ 5 % of the coverage samples and their Fréchet distance beside its floor."""
     from matplotlib.ticker import MaxNLocator
 
     from cnnlab.inspect.grid import new_figure
 
     epochs = [row["epoch"] for row in history]
-    fig = new_figure(10, 3.6)
-    spread, covered = fig.subplots(1, 2)
+    fig = new_figure(14, 3.6)
+    spread, covered, distance = fig.subplots(1, 3)
     if all("sample_diversity" in r for r in history):
         spread.plot(epochs, [r["sample_diversity"] for r in history], "o-", label="diversity", markersize=3)
         spread.plot(epochs, [r["sample_twins"] for r in history], "o-", label="twins", markersize=3)
@@ -173,7 +174,17 @@ def health_figure(history: list[dict]) -> Figure:
         covered.text(0.5, 0.5, "class coverage not measured\n(--coverage-run CLASSIFIER_RUN)", ha="center",
                      va="center", transform=covered.transAxes, color="grey")  # fmt: skip
     covered.set(xlabel="epoch", title="class coverage of 1,000 samples")
-    for ax in (spread, covered):
+    if all("frechet" in r for r in history):
+        distance.plot(epochs, [r["frechet"] for r in history], "o-", markersize=3, label="samples vs real test")
+        floor = [r["frechet_floor"] for r in history]
+        distance.plot(epochs, floor, ":", color="grey", label="floor: real train vs test")
+        distance.set(yscale="log", ylabel="Fréchet distance (classifier features)")
+        distance.legend(fontsize=8)
+    else:
+        distance.text(0.5, 0.5, "Fréchet distance not measured\n(--coverage-run CLASSIFIER_RUN)", ha="center",
+                      va="center", transform=distance.transAxes, color="grey")  # fmt: skip
+    distance.set(xlabel="epoch", title="Fréchet distance of the 1,000 samples")
+    for ax in (spread, covered, distance):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     return fig
@@ -186,6 +197,12 @@ def _health_caption(history: list[dict]) -> str:
     )
     if any("classes_covered" in r for r in history):
         last = history[-1]
-        text += f" Right: classes the classifier finds in ≥ 5 % of the samples; after the last epoch the rarest " \
+        text += f" Middle: classes the classifier finds in ≥ 5 % of the samples; after the last epoch the rarest " \
                 f"class has {last['rarest_share']:.1%}."  # fmt: skip
+    if any("frechet" in r for r in history):
+        text += (
+            " Right: the Fréchet distance of the same 1,000 samples to 1,000 real test images in the classifier's "
+            "features (log scale), and its floor, 1,000 real training images against them: a curve of quality "
+            "over the epochs (cnnlab gan measure, with 10,000 samples, gives the figure to quote)."
+        )
     return text

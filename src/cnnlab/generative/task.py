@@ -19,7 +19,10 @@ Failure modes named in the epoch line and recorded as columns (metrics.csv, summ
 - ``classes_dropped`` > 0 (with a classifier run of the same data, ``--coverage-run``): after every epoch
   :data:`COVERAGE_SAMPLES` samples of fixed noise are classified, and classes that get under 5 % of them are named
   (``classes_covered``, ``rarest_class``, ``rarest_share``): the partial mode collapse that pixel distances miss, a
-  generator that makes every kind of image but some classes rarely or never;
+  generator that makes every kind of image but some classes rarely or never. The same samples give the epoch's
+  Fréchet distance in the classifier's features (``frechet``, against :data:`COVERAGE_SAMPLES` real test images)
+  beside its floor (``frechet_floor``: as many real training images against the same test images), a quality
+  curve over the epochs, not a failure rule;
 - NaN/inf in either loss: the engine stops at its next sync point (``NonFiniteLossError``), and
   :func:`cnnlab.generative.train_gan` names which of the two losses diverged.
 """
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.generative.measure import COVERED, ClassifierFeatures, class_coverage
+from cnnlab.generative.measure import COVERED, ClassifierFeatures, class_coverage, frechet_distance
 from cnnlab.train import Part, Task
 
 if TYPE_CHECKING:
@@ -59,7 +62,9 @@ COLLAPSE_TWINS = 0.25
 COLLAPSE_DIVERSITY = 0.5
 REFERENCE_IMAGES = 64  # real images the samples' spread is compared with
 # Class coverage during training: 1,000 samples put a class's 5 % threshold 7 standard errors from 0 and 10 %
-# (sd of a share of 0.1: 0.95 points), at ~0.3 s per epoch for a 28 px DCGAN and a LeNet on one CPU thread.
+# (sd of a share of 0.1: 0.95 points), at ~0.3 s per epoch for a 28 px DCGAN and a LeNet on one CPU thread. The
+# Fréchet distance of the same samples is biased upwards at this n (its floor, measured alike, shows by how much):
+# it follows quality from epoch to epoch; `cnnlab gan measure` (10,000 samples) gives the figure to quote.
 COVERAGE_SAMPLES = 1000
 
 
@@ -110,6 +115,9 @@ class GANTask(Task):
         # The grid's noise: drawn once from its own generator (not the global RNG, which the run's seed drives)
         self.fixed_noise = torch.randn(FIXED_SAMPLES, self.z_dim, generator=torch.Generator().manual_seed(seed))
         self.reference: torch.Tensor | None = None  # real images (N, C, H, W) in the generator's range, once
+        # with coverage: COVERAGE_SAMPLES real test images in [0, 1] and the Fréchet floor, once per process
+        self.coverage_real: torch.Tensor | None = None
+        self.frechet_floor: float | None = None
         # coverage's noise: its own seeded generator too, so every epoch (and a resumed run) classifies the same z
         self.coverage_noise = torch.randn(
             COVERAGE_SAMPLES, self.z_dim, generator=torch.Generator().manual_seed(seed + 1)
@@ -177,20 +185,38 @@ class GANTask(Task):
         collapsed = diagnose_collapse(diversity, twins, len(self.fixed_noise)) is not None
         row = {"sample_diversity": diversity, "sample_twins": twins, "mode_collapse": float(collapsed)}
         if self.coverage is not None:
+            if self.coverage_real is None:
+                self.set_coverage_reference(run)
             row |= self.class_coverage(nets["generator"])
         return row
 
+    def set_coverage_reference(self, run: TrainingRun) -> None:
+        """The real images the coverage samples' Fréchet distance is measured against (:data:`COVERAGE_SAMPLES` of
+        the test split, evenly spaced) and its floor (as many training images, evenly spaced, against them)."""
+        features = self.coverage[0]
+        low, high = getattr(self.models["generator"], "output_range", (-1.0, 1.0))
+        test, train = (((reference_images(run, COVERAGE_SAMPLES, split) - low) / (high - low)).clamp(0, 1)
+                       for split in ("test", "train"))  # fmt: skip
+        self.coverage_real = test
+        self.frechet_floor = frechet_distance(test, train, features)
+
     def class_coverage(self, generator: nn.Module) -> dict[str, float]:
         """The coverage columns: how many classes the classifier finds in ≥ 5 % of the coverage samples, how many
-        it finds in fewer (``classes_dropped``), and the rarest class (its index) with its share."""
+        it finds in fewer (``classes_dropped``), and the rarest class (its index) with its share; with real images
+        set (:meth:`set_coverage_reference`), the samples' Fréchet distance to them and its floor."""
         features, classes = self.coverage
         low, high = getattr(generator, "output_range", (-1.0, 1.0))
         images = torch.cat([self.samples(generator, chunk) for chunk in self.coverage_noise.split(250)])
-        shares = class_coverage(((images - low) / (high - low)).clamp(0, 1), features, classes).shares
+        images = ((images - low) / (high - low)).clamp(0, 1)
+        shares = class_coverage(images, features, classes).shares
         rarest = min(range(len(shares)), key=shares.__getitem__)
         covered = sum(share >= COVERED for share in shares)
-        return {"classes_covered": float(covered), "classes_dropped": float(len(shares) - covered),
-                "rarest_class": float(rarest), "rarest_share": shares[rarest]}  # fmt: skip
+        row = {"classes_covered": float(covered), "classes_dropped": float(len(shares) - covered),
+               "rarest_class": float(rarest), "rarest_share": shares[rarest]}  # fmt: skip
+        if self.coverage_real is not None:
+            row |= {"frechet": frechet_distance(self.coverage_real, images, features),
+                    "frechet_floor": float(self.frechet_floor)}  # fmt: skip
+        return row
 
     def epoch_text(self, row: Mapping[str, float]) -> str:
         text = (
@@ -205,6 +231,8 @@ class GANTask(Task):
             classes = self.coverage[1] if self.coverage is not None else None
             text += f"  classes ≥ 5 %: {row['classes_covered']:.0f}"
             problems.append(diagnose_coverage(row, classes))
+        if "frechet" in row:
+            text += f"  FD {row['frechet']:.1f} (floor {row['frechet_floor']:.1f})"
         return "  ".join([text, *(f"[{p}]" for p in problems if p)])
 
     def samples(self, generator: nn.Module | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -271,10 +299,11 @@ def diagnose(d_loss: float, g_loss: float) -> str | None:
     return None
 
 
-def reference_images(run: TrainingRun, count: int = REFERENCE_IMAGES) -> torch.Tensor:
-    """``count`` real images evenly spaced through the run's test split (so every class of a sorted split is
-    there), as the generator sees them (its preprocessing: size and range), (count, C, H, W) on the CPU."""
-    split, pre = run.dataset.test, run.preprocessing
+def reference_images(run: TrainingRun, count: int = REFERENCE_IMAGES, split: str = "test") -> torch.Tensor:
+    """``count`` real images evenly spaced through one split of the run's data (``"test"`` or ``"train"``; so every
+    class of a sorted split is there), as the generator sees them (its preprocessing: size and range),
+    (count, C, H, W) on the CPU."""
+    split, pre = getattr(run.dataset, split), run.preprocessing
     total = len(split.labels)
     index = torch.linspace(0, total - 1, min(count, total)).round().long().unique()
     if hasattr(split, "images"):  # in memory: uint8 (N, C, h, w)
