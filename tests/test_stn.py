@@ -388,3 +388,6 @@ def test_the_view_draws_every_transformer_of_the_addition_model():
     first_x, second_x = (line.get_xdata() for line in input_panel.lines)
     assert max(first_x) > 41 and max(second_x) < 41  # the identity's border, and a window half the size
     assert first is model.transformer and fig.axes[2].get_title().startswith("output 2 →")
+    # the title is wrapped to the figure's width (it was cut off at both sides of a two-column figure)
+    title = fig._suptitle.get_text()
+    assert "\n" in title and all(len(line) <= 13 * fig.get_figwidth() for line in title.splitlines())

@@ -8,6 +8,7 @@ from the run itself: the classification task records θ of a few fixed validatio
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 import torch
@@ -137,7 +138,9 @@ def render_transformer(
             f"{count} spatial transformers side by side: the input with the region each samples (orange, blue, "
             "...), and each one's output (framed in its colour), stacked for the classifier"
         )
-    fig.suptitle(title, fontsize=9)
+    # wrapped to the figure's width (about 13 characters an inch at 9 pt): two columns of three panels are
+    # narrower than the side-by-side title
+    fig.suptitle(textwrap.fill(title, width=int(13 * fig.get_figwidth())), fontsize=9)
     return fig
 
 

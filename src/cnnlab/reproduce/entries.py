@@ -142,7 +142,7 @@ ENTRIES: dict[str, Entry] = {
             "inference (the paper: one mask per example, Z = 1000), because per-example masks cost ~400× more on a "
             "CPU; no 5-net voting.",
             quick=_QUICK_MNIST,
-            cpu_minutes=45,
+            cpu_minutes=70,  # measured 2026-11-30, one thread a run: DropConnect's 100-sample inference is ~¾ of it
         ),
         Entry(
             "dropconnect-mnist-table",
