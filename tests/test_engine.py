@@ -609,3 +609,20 @@ def test_training_benchmarks_run_in_quick_mode():
     assert "time to" in format_tta(tta)
     missing = bench_tta(Path("/nonexistent"), quick=True)
     assert missing.skipped and "skipped" in format_tta(missing)
+
+
+def test_resume_accepts_the_model_options_that_made_the_run():
+    """The saved options also hold what building added (an MLP's image_size): the same command is accepted again,
+    a changed or new option is refused."""
+    from dataclasses import replace
+
+    from cnnlab.errors import ConfigError
+    from cnnlab.train.config import TrainConfig, resolve, resume_config
+
+    saved = replace(
+        resolve(TrainConfig(model="mlp-800", data="digits")), model_options={"drop": "none", "image_size": 28}
+    )
+    assert resume_config(saved, {"model": "mlp-800"}, {"drop": "none"}).model_options == saved.model_options
+    for changed in ({"drop": "dropout"}, {"drop": "none", "samples": 100}):
+        with pytest.raises(ConfigError, match="--model-option cannot change"):
+            resume_config(saved, {}, changed)

@@ -231,6 +231,12 @@ def test_the_curves_figure_draws_every_arm_over_its_seeds():
     assert list(lines["plain-20, test"].get_ydata()) == [33.0, 25.0]  # mean of the seeds over the shared 2 epochs
     assert list(lines["ResNet-20, train"].get_ydata()) == [26.0, 16.0, 6.0]
     assert lines["ResNet-20, train"].get_linestyle() == "--" and len(ax.collections) == 4  # a shaded range each
+    # the final test errors (25, 11) are over a third of the highest point (34): the whole range is drawn
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 34 and "cut" not in ax.get_title()
+    # MNIST-like arms: first epochs far above the final 1-2 %: the axis ends at 3x the highest final test error
+    mnist = {"a": [run((14, 5), (1, 1.6), (0.2, 1.5))], "b": [run((11, 4), (2, 1.8), (0.5, 1.4))]}
+    ax = arms_figure(mnist).axes[0]
+    assert ax.get_ylim() == pytest.approx((0.0, 4.5)) and "cut at 3× the highest final test error" in ax.get_title()
 
 
 def test_list_prints_every_entry(cli):

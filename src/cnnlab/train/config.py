@@ -446,7 +446,10 @@ def resume_config(saved: TrainConfig, given: dict, model_options: dict | None = 
     """
     may_change = {f.name for f in fields(TrainConfig) if f.metadata.get("resume")}
     fixed = sorted(k for k, v in given.items() if k not in may_change and k != "out" and v != getattr(saved, k))
-    if model_options and model_options != saved.model_options:
+    # only the options given are compared: the saved ones also hold what the build added (an MLP's image_size),
+    # so a whole-dict comparison refused the very command that made the run (cnnlab reproduce run again)
+    missing = object()
+    if model_options and any(saved.model_options.get(k, missing) != v for k, v in model_options.items()):
         fixed.append("model_option")
     if fixed:
         flags = ", ".join("--" + f.replace("_", "-") for f in fixed)
