@@ -39,9 +39,13 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.n < 2:
+        parser.error(f"-n must be at least 2 (a covariance needs two images), got {args.n}")
     record, model, _ = open_run(args.classifier_run, "cpu")
     features = ClassifierFeatures(model, record.preprocessing)
     dataset = load_dataset(record.data, args.data_root)
+    if dataset.streaming:
+        parser.error(f"{record.data} is read from files; the calibration needs an in-memory dataset (MNIST-like)")
     pick = torch.Generator().manual_seed(args.seed)  # as measure_gan draws: test first, then train
     test = dataset.test.images[torch.randperm(len(dataset.test), generator=pick)[: args.n]].float() / 255
     order = torch.randperm(len(dataset.train), generator=pick)[: args.n]

@@ -104,6 +104,42 @@ def class_coverage(
     return Coverage(shares, list(classes), sum(s >= COVERED for s in shares), len(images))
 
 
+class FrechetToReal:
+    """The Fréchet distance of image sets to one fixed real set in the space of ``features``, by torchmetrics: the
+    real set's feature statistics are computed once (``reset_real_features=False``), so measuring several
+    generated sets against it (one per epoch) does not run the real images through the features again.
+
+    Args:
+        real: (N, C, H, W) images in [0, 1], N ≥ 2.
+        features: a module mapping images to (B, num_features), with a ``num_features`` attribute.
+
+    Raises:
+        CnnlabError: torchmetrics is not installed.
+        ConfigError: fewer than two real images (no covariance).
+    """
+
+    def __init__(self, real: torch.Tensor, features: nn.Module, batch: int = 500):
+        try:
+            from torchmetrics.image.fid import FrechetInceptionDistance
+        except ImportError:  # a dependency of cnnlab; missing only in a hand-made environment
+            raise CnnlabError("The Fréchet distance needs torchmetrics: pip install torchmetrics.") from None
+        if len(real) < 2:
+            raise ConfigError(f"The Fréchet distance needs at least 2 images per set, got {len(real)} real ones.")
+        self.batch = batch
+        self.metric = FrechetInceptionDistance(feature=features, reset_real_features=False, normalize=False)
+        for chunk in real.split(batch):
+            self.metric.update(chunk, real=True)
+
+    def __call__(self, generated: torch.Tensor) -> float:
+        """The distance of ``generated`` (M, C, H, W) in [0, 1], M ≥ 2, to the real set."""
+        if len(generated) < 2:
+            raise ConfigError(f"The Fréchet distance needs at least 2 images per set, got {len(generated)}.")
+        self.metric.reset()  # the generated set's statistics only: the real ones are kept
+        for chunk in generated.split(self.batch):
+            self.metric.update(chunk, real=False)
+        return float(self.metric.compute())
+
+
 def frechet_distance(real: torch.Tensor, generated: torch.Tensor, features: nn.Module, batch: int = 500) -> float:
     """The Fréchet distance between two image sets (N, C, H, W) in [0, 1] in the space of ``features`` (a module
     mapping images to (B, num_features), with a ``num_features`` attribute), by torchmetrics.
@@ -112,20 +148,11 @@ def frechet_distance(real: torch.Tensor, generated: torch.Tensor, features: nn.M
         CnnlabError: torchmetrics is not installed.
         ConfigError: fewer than two images in a set (no covariance).
     """
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-    except ImportError:  # a dependency of cnnlab; missing only in a hand-made environment
-        raise CnnlabError("The Fréchet distance needs torchmetrics: pip install torchmetrics.") from None
     if len(real) < 2 or len(generated) < 2:
         raise ConfigError(
             f"The Fréchet distance needs at least 2 images per set, got {len(real)} and {len(generated)}."
         )
-    metric = FrechetInceptionDistance(feature=features, reset_real_features=True, normalize=False)
-    for chunk in real.split(batch):
-        metric.update(chunk, real=True)
-    for chunk in generated.split(batch):
-        metric.update(chunk, real=False)
-    return float(metric.compute())
+    return FrechetToReal(real, features, batch)(generated)
 
 
 class _Logits(nn.Module):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.generative.measure import COVERED, ClassifierFeatures, class_coverage, frechet_distance
+from cnnlab.generative.measure import COVERED, ClassifierFeatures, FrechetToReal, class_coverage
 from cnnlab.train import Part, Task
 
 if TYPE_CHECKING:
@@ -115,8 +115,9 @@ class GANTask(Task):
         # The grid's noise: drawn once from its own generator (not the global RNG, which the run's seed drives)
         self.fixed_noise = torch.randn(FIXED_SAMPLES, self.z_dim, generator=torch.Generator().manual_seed(seed))
         self.reference: torch.Tensor | None = None  # real images (N, C, H, W) in the generator's range, once
-        # with coverage: COVERAGE_SAMPLES real test images in [0, 1] and the Fréchet floor, once per process
-        self.coverage_real: torch.Tensor | None = None
+        # with coverage: the distance to COVERAGE_SAMPLES real test images (their features computed once) and its
+        # floor, set once per process by set_coverage_reference
+        self.frechet_to_real: FrechetToReal | None = None
         self.frechet_floor: float | None = None
         # coverage's noise: its own seeded generator too, so every epoch (and a resumed run) classifies the same z
         self.coverage_noise = torch.randn(
@@ -185,7 +186,7 @@ class GANTask(Task):
         collapsed = diagnose_collapse(diversity, twins, len(self.fixed_noise)) is not None
         row = {"sample_diversity": diversity, "sample_twins": twins, "mode_collapse": float(collapsed)}
         if self.coverage is not None:
-            if self.coverage_real is None:
+            if self.frechet_to_real is None:
                 self.set_coverage_reference(run)
             row |= self.class_coverage(nets["generator"])
         return row
@@ -197,8 +198,8 @@ class GANTask(Task):
         low, high = getattr(self.models["generator"], "output_range", (-1.0, 1.0))
         test, train = (((reference_images(run, COVERAGE_SAMPLES, split) - low) / (high - low)).clamp(0, 1)
                        for split in ("test", "train"))  # fmt: skip
-        self.coverage_real = test
-        self.frechet_floor = frechet_distance(test, train, features)
+        self.frechet_to_real = FrechetToReal(test, features)
+        self.frechet_floor = self.frechet_to_real(train)
 
     def class_coverage(self, generator: nn.Module) -> dict[str, float]:
         """The coverage columns: how many classes the classifier finds in ≥ 5 % of the coverage samples, how many
@@ -213,9 +214,8 @@ class GANTask(Task):
         covered = sum(share >= COVERED for share in shares)
         row = {"classes_covered": float(covered), "classes_dropped": float(len(shares) - covered),
                "rarest_class": float(rarest), "rarest_share": shares[rarest]}  # fmt: skip
-        if self.coverage_real is not None:
-            row |= {"frechet": frechet_distance(self.coverage_real, images, features),
-                    "frechet_floor": float(self.frechet_floor)}  # fmt: skip
+        if self.frechet_to_real is not None:
+            row |= {"frechet": self.frechet_to_real(images), "frechet_floor": float(self.frechet_floor)}
         return row
 
     def epoch_text(self, row: Mapping[str, float]) -> str:
@@ -303,13 +303,13 @@ def reference_images(run: TrainingRun, count: int = REFERENCE_IMAGES, split: str
     """``count`` real images evenly spaced through one split of the run's data (``"test"`` or ``"train"``; so every
     class of a sorted split is there), as the generator sees them (its preprocessing: size and range),
     (count, C, H, W) on the CPU."""
-    split, pre = getattr(run.dataset, split), run.preprocessing
-    total = len(split.labels)
+    images_of, pre = getattr(run.dataset, split), run.preprocessing
+    total = len(images_of.labels)
     index = torch.linspace(0, total - 1, min(count, total)).round().long().unique()
-    if hasattr(split, "images"):  # in memory: uint8 (N, C, h, w)
-        images = pre.center_crop(pre.to_stored_size(split.images[index]))
-    else:  # photo files, decoded here (64 of them, once per run)
-        images = torch.stack([pre.load_image(split.paths[i]) for i in index.tolist()])
+    if hasattr(images_of, "images"):  # in memory: uint8 (N, C, h, w)
+        images = pre.center_crop(pre.to_stored_size(images_of.images[index]))
+    else:  # photo files, decoded here (count of them, once per run)
+        images = torch.stack([pre.load_image(images_of.paths[i]) for i in index.tolist()])
     return pre.normalize(images).cpu()
 
 

@@ -91,7 +91,8 @@ def arms_figure(histories: dict[str, list[list[dict]]], title: str = "") -> Figu
                 continue
             per_epoch = [[100 * rows[e][key] for rows in runs] for e in range(epochs)]  # (epochs, seeds) in %
             mean = [sum(v) / len(v) for v in per_epoch]
-            finals += [mean[-1]] if key == "test_error" else []
+            if key == "test_error":
+                finals.append(mean[-1])
             highest = max(highest, *(max(v) for v in per_epoch))
             ax.plot(x, mean, style, color=colours[i % 10], label=f"{arm}, {label}", linewidth=1.4)
             if len(runs) > 1:
