@@ -5,6 +5,10 @@ markdown rows and keeps every run's figures in <out>/results.json (appended as r
 still reports what it measured, and a second call goes on where the first stopped).
 
     python scripts/stn_study.py --data mnist-rts mnist-cluttered --models dmnist-cnn st-cnn --seeds 0 1 2
+    python scripts/stn_study.py --data mnist-rts --models st-cnn:transform=projective st-cnn:transform=tps
+
+A model is a registry name, optionally followed by ``:option=value`` pairs (comma-separated) for its
+``--model-option``s: ``st-fcn:transform=tps`` is the paper's ST-FCN with a thin-plate-spline transformer.
 
 The data root is $CNNLAB_DATA (or --data-root), the folder holding MNIST/raw. Existing runs are refused.
 """
@@ -31,6 +35,18 @@ def _stat(values: list[float]) -> str:
     return f"{mean:.2%} ± {sd:.2%}"
 
 
+def _parse_model(spec: str) -> tuple[str, dict]:
+    """'st-cnn:transform=tps' -> ('st-cnn', {'transform': 'tps'}); integers stay integers."""
+    name, _, rest = spec.partition(":")
+    options: dict = {}
+    for pair in filter(None, rest.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--models {spec!r}: options are key=value pairs, e.g. st-cnn:transform=tps")
+        options[key] = int(value) if value.lstrip("-").isdigit() else value
+    return name, options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", default=["mnist-rts", "mnist-cluttered"])
@@ -47,13 +63,15 @@ def main() -> None:
     for data in args.data:
         for seed in args.seeds:
             for model in args.models:
-                run_dir = out / f"{model}-{data}-seed{seed}"
+                name, options = _parse_model(model)
+                label = model.replace(":", "-").replace("=", "-").replace(",", "-")
+                run_dir = out / f"{label}-{data}-seed{seed}"
                 if any((r["data"], r["model"], r["seed"]) == (data, model, seed) for r in results):
                     continue  # measured by an earlier, interrupted call
-                given = {**RECIPE, "epochs": args.epochs, "model": model, "data": data, "seed": seed}
+                given = {**RECIPE, "epochs": args.epochs, "model": name, "data": data, "seed": seed}
                 given |= {"out": str(run_dir), "data_root": args.data_root}
                 started = time.perf_counter()
-                trained = train_classifier(given, command=["scripts/stn_study.py"])
+                trained = train_classifier(given, model_options=options, command=["scripts/stn_study.py"])
                 best = json.loads((run_dir / "summary.json").read_text())["best"]
                 row = {"data": data, "model": model, "seed": seed, "test_error": best["test_error"]}
                 row |= {

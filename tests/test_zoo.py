@@ -271,6 +271,33 @@ def test_dropconnect_gaussian_inference_averages_the_activation_over_the_moment_
         torch.testing.assert_close(identity(v), identity.moments(v)[0], atol=0.01, rtol=0.01)
 
 
+def test_dropconnect_exact_gaussian_inference_is_the_limit_of_sampling():
+    """inference="gaussian-exact" is Algorithm 2 with Z → ∞: the 200,000-sample average is the oracle."""
+    torch.manual_seed(0)
+    v = torch.randn(3, 8)
+    for activation in (nn.ReLU(), None):
+        sampled = DropConnectLinear(8, 5, p=0.5, activation=activation, num_samples=200_000).eval()
+        sampled.generator = torch.Generator().manual_seed(1)
+        exact = DropConnectLinear(8, 5, p=0.5, activation=activation, inference="gaussian-exact").eval()
+        exact.load_state_dict(sampled.state_dict())
+        with torch.no_grad():
+            out = exact(v)
+            torch.testing.assert_close(out, sampled(v), atol=0.01, rtol=0.01)
+            assert torch.equal(out, exact(v))  # deterministic
+    # σ = 0 (a zero input, no bias): relu(μ) = 0, not 0/0.
+    layer = DropConnectLinear(4, 2, activation=nn.ReLU(), inference="gaussian-exact", bias=False).eval()
+    assert torch.equal(layer(torch.zeros(1, 4)), torch.zeros(1, 2))
+    # It stays differentiable (a distilled or fine-tuned net may back-propagate through inference).
+    x = torch.cat([torch.randn(1, 4), torch.zeros(1, 4)]).requires_grad_()
+    layer(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    # Sigmoid and tanh have no closed form: refused, pointing at sampling.
+    with pytest.raises(ConfigError, match="inference='gaussian'"):
+        DropConnectLinear(5, 3, activation=nn.Sigmoid(), inference="gaussian-exact")
+    model = models.create("mlp-800", drop="dropconnect", inference="gaussian-exact").eval()
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_dropconnect_trains_through_the_mask():
     layer = DropConnectLinear(5, 3, per_example=False)
     layer(torch.randn(4, 5)).sum().backward()

@@ -10,6 +10,8 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 
+INFERENCES = ("gaussian", "gaussian-exact", "mean")
+
 
 class DropConnectLinear(nn.Module):
     """A fully connected layer whose *weights* are dropped at random in training: r = a((M ∗ W) v).
@@ -24,6 +26,11 @@ class DropConnectLinear(nn.Module):
     - ``"gaussian"``, the paper's Algorithm 2: each unit's pre-activation over masks is approximated by moment
       matching with u ~ N(p·W v, p(1 − p)·(W ∗ W)(v ∗ v)) (the bias counted as a weight with input 1); the
       output is the average of a(u) over ``num_samples`` draws. Random, unless a ``generator`` is set.
+    - ``"gaussian-exact"``: the same Gaussian, but E[a(u)] in closed form instead of by sampling, which is
+      Algorithm 2's limit as Z → ∞: for ReLU, E[max(0, u)] = μ Φ(μ/σ) + σ φ(μ/σ) (Φ, φ: the standard normal's
+      distribution and density); for the identity, μ. Deterministic and as cheap as one forward pass, where
+      sampling costs Z of them (measured: docs/reproductions.md). Only for ReLU or no activation, where the
+      expectation has a closed form; sigmoid and tanh have none, so they are refused.
     - ``"mean"``, mean-field ("mean inference"): r = a(p·(W v + b)), deterministic; what dropout does.
 
     The activation is part of the layer because the Gaussian inference averages *after* it. Pass it as a
@@ -34,7 +41,7 @@ class DropConnectLinear(nn.Module):
         out_features: output width.
         p: probability of *keeping* a connection (the paper's p; 0.5 in its experiments).
         activation: the non-linearity a; None for the identity.
-        inference: ``"gaussian"`` or ``"mean"``.
+        inference: ``"gaussian"``, ``"gaussian-exact"`` or ``"mean"``.
         num_samples: Z, the Gaussian samples per unit at inference.
         per_example: one mask per example (paper) or per batch.
         bias: learn a bias (masked like the weights).
@@ -56,8 +63,16 @@ class DropConnectLinear(nn.Module):
         super().__init__()
         if not 0.0 < p <= 1.0:
             raise ConfigError(f"DropConnect keep probability p must be in (0, 1], got {p}.")
-        if inference not in ("gaussian", "mean"):
-            raise ConfigError(f"DropConnect inference must be 'gaussian' (the paper's) or 'mean', got {inference!r}.")
+        if inference not in INFERENCES:
+            raise ConfigError(
+                "DropConnect inference must be 'gaussian' (the paper's), 'gaussian-exact' or 'mean', "
+                f"got {inference!r}."
+            )
+        if inference == "gaussian-exact" and not isinstance(activation, nn.ReLU | nn.Identity | None):
+            raise ConfigError(
+                f"DropConnect inference 'gaussian-exact' needs a ReLU or no activation (the expectation has a closed "
+                f"form only there), got {type(activation).__name__}; use inference='gaussian' (sampling) instead."
+            )
         if num_samples < 1:
             raise ConfigError(f"DropConnect needs at least one inference sample, got num_samples={num_samples}.")
         self.in_features, self.out_features = in_features, out_features
@@ -103,6 +118,8 @@ class DropConnectLinear(nn.Module):
         mean, var = self.moments(x)
         if self.inference == "mean" or self.p == 1.0:
             return self.activation(mean)
+        if self.inference == "gaussian-exact":
+            return _expected_relu(mean, var) if isinstance(self.activation, nn.ReLU) else mean
         # Algorithm 2: u ~ N(mean, var), Z draws per unit; average a(u). (Z, B, out) -> (B, out)
         noise = torch.randn((self.num_samples, *mean.shape), device=x.device, dtype=x.dtype, generator=self.generator)
         return self.activation(mean + var.sqrt() * noise).mean(0)
@@ -112,3 +129,13 @@ class DropConnectLinear(nn.Module):
             f"{self.in_features}, {self.out_features}, p={self.p}, inference={self.inference!r}, "
             f"num_samples={self.num_samples}, per_example={self.per_example}, bias={self.bias is not None}"
         )
+
+
+def _expected_relu(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """E[max(0, u)] for u ~ N(mean, var), elementwise: μ Φ(μ/σ) + σ φ(μ/σ); max(0, μ) where σ = 0."""
+    degenerate = var <= 0
+    std = torch.where(degenerate, torch.ones_like(var), var).sqrt()  # no 0/0, and no infinite gradient of √0
+    z = mean / std
+    density = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    expected = mean * torch.special.ndtr(z) + std * density
+    return torch.where(degenerate, mean.clamp(min=0), expected)

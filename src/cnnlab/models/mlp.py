@@ -42,7 +42,8 @@ class MLP(FullyConnectedHeadModel):
         input_keep: dropout only: probability of keeping an input pixel (Srivastava: 0.8; 1.0 for none).
         max_norm: c of the max-norm constraint on each unit's incoming weights (None: no constraint).
         per_example: DropConnect: a fresh mask per example (the paper's) or one per batch (cheaper).
-        inference: DropConnect at test time: "gaussian" (the paper's moment matching) or "mean".
+        inference: DropConnect at test time: "gaussian" (the paper's moment matching, sampled), "gaussian-exact"
+            (its expectation in closed form; ReLU only) or "mean".
         samples: DropConnect's Gaussian samples per unit at test time (the paper's Z).
     """
 
@@ -141,7 +142,8 @@ def _options(image_size: int, activation: str, drop: str, keep: float, input_kee
     paper_params="not stated (784-800-800-10)",
     description="784-800-800-10 MLP of the DropConnect paper's MNIST table; drop=none|dropout|dropconnect",
     notes="activation: relu, sigmoid or tanh; drop: none, dropout or dropconnect (p = 0.5 on both hidden layers; "
-    "DropConnect inference by the paper's Gaussian moment matching with `samples` draws, or inference=mean; "
+    "DropConnect inference by the paper's Gaussian moment matching with `samples` draws, its closed form "
+    "(inference=gaussian-exact, ReLU only), or inference=mean; "
     "per_example=False draws one mask per batch, which a CPU can afford). The trainer sets image_size.",
 )
 def mlp_800(
