@@ -11,6 +11,11 @@ A model is a registry name, optionally followed by ``:option=value`` pairs (comm
 ``--model-option``s: ``st-fcn:transform=tps`` is the paper's ST-FCN with a thin-plate-spline transformer.
 
 The data root is $CNNLAB_DATA (or --data-root), the folder holding MNIST/raw. Existing runs are refused.
+
+With ``--table``, nothing is trained: the results files given are merged and printed as the paper's Table 1 (its
+models as rows, R, RTS, P, E and cluttered as columns; paper / ours in each cell, ours the mean ± sd of the seeds):
+
+    python scripts/stn_study.py --table runs/stn-study/results.json runs/stn-fcn/results.json
 """
 
 from __future__ import annotations
@@ -35,6 +40,39 @@ def _stat(values: list[float]) -> str:
     return f"{mean:.2%} ± {sd:.2%}"
 
 
+# Jaderberg et al. 2015, Table 1 (test error %): rows as (label, our model spec), columns R, RTS, P, E, cluttered
+# (the paper gives the cluttered set one column per model, without the transform variants).
+PAPER_TABLE = (
+    ("FCN", "dmnist-fcn", (2.1, 5.2, 3.1, 3.2, 13.2)),
+    ("CNN", "dmnist-cnn", (1.2, 0.8, 1.5, 1.4, 3.5)),
+    ("ST-FCN Aff", "st-fcn", (1.2, 0.8, 1.5, 2.7, 2.0)),
+    ("ST-FCN Proj", "st-fcn:transform=projective", (1.3, 0.9, 1.4, 2.6, None)),
+    ("ST-FCN TPS", "st-fcn:transform=tps", (1.1, 0.8, 1.4, 2.4, None)),
+    ("ST-CNN Aff", "st-cnn", (0.7, 0.5, 0.8, 1.2, 1.7)),
+    ("ST-CNN Proj", "st-cnn:transform=projective", (0.8, 0.6, 0.8, 1.3, None)),
+    ("ST-CNN TPS", "st-cnn:transform=tps", (0.7, 0.5, 0.8, 1.1, None)),
+)
+TABLE_SETS = ("mnist-rotated", "mnist-rts", "mnist-projective", "mnist-elastic", "mnist-cluttered")
+
+
+def print_table(paths: list[str]) -> None:
+    """The paper's Table 1 beside ours, from results files (later files add to earlier ones; a run measured twice
+    counts once, the later)."""
+    runs: dict[tuple, dict] = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text()):
+            runs[row["data"], row["model"], row["seed"]] = row
+    print("| model | R (paper / ours) | RTS | P | E | cluttered |")
+    print("|---|---|---|---|---|---|")
+    for label, spec, paper in PAPER_TABLE:
+        cells = []
+        for data, figure in zip(TABLE_SETS, paper, strict=True):
+            errors = [r["test_error"] for (d, m, _), r in sorted(runs.items()) if d == data and m == spec]
+            ours = f"{_stat(errors).replace('%', '')} (n={len(errors)})" if errors else "not run"
+            cells.append("—" if figure is None and not errors else f"{figure if figure is not None else '—'} / {ours}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def _parse_model(spec: str) -> tuple[str, dict]:
     """'st-cnn:transform=tps' -> ('st-cnn', {'transform': 'tps'}); integers stay integers."""
     name, _, rest = spec.partition(":")
@@ -55,7 +93,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     parser.add_argument("--data-root", default=None, help="default: $CNNLAB_DATA")
     parser.add_argument("--out", default="runs/stn-study")
+    parser.add_argument("--table", nargs="+", metavar="RESULTS", help="print Table 1 from these results.json files")
     args = parser.parse_args()
+    if args.table:
+        missing = [path for path in args.table if not Path(path).is_file()]
+        if missing:
+            raise SystemExit(f"no results file at {', '.join(missing)} (a study writes <out>/results.json)")
+        print_table(args.table)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = out / "results.json"
