@@ -341,3 +341,27 @@ def test_a_read_only_file_system_is_one_clear_error_for_every_writing_command(fi
     for argv, (code, err) in zip(commands, json.loads(result.stdout.splitlines()[-1]), strict=True):
         assert code != 0 and "Traceback" not in err and str(mount_point) in err, (argv, err)
         assert "read-only" in err.lower() or "cannot be written" in err.lower() or "not writable" in err.lower(), err
+
+
+def test_model_options_of_the_wrong_kind_are_refused_not_misread(cli, tmp_path):
+    """`per_example=false` once reached the model as the string 'false', which is truthy: DropConnect then drew a
+    mask per example (400× slower) without a word. Words as people type them are booleans now, and an option of
+    another kind than its default is an error that names the option and the kind."""
+    from cnnlab import models
+    from cnnlab.cli import _parse_model_options
+    from cnnlab.errors import ConfigError
+
+    parsed = _parse_model_options(["per_example=false", "bias=True", "st_size=none", "transform=tps", "samples=20"])
+    assert parsed == {"per_example": False, "bias": True, "st_size": None, "transform": "tps", "samples": 20}
+    for option, value, kind in (
+        ("per_example", "false", "true or false"),
+        ("samples", 2.5, "a whole number"),
+        ("keep", "half", "a number"),
+        ("drop", 1, "a word"),
+    ):
+        with pytest.raises(ConfigError, match=f"Option {option} of model 'mlp-800' is {kind}"):
+            models.create("mlp-800", **{option: value})
+    assert models.create("mlp-800", keep=1).features.fc1 is not None  # a whole number is a number
+    code, _, err = cli("train", "--model", "mlp-800", "--data", "digits", "--model-option", "per_example=maybe",
+                       "--out", tmp_path / "run")  # fmt: skip
+    assert code != 0 and "per_example of model 'mlp-800' is true or false" in err and not (tmp_path / "run").exists()

@@ -565,3 +565,34 @@ def test_docs_models_table_is_current():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert (root / "docs" / "models.md").read_text() == script.document()
+
+
+def test_dropconnect_inference_script_compares_the_rules_on_a_trained_run(cli, tmp_path):
+    """scripts/dropconnect_inference.py on a real (tiny) DropConnect run: each rule's test error from the same
+    best.pt; exact and sampled agree closely, and a run without DropConnect is refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "dc"
+    options = (
+        "--model-option",
+        "drop=dropconnect",
+        "--model-option",
+        "per_example=false",
+        "--model-option",
+        "samples=20",
+    )
+    code, _, err = cli("train", "--model", "mlp-800", "--data", "digits", "--epochs", "2", *options, "--out", run)
+    assert code == 0, err
+    script = [sys.executable, str(root / "scripts" / "dropconnect_inference.py")]
+    done = subprocess.run([*script, str(run), "--samples", "300"], capture_output=True, text=True, check=True)
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| dc |"))
+    errors = [float(cell.split()[0]) for cell in row.strip("|").split("|")[1:]]
+    assert len(errors) == 3 and all(0 <= e < 50 for e in errors)  # sampled, exact, mean-field: it learned
+    assert abs(errors[0] - errors[1]) <= 1.5  # 300 samples sit close to the closed form
+    plain = tmp_path / "plain"
+    assert cli("train", "--model", "mlp-800", "--data", "digits", "--epochs", "1", "--out", plain)[0] == 0
+    refused = subprocess.run([*script, str(plain)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "no DropConnect layers" in refused.stderr

@@ -124,10 +124,11 @@ def _parse_model_options(pairs: list[str], flag: str = "--model-option") -> dict
         if "=" not in pair:
             raise ConfigError(f"{flag} {pair!r} must look like KEY=VALUE, e.g. {flag[2:].replace('-', '_')}=...")
         key, raw = pair.split("=", 1)
+        words = {"true": True, "false": False, "none": None}  # as people type them: per_example=false
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw  # a bare word is a string
+            value = words.get(raw.strip().lower(), raw)  # any other bare word is a string
         options[key.strip().replace("-", "_")] = value
     return options
 

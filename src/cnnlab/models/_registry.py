@@ -140,6 +140,25 @@ def get_model_info(name: str) -> ModelInfo:
     return _MODELS[name]
 
 
+def _check_option_type(model: str, key: str, value: object, default: object) -> None:
+    """Refuse a value of another kind than the option's default (a bool, a whole number, a number or a word), so a
+    mistyped option fails here instead of silently meaning something else: the string "false" is truthy."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a word"
+    else:  # None, tuples...: the builder checks
+        return
+    if not ok:
+        raise ConfigError(
+            f"Option {key} of model {model!r} is {kind} (default {default!r}), got {value!r} ({type(value).__name__})."
+        )
+
+
 def create(
     name: str,
     *,
@@ -181,6 +200,8 @@ def create(
     if unknown:
         listing = ", ".join(f"{k}={v!r}" for k, v in valid.items() if k not in ("num_classes", "in_chans")) or "none"
         raise ConfigError(f"Model {name!r} has no option {', '.join(map(repr, unknown))}. Its options: {listing}.")
+    for key, value in options.items():
+        _check_option_type(name, key, value, valid[key])
     pretrained = None
     if weights is not None:
         pretrained = resolve_torchvision_weights(info, weights)
