@@ -351,8 +351,8 @@ def test_model_options_of_the_wrong_kind_are_refused_not_misread(cli, tmp_path):
     from cnnlab.cli import _parse_model_options
     from cnnlab.errors import ConfigError
 
-    parsed = _parse_model_options(["per_example=false", "bias=True", "st_size=none", "transform=tps", "samples=20"])
-    assert parsed == {"per_example": False, "bias": True, "st_size": None, "transform": "tps", "samples": 20}
+    parsed = _parse_model_options(["per_example=false", "bias=True", "drop=none", "transform=tps", "samples=20"])
+    assert parsed == {"per_example": False, "bias": True, "drop": "none", "transform": "tps", "samples": 20}
     for option, value, kind in (
         ("per_example", "false", "true or false"),
         ("samples", 2.5, "a whole number"),

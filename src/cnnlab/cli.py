@@ -124,7 +124,8 @@ def _parse_model_options(pairs: list[str], flag: str = "--model-option") -> dict
         if "=" not in pair:
             raise ConfigError(f"{flag} {pair!r} must look like KEY=VALUE, e.g. {flag[2:].replace('-', '_')}=...")
         key, raw = pair.split("=", 1)
-        words = {"true": True, "false": False, "none": None}  # as people type them: per_example=false
+        # true/false as people type them (per_example=false); "none" stays a word: drop=none is an option's value
+        words = {"true": True, "false": False}
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
