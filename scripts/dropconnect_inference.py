@@ -22,22 +22,17 @@ from pathlib import Path
 import torch
 
 from cnnlab.layers import DropConnectLinear
+from cnnlab.train.evaluate import evaluate
+from cnnlab.train.objective import ClassificationObjective
 from cnnlab.train.record import RunRecord
-
-
-def _test_error(model: torch.nn.Module, loader) -> float:
-    wrong = total = 0
-    with torch.no_grad():
-        for images, labels in loader:
-            wrong += (model(images).argmax(1) != labels).sum().item()
-            total += labels.numel()
-    return wrong / total
 
 
 def _set_inference(model: torch.nn.Module, rule: str, samples: int, seed: int) -> None:
     layers = [m for m in model.modules() if isinstance(m, DropConnectLinear)]
     if not layers:
         raise SystemExit("this run's model has no DropConnect layers (train with --model-option drop=dropconnect)")
+    if rule == "gaussian-exact" and not all(isinstance(m.activation, torch.nn.ReLU) for m in layers):
+        raise SystemExit("the exact rule has a closed form for ReLU units only; this run's DropConnect units are not")
     for index, layer in enumerate(layers):
         layer.inference, layer.num_samples = rule, samples
         layer.generator = torch.Generator().manual_seed(seed + index)
@@ -67,7 +62,7 @@ def main() -> None:
         for rule, _ in rules:
             _set_inference(model, rule, args.samples, args.seed)
             started = time.perf_counter()
-            error = _test_error(model, loader)
+            error = evaluate(model, loader, ClassificationObjective())["top1_error"]
             cells.append(f"{100 * error:.2f} ({time.perf_counter() - started:.1f})")
             errors[rule].append(100 * error)
         print(f"| {Path(run).name} | " + " | ".join(cells) + " |")

@@ -26,6 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
+from cnnlab.cli import _parse_model_options  # the CLI's KEY=VALUE reading, so the options mean the same here
 from cnnlab.workflows import train_classifier
 
 # One recipe for every cell (chosen before the study, not tuned on the test split): SGD with momentum 0.9 at batch
@@ -34,10 +35,11 @@ RECIPE = {"epochs": 3, "batch_size": 128, "lr": 0.02, "optimizer": "sgd", "momen
 RECIPE |= {"schedule": "cosine", "augment": "none", "device": "cpu"}
 
 
-def _stat(values: list[float]) -> str:
+def _stat(values: list[float], unit: str = "%") -> str:
+    """Mean ± sample sd of error fractions, in percent (the "%" after each figure, or ``unit``)."""
     mean = statistics.mean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2%} ± {sd:.2%}"
+    return f"{100 * mean:.2f}{unit} ± {100 * sd:.2f}{unit}"
 
 
 # Jaderberg et al. 2015, Table 1 (test error %): rows as (label, our model spec), columns R, RTS, P, E, cluttered
@@ -68,21 +70,15 @@ def print_table(paths: list[str]) -> None:
         cells = []
         for data, figure in zip(TABLE_SETS, paper, strict=True):
             errors = [r["test_error"] for (d, m, _), r in sorted(runs.items()) if d == data and m == spec]
-            ours = f"{_stat(errors).replace('%', '')} (n={len(errors)})" if errors else "not run"
+            ours = f"{_stat(errors, unit='')} (n={len(errors)})" if errors else "not run"
             cells.append("—" if figure is None and not errors else f"{figure if figure is not None else '—'} / {ours}")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def _parse_model(spec: str) -> tuple[str, dict]:
-    """'st-cnn:transform=tps' -> ('st-cnn', {'transform': 'tps'}); integers stay integers."""
+    """'st-cnn:transform=tps' -> ('st-cnn', {'transform': 'tps'}), the values read as --model-option reads them."""
     name, _, rest = spec.partition(":")
-    options: dict = {}
-    for pair in filter(None, rest.split(",")):
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--models {spec!r}: options are key=value pairs, e.g. st-cnn:transform=tps")
-        options[key] = int(value) if value.lstrip("-").isdigit() else value
-    return name, options
+    return name, _parse_model_options(list(filter(None, rest.split(","))), "--models")
 
 
 def main() -> None:

@@ -294,6 +294,10 @@ def test_dropconnect_exact_gaussian_inference_is_the_limit_of_sampling():
     # Sigmoid and tanh have no closed form: refused, pointing at sampling.
     with pytest.raises(ConfigError, match="inference='gaussian'"):
         DropConnectLinear(5, 3, activation=nn.Sigmoid(), inference="gaussian-exact")
+    changed = DropConnectLinear(5, 3, activation=nn.Sigmoid()).eval()
+    changed.inference = "gaussian-exact"  # set after construction: refused at the forward, not silently linear
+    with pytest.raises(ConfigError, match="needs a ReLU"):
+        changed(torch.randn(2, 5))
     model = models.create("mlp-800", drop="dropconnect", inference="gaussian-exact").eval()
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 

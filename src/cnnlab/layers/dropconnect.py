@@ -122,7 +122,14 @@ class DropConnectLinear(nn.Module):
         if self.inference == "mean" or self.p == 1.0:
             return self.activation(mean)
         if self.inference == "gaussian-exact":
-            return _expected_relu(mean, var) if isinstance(self.activation, nn.ReLU) else mean
+            if isinstance(self.activation, nn.ReLU):
+                return _expected_relu(mean, var)
+            if isinstance(self.activation, nn.Identity):
+                return mean
+            raise ConfigError(  # the rule or the activation was changed after construction
+                f"DropConnect inference 'gaussian-exact' needs a ReLU or no activation, not "
+                f"{type(self.activation).__name__}; use inference='gaussian'."
+            )
         # Algorithm 2: u ~ N(mean, var), Z draws per unit; average a(u). (Z, B, out) -> (B, out)
         noise = torch.randn((self.num_samples, *mean.shape), device=x.device, dtype=x.dtype, generator=self.generator)
         return self.activation(mean + var.sqrt() * noise).mean(0)
