@@ -1,6 +1,10 @@
 """Pins the engine's numbers: seeded CPU runs written before the trainer was rebuilt around tasks must end with
-the same weights, bit for bit, after it (issue 13). Each fingerprint is, per tensor of the final state, the
-float64 sum and sum of squares; exact under the pinned torch version, within float rounding otherwise."""
+the same weights after it (issue 13). Each fingerprint is, per tensor of the final state, the float64 sum and sum of
+squares. Under the pinned torch version they agree to 1e-5 (relative): bit for bit on the CPU they were taken on, but
+not across CPUs — on a VM with AVX-512 FP16 and AMX (2026-11-30) the same code and torch ended 1e-7 apart, float
+rounding of other kernels, while anything the engine itself changes (an extra random draw, another order of
+operations in a step) moves them by far more. Under other torch versions, and for the adversarial case (below),
+the bound is 1e-3."""
 
 import json
 from pathlib import Path
@@ -68,9 +72,11 @@ def test_final_weights_are_pinned(name, tmp_path):
     got = _train(name, tmp_path)
     want = PINNED[name]
     assert got["state"].keys() == want["state"].keys()
-    if torch.__version__.startswith(PINNED_TORCH):
-        assert {k: list(v) for k, v in got["state"].items()} == want["state"]
-        assert got["test_loss"] == want["test_loss"]
-    else:
-        for key, (total, squares) in want["state"].items():
-            assert got["state"][key] == pytest.approx((total, squares), rel=1e-3, abs=1e-4), key
+    pinned = torch.__version__.startswith(PINNED_TORCH)
+    # FGSM's sign() turns a rounding difference in a near-zero gradient into a whole step: that case drifts
+    # 2e-5 apart across CPUs (measured), so it gets the loose bound
+    rel, abs_ = (1e-5, 1e-7) if pinned and not name.endswith("adversarial") else (1e-3, 1e-4)
+    for key, (total, squares) in want["state"].items():
+        assert got["state"][key] == pytest.approx((total, squares), rel=rel, abs=abs_), key
+    if pinned:
+        assert got["test_loss"] == pytest.approx(want["test_loss"], rel=rel)

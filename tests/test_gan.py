@@ -105,6 +105,32 @@ def test_the_2014_mlp_nets():
     assert discriminator(images).shape == (4, 1) and discriminator.num_features == 240
     with pytest.raises(ConfigError, match="makes 28 px images"):
         generative.build_gan("mlp", 32, 1)
+    # the pylearn2 file's initialisation: weights uniform in ±0.05 (generator) and ±0.005 (discriminator), biases 0
+    for net, init_range in ((generator, 0.05), (discriminator, 0.005)):
+        for m in net.modules():
+            if isinstance(m, torch.nn.Linear):
+                assert 0.9 * init_range < m.weight.abs().max() <= init_range and torch.all(m.bias == 0)
+                assert m.weight.std().item() == pytest.approx(init_range / 3**0.5, rel=0.05)  # uniform's sd
+    means = torch.rand(1, 28, 28)
+    generator.init_output_bias_(means)
+    torch.testing.assert_close(generator(torch.zeros(1, 100)), means.clamp(1e-3, 1 - 1e-3)[None], rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="one mean per output pixel"):
+        generator.init_output_bias_(torch.rand(3, 28, 28))
+
+
+def test_the_2014_discriminator_objective_is_half_the_sum():
+    """AdversaryCost2's d_obj = 0.5·(CE(real) + CE(fake)): the step scales, the reported loss does not."""
+    generator, discriminator = generative.build_gan("mlp", 28, 1)
+    real = torch.rand(4, 1, 28, 28)
+    results = {}
+    for scale in (1.0, 0.5):
+        task = generative.GANTask(generator, discriminator, d_loss_scale=scale)
+        torch.manual_seed(0)  # the same noise and dropout masks for both
+        loss, sums = task.loss("discriminator", task.models, (real, None))
+        results[scale] = (loss.item(), sums["d_loss"].item())
+    assert results[0.5][0] == pytest.approx(0.5 * results[1.0][0]) and results[0.5][1] == results[1.0][1]
+    with pytest.raises(ConfigError, match="d_loss_scale must be a positive factor"):
+        generative.GANTask(generator, discriminator, d_loss_scale=0)
 
 
 def test_generator_registry():
@@ -339,7 +365,13 @@ def test_photo_folders_train_in_colour_at_32_and_64_px(tmp_path):
 
 
 def test_the_2014_gan_trains_by_the_engine(tmp_path):
-    result = generative.train_gan({**GIVEN, "out": str(tmp_path / "mlp"), "checkpoint_every": 0}, arch="mlp")
+    given = {key: value for key, value in GIVEN.items() if key != "batch_size"}
+    result = generative.train_gan({**given, "out": str(tmp_path / "mlp"), "checkpoint_every": 0}, arch="mlp")
+    config = result.run.config  # the file's recipe, not DCGAN's: SGD η 0.1, momentum 0.5, batch 100
+    assert (config.optimizer, config.lr, config.momentum, config.batch_size) == ("sgd", 0.1, 0.5, 100)
+    assert isinstance(result.trainer.optimizer, torch.optim.SGD)
+    task = result.trainer.task  # and its objective: half the discriminator's sum, one batch of samples for both
+    assert task.d_loss_scale == 0.5 and task.reuse_fakes
     row = result.history[0]
     assert row["train_d_loss"] == row["train_d_loss"] and 0 < row["train_d_real"] < 1
     assert generative.load_gan(tmp_path / "mlp").spec["arch"] == "mlp"

@@ -164,6 +164,62 @@ def test_trainer_applies_the_papers_weight_constraints(tmp_path, constrain):
         assert (norms <= bound * (1 + 1e-5)).all() == constrain, name
 
 
+def test_row_norm_clipping_matches_torch_renorm_and_counts_what_it_rescaled():
+    """clip_row_norms_ is torch.renorm's projection (the oracle) plus a record of the rows it rescaled."""
+    from cnnlab.layers import ConstraintActivity, clip_row_norms_
+
+    torch.manual_seed(0)
+    weight = torch.randn(6, 3, 2, 2)
+    weight /= weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    weight *= torch.tensor([50.0, 7.0, 4.0, 3.0, 2.0, 1.0]).view(-1, 1, 1, 1)  # rows 0 and 1 beyond the bound 5
+    expected = torch.renorm(weight, p=2, dim=0, maxnorm=5.0)
+    ratios = weight.flatten(1).norm(dim=1) / 5.0
+    activity = ConstraintActivity()
+    clip_row_norms_(weight, 5.0, activity)
+    clip_row_norms_(weight, 5.0, activity)  # a second check: nothing left to rescale
+    torch.testing.assert_close(weight, expected)
+    seen = activity.read_and_reset()
+    assert seen is not None
+    assert seen["constraint_acted"] == pytest.approx(2 / 12)
+    assert seen["constraint_peak"] == pytest.approx(float(ratios.max())) == pytest.approx(10.0)
+    assert activity.read_and_reset() is None  # counters back to zero
+
+
+def test_trainer_records_constraint_activity_and_names_a_constraint_that_never_acted(tmp_path):
+    """A bound nobody reaches changes nothing (our dropout-mnist max-norm arm, 40 epochs): the run says so."""
+    from cnnlab.models import create
+
+    class Messages:
+        def __init__(self):
+            self.lines = []
+
+        def start_epoch(self, *args):
+            pass
+
+        def update(self, *args, **kwargs):
+            pass
+
+        def end_epoch(self, row, text):
+            pass
+
+        def message(self, text):
+            self.lines.append(text)
+
+    for bound, acts in ((1e3, False), (0.05, True)):
+        config = _config(tmp_path, model="mlp-1024", epochs=2, labels_per_class=2, batch_size=10, lr=1e-3,
+                         model_options={"max_norm": bound})  # fmt: skip
+        run = build_run(config, run_dir=tmp_path / f"run-{bound}")
+        assert type(run.model) is type(create("mlp-1024"))
+        messages = Messages()
+        trainer = Trainer(run, reporter=messages)
+        trainer.fit()
+        acted = [row["constraint_acted"] for row in trainer.history]
+        assert all(value > 0 for value in acted) if acts else acted == [0.0, 0.0]
+        assert all(row["constraint_peak"] > 0 for row in trainer.history)
+        idle = [line for line in messages.lines if "never acted in 2 epochs" in line]
+        assert bool(idle) != acts, messages.lines
+
+
 def test_zfnet_renormalises_only_the_filters_beyond_the_radius():
     from cnnlab import models
 

@@ -181,9 +181,10 @@ examples:
 GAN_HELP = {  # `cnnlab gan train`'s help for the TrainConfig flags whose defaults differ from a classifier's
     "data": "mnist, fashion-mnist, cifar10, digits... or folder:PATH (default: mnist)",
     "epochs": "passes over the training images (default: 5)",
-    "batch_size": "real images per step (default: 128, Radford et al.)",
-    "lr": "Adam's learning rate, both nets (default: 0.0002, Radford et al.)",
-    "momentum": "Adam's β1 (default: 0.5, Radford et al.)",
+    "batch_size": "real images per step (default: 128, Radford et al.; --arch mlp: 100, the 2014 file)",
+    "optimizer": "both nets' optimiser (default: adam, Radford et al.; --arch mlp: sgd, the 2014 file)",
+    "lr": "learning rate of both nets (default: 0.0002, Radford et al.; --arch mlp: 0.1, the 2014 file)",
+    "momentum": "Adam's β1 (default: 0.5, Radford et al.) or SGD's momentum (--arch mlp: 0.5, the 2014 file)",
 }
 _RUN = Arg(("run",), {"metavar": "RUN", "help": "a GAN run directory (or its checkpoint file)"})
 _SEED = Arg(("--seed",), {"type": int, "default": 0, "help": "seed of the noise (default: 0): same seed, same images"})
@@ -203,9 +204,10 @@ GAN_ACTIONS: dict[str, CommandSpec] = {
             Arg(
                 ("--reuse-fakes",),
                 {
-                    "action": "store_true",
-                    "help": "G's step reuses D's generated images (pytorch/examples; one G pass a step) instead of "
-                    "new noise (the GAN paper's algorithm 1)",
+                    "action": argparse.BooleanOptionalAction,
+                    "default": None,
+                    "help": "G's step reuses D's generated images (pytorch/examples and the 2014 file; one G pass a "
+                    "step) instead of new noise (the GAN paper's algorithm 1) (default: no for dcgan, yes for mlp)",
                 },
             ),
             Arg(

@@ -34,6 +34,7 @@ from cnnlab.generative.measure import (
 )
 from cnnlab.generative.probe import ProbeCell, ProbeResult, discriminator_features, probe_discriminator
 from cnnlab.generative.runs import (
+    ARCH_RECIPES,
     GAN_DEFAULTS,
     GAN_FLAGS,
     GanRun,
@@ -49,6 +50,7 @@ from cnnlab.generative.runs import (
 from cnnlab.generative.task import GANTask, diagnose, diagnose_collapse, diagnose_coverage, sample_diversity
 
 __all__ = [
+    "ARCH_RECIPES",
     "GAN_DEFAULTS",
     "GAN_FLAGS",
     "GENERATORS",

@@ -45,10 +45,25 @@ GAN_DEFAULTS: dict[str, Any] = {
     "holdout": 0.0,  # nothing to select on: no validation split
     "data": "mnist",
 }
+# Each architecture's own training recipe over GAN_DEFAULTS (what the user gives wins). The 2014 fully connected
+# nets train as the authors' pylearn2 file (goodfeli/adversarial, mnist.yaml) does: SGD, η 0.1, momentum 0.5, batch
+# 100. The file also raises the momentum to 0.7 over 250 epochs and divides η by 1.000004 every step; over the
+# tens of epochs a CPU run lasts both are negligible (momentum +0.0008 and η −0.2 % an epoch), so they are left out.
+# With DCGAN's Adam settings instead these nets collapse onto one digit within an epoch (docs/gan.md).
+ARCH_RECIPES: dict[str, dict[str, Any]] = {
+    "dcgan": {},
+    "mlp": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.5, "batch_size": 100},
+}
+# The discriminator's objective: DCGAN's code sums the two cross-entropies; the 2014 file (AdversaryCost2) takes half
+# their sum, which under its SGD halves the discriminator's step (a factor Adam would ignore).
+ARCH_D_LOSS_SCALE = {"dcgan": 1.0, "mlp": 0.5}
+# Whether the generator's step scores the discriminator step's images (``reuse_fakes``) unless told: the 2014 file
+# computes both objectives from one batch of samples (AdversaryCost2); DCGAN's default is algorithm 1's new noise.
+ARCH_REUSE_FAKES = {"dcgan": False, "mlp": True}
 GAN_FLAGS = (  # the TrainConfig fields `cnnlab gan train` offers (the rest are a classifier's)
-    "data", "epochs", "batch_size", "lr", "momentum", "seed", "device", "amp", "channels_last", "compile", "data_root",
-    "val_split", "num_workers", "strict", "out", "log_every", "checkpoint_every", "keep_last", "tensorboard", "sync_bn",
-    "ema_decay",
+    "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "seed", "device", "amp", "channels_last", "compile",
+    "data_root", "val_split", "num_workers", "strict", "out", "log_every", "checkpoint_every", "keep_last",
+    "tensorboard", "sync_bn", "ema_decay",
 )  # fmt: skip
 GRID_UPSCALE = 2  # sample grids: each pixel 2×2, so 28 px digits are readable
 
@@ -105,6 +120,9 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
     torch.manual_seed(config.seed)  # the nets' initialisation
     generator, discriminator = build_gan(arch, size, channels, z_dim)
     pre = gan_preprocessing(channels, size, generator.output_range, dataset.streaming)
+    stored_train = None if dataset.streaming else pre.to_stored_size(dataset.train.images)  # uint8 (N, C, H, W)
+    if hasattr(generator, "init_output_bias_") and stored_train is not None:  # the 2014 file: from the marginals
+        generator.init_output_bias_(stored_train.float().mean(0).div(255))
     shard = {"rank": rank, "world_size": world_size}
     if dataset.streaming:
         common = {**shard, "device": device, "strict": config.strict, "num_workers": config.num_workers}
@@ -113,7 +131,7 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
         test = StreamingLoader(dataset.test.paths, dataset.test.labels, pre, 256 * world_size, **common)
     else:
         common = {**shard, "device": device}
-        train = DeviceTensorLoader(pre.to_stored_size(dataset.train.images), dataset.train.labels, pre,
+        train = DeviceTensorLoader(stored_train, dataset.train.labels, pre,
                                    config.batch_size, shuffle=True, seed=config.seed, **common)  # fmt: skip
         test = DeviceTensorLoader(pre.to_stored_size(dataset.test.images), dataset.test.labels, pre, 256 * world_size,
                                   **common)  # fmt: skip
@@ -124,7 +142,8 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
     path = run_dir or config.out or default_run_dir(config.model, config.data)
     opened = RunDir(path, new=run_dir is None and rank == 0, overwrite=overwrite, lock=rank == 0)
     run = TrainingRun(config, device, discriminator.to(device), dataset, pre, train, test, opened)
-    task = GANTask(generator, discriminator, seed=config.seed, reuse_fakes=reuse_fakes, coverage=coverage)
+    task = GANTask(generator, discriminator, seed=config.seed, reuse_fakes=reuse_fakes, coverage=coverage,
+                   d_loss_scale=ARCH_D_LOSS_SCALE[arch])  # fmt: skip
     task.coverage_run = None if coverage_run is None else os.path.abspath(coverage_run)  # resumable from anywhere
     return run, task
 
@@ -135,7 +154,7 @@ def train_gan(
     arch: str = "dcgan",
     size: int | None = None,
     z_dim: int = Z_DIM,
-    reuse_fakes: bool = False,
+    reuse_fakes: bool | None = None,
     coverage_run: str | Path | None = None,
     resume: str | None = None,
     overwrite: bool = False,
@@ -148,12 +167,14 @@ def train_gan(
     :mod:`cnnlab.generative.architectures`) for ``size`` px images, by the engine, with a sample grid per epoch.
 
     Args:
-        given: :class:`~cnnlab.train.TrainConfig` fields (of :data:`GAN_FLAGS`); unset ones: :data:`GAN_DEFAULTS`.
+        given: :class:`~cnnlab.train.TrainConfig` fields (of :data:`GAN_FLAGS`); unset ones: the architecture's
+            :data:`ARCH_RECIPES` entry over :data:`GAN_DEFAULTS`.
         arch: ``dcgan`` or ``mlp`` (the 2014 paper's fully connected nets; 28 px only).
         size: image side (28, 32 or 64 for dcgan); default: :func:`default_size`.
         z_dim: noise dimensions.
         reuse_fakes: the generator's step reuses the discriminator step's images (the pytorch/examples loop, one
-            generator pass per step) instead of generating from new noise (algorithm 1 of the GAN paper).
+            generator pass per step, and the 2014 file's) instead of generating from new noise (algorithm 1 of the
+            GAN paper); None: the architecture's own (:data:`ARCH_REUSE_FAKES`: dcgan no, mlp yes).
         coverage_run: a classifier run of the same data (``cnnlab train``): after every epoch, the share of 1,000
             fixed-noise samples it puts in each class, and the classes under 5 % named as a failure. A resumed run
             uses the run it recorded unless another is given.
@@ -183,7 +204,7 @@ def train_gan(
     if resumed is not None:
         spec = {"reuse_fakes": False, **resumed.spec}  # runs from before the option generated anew
         asked = {"--arch": (arch, "dcgan"), "--size": (size, None), "--z-dim": (z_dim, Z_DIM),
-                 "--reuse-fakes": (reuse_fakes, False)}  # fmt: skip
+                 "--reuse-fakes": (reuse_fakes, None)}  # fmt: skip
         changed = [
             f for f, (value, default) in asked.items() if value != default and value != spec[f[2:].replace("-", "_")]
         ]
@@ -195,7 +216,9 @@ def train_gan(
     else:
         # the generator's name once the data fix its size (build_gan_run); a --size it cannot make fails here
         placeholder = generator_name(arch, size) if size is not None else f"{arch}-generator"
-        config = resolve(TrainConfig(**{**GAN_DEFAULTS, "model": placeholder, **given}))
+        reuse_fakes = ARCH_REUSE_FAKES[arch] if reuse_fakes is None else bool(reuse_fakes)
+        recipe = {**GAN_DEFAULTS, **ARCH_RECIPES[arch]}
+        config = resolve(TrainConfig(**{**recipe, "model": placeholder, **given}))
     config = per_process_config(config, context)
     run_path = resumed.run_path if resumed is not None else None
     run, task = build_gan_run(

@@ -81,6 +81,9 @@ class GANTask(Task):
             28 px) instead of drawing new noise and generating again (Goodfellow et al.'s algorithm 1, the default).
         coverage: a classifier of the same data (:class:`~cnnlab.generative.ClassifierFeatures`) and its class
             names: class coverage of :data:`COVERAGE_SAMPLES` fixed-noise samples after every epoch.
+        d_loss_scale: factor on the discriminator's loss in its step (the 2014 file's objective is half the sum of
+            the two cross-entropies: 0.5; under SGD that halves the discriminator's step, under Adam it changes
+            nothing). ``d_loss`` in the metrics stays unscaled.
     """
 
     name = "gan"
@@ -102,8 +105,12 @@ class GANTask(Task):
         options: Mapping[str, Mapping[str, Any]] | None = None,
         reuse_fakes: bool = False,
         coverage: tuple[ClassifierFeatures, list[str]] | None = None,
+        d_loss_scale: float = 1.0,
     ):
+        if not d_loss_scale > 0:
+            raise ConfigError(f"d_loss_scale must be a positive factor, got {d_loss_scale!r}.")
         self.models = {"generator": generator, "discriminator": discriminator}
+        self.d_loss_scale = float(d_loss_scale)
         self.coverage = coverage
         self.coverage_run: str | None = None  # where the coverage classifier came from (recorded; set by train_gan)
         self.reuse_fakes = bool(reuse_fakes)
@@ -152,8 +159,9 @@ class GANTask(Task):
             loss = F.binary_cross_entropy_with_logits(
                 real_logits, torch.ones_like(real_logits)
             ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-            with torch.no_grad():
-                return loss, {
+            step_loss = loss * self.d_loss_scale if self.d_loss_scale != 1.0 else loss
+            with torch.no_grad():  # the reported loss is the unscaled one, comparable across recipes
+                return step_loss, {
                     "d_loss": loss.detach().double() * n,
                     "d_real": torch.sigmoid(real_logits.float()).sum().double(),
                     "d_fake": torch.sigmoid(fake_logits.float()).sum().double(),

@@ -3,6 +3,7 @@
 from cnnlab.layers.activations import ScaledTanh
 from cnnlab.layers.arithmetic import ReceptiveField, conv_output_size, same_padding
 from cnnlab.layers.connection_table import ConnectionTableConv2d
+from cnnlab.layers.constraints import ConstraintActivity, clip_row_norms_
 from cnnlab.layers.conv_block import ConvReLU
 from cnnlab.layers.dropconnect import DropConnectLinear
 from cnnlab.layers.global_pool import GlobalAvgPool2d
@@ -19,6 +20,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "ConnectionTableConv2d",
+    "ConstraintActivity",
     "ConvReLU",
     "DropConnectLinear",
     "EuclideanRBF",
@@ -34,6 +36,7 @@ __all__ = [
     "TrainableSubsampling",
     "ZeroPadShortcut",
     "average_over_pooling_draws",
+    "clip_row_norms_",
     "conv_output_size",
     "glyph_codes",
     "projection_shortcut",

@@ -53,6 +53,9 @@ class ClassifierModel(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     has_weight_constraints = False  # True where a paper constrains the weights after each step (ZF Net, maxout)
+    # Where it is True, a cnnlab.layers.ConstraintActivity that apply_weight_constraints_ feeds: the trainer reads it
+    # once an epoch (metrics constraint_acted, constraint_peak) and says so when the constraint never acted
+    constraint_activity = None
 
     # Facts every consumer reads from the contract (views, attacks, transfer, export, the trainer), declared once:
     model_name: str = ""  # the registry name it was built under (set by models.create; "" for a model built by hand)

@@ -8,12 +8,12 @@ no widths; they are those of the authors' released pylearn2 file (goodfeli/adver
     generator      z 100 -> 1200 ReLU -> 1200 ReLU -> C·28·28 sigmoid -> (C, 28, 28), pixels in [0, 1]
     discriminator  (C, 28, 28) -> maxout 240 units × 5 pieces -> maxout 240 × 5 -> 1 logit
 
-with the file's dropout: inputs of ``h0`` kept with probability 0.8, of every other layer 0.5.
-
-What differs from that file: z ~ N(0, I) (one noise for every cnnlab generator); torch's default initialisation
-instead of the file's uniform ±0.05 (generator) and ±0.005 (discriminator), and no output bias set from the pixel
-marginals; training follows cnnlab's GAN defaults (Adam, Radford et al.'s settings) rather than the file's SGD
-(η 0.1, momentum 0.5 rising to 0.7, batch 100). The discriminator keeps the paper's maxout units
+with the file's initialisation (weights uniform in ±0.05 in the generator and ±0.005 in the discriminator, biases 0;
+the file's noise is Gaussian, like every cnnlab generator's) and its dropout: inputs of ``h0`` kept with probability
+0.8, of every other layer 0.5. The file also sets the generator's output biases from the training pixels' marginals;
+a model knows no data, so :meth:`MLPGenerator.init_output_bias_` takes the pixel means and ``cnnlab gan train
+--arch mlp`` passes them. Its training recipe (SGD η 0.1, momentum 0.5, batch 100) is
+:data:`cnnlab.generative.ARCH_RECIPES`. The discriminator keeps the paper's maxout units
 (:class:`~cnnlab.layers.Maxout`).
 """
 
@@ -32,6 +32,17 @@ PAPER = "Goodfellow et al. 2014, Generative adversarial nets"
 SIZE = 28  # MNIST
 GENERATOR_WIDTHS = (1200, 1200)
 DISCRIMINATOR_UNITS = ((240, 5), (240, 5))  # (units, pieces) per maxout layer
+GENERATOR_INIT_RANGE = 0.05  # the file's irange: weights uniform in ±0.05
+DISCRIMINATOR_INIT_RANGE = 0.005
+
+
+@torch.no_grad()
+def _uniform_init_(net: nn.Module, init_range: float) -> None:
+    """pylearn2's ``irange``: every weight uniform in ±init_range, every bias 0."""
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.uniform_(module.weight, -init_range, init_range)
+            nn.init.zeros_(module.bias)
 
 
 class MLPGenerator(nn.Module):
@@ -56,9 +67,29 @@ class MLPGenerator(nn.Module):
             nn.Linear(width, channels * size * size), nn.Sigmoid(), nn.Unflatten(1, (channels, size, size))
         )
         self.stages = nn.Sequential(layers)
+        _uniform_init_(self, GENERATOR_INIT_RANGE)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.stages(z.reshape(z.shape[0], self.z_dim))
+
+    @torch.no_grad()
+    def init_output_bias_(self, pixel_means: torch.Tensor) -> None:
+        """The file's ``init_sigmoid_bias_from_marginals``: each output unit's bias = logit of its pixel's mean over
+        the training images, so the untrained generator already draws the average digit.
+
+        Args:
+            pixel_means: (C, 28, 28) or (C·784,), in [0, 1] (clamped to [10⁻³, 1 − 10⁻³]: a pixel that is always 0
+                would give −∞).
+        """
+        linear = self.stages.output[0]
+        if pixel_means.numel() != linear.out_features:
+            from cnnlab.errors import ConfigError
+
+            raise ConfigError(
+                f"init_output_bias_ needs one mean per output pixel ({linear.out_features}), got "
+                f"{pixel_means.numel()} values of shape {tuple(pixel_means.shape)}."
+            )
+        linear.bias.copy_(torch.logit(pixel_means.reshape(-1).to(linear.bias).clamp(1e-3, 1 - 1e-3)))
 
 
 class MLPDiscriminator(FullyConnectedHeadModel):
@@ -81,6 +112,7 @@ class MLPDiscriminator(FullyConnectedHeadModel):
         self.features = nn.Sequential(layers)
         self.num_features = width
         self.classifier = nn.Sequential(OrderedDict(drop=nn.Dropout(0.5), y=nn.Linear(width, num_classes)))
+        _uniform_init_(self, DISCRIMINATOR_INIT_RANGE)
 
 
 @register_model(

@@ -39,7 +39,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.layers import Maxout
+from cnnlab.layers import ConstraintActivity, Maxout, clip_row_norms_
 from cnnlab.models._common import FullyConnectedHeadModel
 from cnnlab.models._registry import register_model
 
@@ -77,6 +77,7 @@ class MaxoutNet(FullyConnectedHeadModel):
         super().__init__()
         self.num_classes, self.in_chans = num_classes, in_chans
         self.max_norms: dict[str, float] = {}
+        self.constraint_activity = ConstraintActivity()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         width, (h, w) = in_chans, input_size
         for i, (units, pieces, kernel, padding, pool, stride, max_norm) in enumerate(table):
@@ -132,8 +133,7 @@ class MaxoutNet(FullyConnectedHeadModel):
         for name, bound in self.max_norms.items():
             if (w := params.get(name)) is None:  # a replaced or removed head
                 continue
-            norms = w.flatten(1).norm(dim=1).view(-1, *[1] * (w.dim() - 1))
-            w.mul_(torch.clamp(bound / norms.clamp_min(1e-12), max=1.0))
+            clip_row_norms_(w, bound, self.constraint_activity)
 
 
 @register_model(

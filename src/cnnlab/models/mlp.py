@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.layers import DropConnectLinear
+from cnnlab.layers import ConstraintActivity, DropConnectLinear, clip_row_norms_
 from cnnlab.models._common import FullyConnectedHeadModel
 from cnnlab.models._registry import register_model
 
@@ -79,6 +79,7 @@ class MLP(FullyConnectedHeadModel):
             raise ConfigError(f"image_size must be a positive integer, got {image_size!r}.")
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
         self.max_norm = max_norm
+        self.constraint_activity = ConstraintActivity()
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())  # (B, C, H, W) -> (B, C·H·W)
         width = in_chans * image_size * image_size
         if drop == "dropout" and input_keep < 1.0:
@@ -116,8 +117,7 @@ class MLP(FullyConnectedHeadModel):
             return
         for module in self.modules():
             if isinstance(module, nn.Linear | DropConnectLinear):
-                norms = module.weight.norm(dim=1, keepdim=True)  # (out, 1)
-                module.weight.mul_(norms.clamp(min=self.max_norm).reciprocal().mul_(self.max_norm))
+                clip_row_norms_(module.weight, self.max_norm, self.constraint_activity)  # (out, in): a row a unit
 
 
 def _options(image_size: int, activation: str, drop: str, keep: float, input_keep: float, max_norm, per_example):

@@ -26,7 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.layers import LocalResponseNorm
+from cnnlab.layers import ConstraintActivity, LocalResponseNorm, clip_row_norms_
 from cnnlab.models._common import FullyConnectedHeadModel, normal_init_
 from cnnlab.models._registry import register_model
 from cnnlab.models.alexnet import alexnet_classifier
@@ -52,6 +52,7 @@ class ZFNet(FullyConnectedHeadModel):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5):
         super().__init__()
         self.num_classes, self.in_chans, self.num_features = num_classes, in_chans, 4096
+        self.constraint_activity = ConstraintActivity()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         width = in_chans
         for name, out, kernel, stride, padding, pooled in CONVS:
@@ -83,8 +84,8 @@ class ZFNet(FullyConnectedHeadModel):
         for module in self.features:
             if isinstance(module, nn.Conv2d):
                 w = module.weight  # (out, in, k, k): one filter per output map
-                rms = w.pow(2).mean((1, 2, 3), keepdim=True).sqrt()
-                w.mul_(torch.where(rms > radius, radius / rms, torch.ones_like(rms)))
+                # RMS = norm / √(in·k·k), so RMS ≤ radius is the norm ball of radius·√(in·k·k)
+                clip_row_norms_(w, radius * w[0].numel() ** 0.5, self.constraint_activity)
 
 
 @register_model(

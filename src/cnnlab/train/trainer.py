@@ -538,10 +538,12 @@ class Trainer:
             for model in self._eval_nets().values():
                 broadcast_buffers(model)
         evaluation = self._evaluate()
+        activity = getattr(self.model, "constraint_activity", None) if self._weight_constraints else None
         row = {
             "epoch": self.epoch + 1,
             **task.train_metrics(totals.sums, int(seen_total)),
             **evaluation,
+            **((activity.read_and_reset() or {}) if activity is not None else {}),  # a sync (end of epoch)
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "images_per_s": totals.counts["seen_here"] / max(seconds - epoch.seconds_before, 1e-9),
             "seconds": seconds,
@@ -556,12 +558,27 @@ class Trainer:
         self.epoch, self.batch, self._accumulators = self.epoch + 1, 0, None
         self.history.append(row)
         self.save(complete=self.epoch == self.config.epochs, best=is_best)
+        if self.epoch == self.config.epochs and activity is not None:
+            self._note_idle_constraint()
         with torch.no_grad(), self.fast.autocast():
             self.monitor.end_epoch(self.step, row, self.history, self._eval_nets())
         for hook in self.epoch_hooks:
             hook(self, row)
         for callback in self.callbacks:
             callback(self, row)
+
+    def _note_idle_constraint(self) -> None:
+        """A weight constraint that never acted changed nothing: say so once, at the end of the run."""
+        acted = [row.get("constraint_acted") for row in self.history]
+        if not acted or any(value is None or value > 0 for value in acted):
+            return  # it acted (or a resumed run's earlier epochs did not count)
+        peak = max(float(row["constraint_peak"]) for row in self.history)
+        self.monitor.message(
+            f"note: the model's weight constraint ({type(self.model).__name__}.apply_weight_constraints_) never "
+            f"acted in {len(acted)} epochs: the largest weight norm reached {peak:.0%} of its bound, so this run "
+            "trained exactly as with --no-weight-constraints. A bound pays off at the larger learning rates it "
+            "makes safe (or with a tighter bound)."
+        )
 
     def _evaluate(self) -> dict[str, float]:
         """The task's evaluation, with every model in eval mode and no autograd (then back to training mode)."""
