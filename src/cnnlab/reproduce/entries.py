@@ -192,19 +192,22 @@ ENTRIES: dict[str, Entry] = {
                 Arm(
                     "dropout + max-norm",
                     {"model": "mlp-1024", "data": "mnist", "epochs": 40, **_MLP},
-                    {"drop": "dropout", "max_norm": 3.5},
+                    # c chosen on the validation split (docs/reproductions.md): on standardised pixels, (x − 0.1307) /
+                    # 0.3081, a first-layer row of norm 1.2 acts as one of norm 1.2 / 0.3081 = 3.9 on [0, 1] pixels,
+                    # inside the paper's 3–4
+                    {"drop": "dropout", "max_norm": 1.2},
                     {"error": 1.06},
                 ),
             ),
             judge="order_every_seed",
             goal="the ordering holds in every seed",
             differs="40 epochs with SGD momentum 0.9, η 0.05, batch 128, cosine, for all three (the paper trains for "
-            "hundreds of epochs with η up to 10 under max-norm and momentum rising to 0.99); max-norm c = 3.5 (the "
-            "paper's range 3–4, not tuned). At η 0.05 no unit's weights reach c (largest row norm 1.84, measured), so "
-            "the max-norm arm trains exactly as the dropout arm: the constraint pays off only with the large η it "
-            "makes safe, which is still to be chosen on the validation split.",
+            "hundreds of epochs with η up to 10 under max-norm and momentum rising to 0.99); max-norm c = 1.2 on "
+            "standardised pixels (the paper's 3–4 is for [0, 1] pixels), chosen with η on the validation split among "
+            "settings where the constraint acts: η ≥ 0.15 stops the net learning, with or without warm-up, and at "
+            "c = 3.5 the constraint never acts at η 0.05 (largest row norm 1.84).",
             quick=_QUICK_MNIST,
-            cpu_minutes=40,  # measured 2026-11-30, one thread a run, 2–3 runs at a time: 4–5 + 11–18 + 13–18 min
+            cpu_minutes=50,  # measured 2026-11-30, one thread a run, 3–4 runs at a time: 6 + 21–22 + 21–25 min
         ),
         Entry(
             "maxout-mnist",
