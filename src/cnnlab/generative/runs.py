@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +45,34 @@ GAN_DEFAULTS: dict[str, Any] = {
     "holdout": 0.0,  # nothing to select on: no validation split
     "data": "mnist",
 }
-# Each architecture's own training recipe over GAN_DEFAULTS (what the user gives wins). The 2014 fully connected
-# nets train as the authors' pylearn2 file (goodfeli/adversarial, mnist.yaml) does: SGD, η 0.1, momentum 0.5, batch
-# 100. The file also raises the momentum to 0.7 over 250 epochs and divides η by 1.000004 every step; over the
-# tens of epochs a CPU run lasts both are negligible (momentum +0.0008 and η −0.2 % an epoch), so they are left out.
-# With DCGAN's Adam settings instead these nets collapse onto one digit within an epoch (docs/gan.md).
-ARCH_RECIPES: dict[str, dict[str, Any]] = {
-    "dcgan": {},
-    "mlp": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.5, "batch_size": 100},
+
+
+@dataclass(frozen=True)
+class ArchRecipe:
+    """An architecture's own training recipe (what the user gives wins).
+
+    Attributes:
+        train: TrainConfig fields over :data:`GAN_DEFAULTS`.
+        d_loss_scale: factor on the discriminator's loss (:class:`~cnnlab.generative.GANTask`).
+        reuse_fakes: the generator's step scores the discriminator step's images unless told otherwise.
+    """
+
+    train: dict[str, Any] = field(default_factory=dict)
+    d_loss_scale: float = 1.0
+    reuse_fakes: bool = False
+
+
+# DCGAN: GAN_DEFAULTS, the two cross-entropies summed, new noise for the generator's step (algorithm 1). The 2014 fully
+# connected nets train as the authors' pylearn2 file (goodfeli/adversarial, mnist.yaml) does: SGD, η 0.1, momentum
+# 0.5, batch 100; its objective (AdversaryCost2) takes half the sum of the discriminator's cross-entropies (under SGD,
+# half its step) and computes both nets' objectives from one batch of samples. The file also raises the momentum to
+# 0.7 over 250 epochs and divides η by 1.000004 every step; over the tens of epochs a CPU run lasts both are
+# negligible (momentum +0.0008 and η −0.2 % an epoch), so they are left out. With DCGAN's settings instead these
+# nets collapse onto one digit (docs/gan.md).
+ARCH_RECIPES: dict[str, ArchRecipe] = {
+    "dcgan": ArchRecipe(),
+    "mlp": ArchRecipe({"optimizer": "sgd", "lr": 0.1, "momentum": 0.5, "batch_size": 100}, 0.5, reuse_fakes=True),
 }
-# The discriminator's objective: DCGAN's code sums the two cross-entropies; the 2014 file (AdversaryCost2) takes half
-# their sum, which under its SGD halves the discriminator's step (a factor Adam would ignore).
-ARCH_D_LOSS_SCALE = {"dcgan": 1.0, "mlp": 0.5}
-# Whether the generator's step scores the discriminator step's images (``reuse_fakes``) unless told: the 2014 file
-# computes both objectives from one batch of samples (AdversaryCost2); DCGAN's default is algorithm 1's new noise.
-ARCH_REUSE_FAKES = {"dcgan": False, "mlp": True}
 GAN_FLAGS = (  # the TrainConfig fields `cnnlab gan train` offers (the rest are a classifier's)
     "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "seed", "device", "amp", "channels_last", "compile",
     "data_root", "val_split", "num_workers", "strict", "out", "log_every", "checkpoint_every", "keep_last",
@@ -121,8 +134,9 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
     generator, discriminator = build_gan(arch, size, channels, z_dim)
     pre = gan_preprocessing(channels, size, generator.output_range, dataset.streaming)
     stored_train = None if dataset.streaming else pre.to_stored_size(dataset.train.images)  # uint8 (N, C, H, W)
-    if hasattr(generator, "init_output_bias_") and stored_train is not None:  # the 2014 file: from the marginals
-        generator.init_output_bias_(stored_train.float().mean(0).div(255))
+    # the 2014 file sets the output biases from the pixel marginals (in-memory data; photo folders keep biases 0)
+    if hasattr(generator, "init_output_bias_") and stored_train is not None:
+        generator.init_output_bias_(stored_train.mean(0, dtype=torch.float32).div(255))
     shard = {"rank": rank, "world_size": world_size}
     if dataset.streaming:
         common = {**shard, "device": device, "strict": config.strict, "num_workers": config.num_workers}
@@ -143,7 +157,7 @@ def build_gan_run(config, arch: str, size: int | None, z_dim: int, run_dir: str 
     opened = RunDir(path, new=run_dir is None and rank == 0, overwrite=overwrite, lock=rank == 0)
     run = TrainingRun(config, device, discriminator.to(device), dataset, pre, train, test, opened)
     task = GANTask(generator, discriminator, seed=config.seed, reuse_fakes=reuse_fakes, coverage=coverage,
-                   d_loss_scale=ARCH_D_LOSS_SCALE[arch])  # fmt: skip
+                   d_loss_scale=ARCH_RECIPES[arch].d_loss_scale)  # fmt: skip
     task.coverage_run = None if coverage_run is None else os.path.abspath(coverage_run)  # resumable from anywhere
     return run, task
 
@@ -174,7 +188,7 @@ def train_gan(
         z_dim: noise dimensions.
         reuse_fakes: the generator's step reuses the discriminator step's images (the pytorch/examples loop, one
             generator pass per step, and the 2014 file's) instead of generating from new noise (algorithm 1 of the
-            GAN paper); None: the architecture's own (:data:`ARCH_REUSE_FAKES`: dcgan no, mlp yes).
+            GAN paper); None: the architecture's own (:data:`ARCH_RECIPES`: dcgan no, mlp yes).
         coverage_run: a classifier run of the same data (``cnnlab train``): after every epoch, the share of 1,000
             fixed-noise samples it puts in each class, and the classes under 5 % named as a failure. A resumed run
             uses the run it recorded unless another is given.
@@ -216,8 +230,8 @@ def train_gan(
     else:
         # the generator's name once the data fix its size (build_gan_run); a --size it cannot make fails here
         placeholder = generator_name(arch, size) if size is not None else f"{arch}-generator"
-        reuse_fakes = ARCH_REUSE_FAKES[arch] if reuse_fakes is None else bool(reuse_fakes)
-        recipe = {**GAN_DEFAULTS, **ARCH_RECIPES[arch]}
+        reuse_fakes = ARCH_RECIPES[arch].reuse_fakes if reuse_fakes is None else bool(reuse_fakes)
+        recipe = {**GAN_DEFAULTS, **ARCH_RECIPES[arch].train}
         config = resolve(TrainConfig(**{**recipe, "model": placeholder, **given}))
     config = per_process_config(config, context)
     run_path = resumed.run_path if resumed is not None else None

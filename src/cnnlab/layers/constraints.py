@@ -19,7 +19,7 @@ class ConstraintActivity:
 
     The counters are tensors updated in place (no host sync, and no new allocation after the first step, so a
     captured CUDA graph keeps updating them); :meth:`read_and_reset` is the one sync, made at the end of an epoch.
-    Not part of any state dict: a resumed run starts counting afresh at its next epoch.
+    Not part of any state dict: a run resumed mid-epoch counts that epoch from the step it resumed at.
     """
 
     def __init__(self) -> None:

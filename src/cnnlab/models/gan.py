@@ -12,7 +12,7 @@ with the file's initialisation (weights uniform in ±0.05 in the generator and �
 the file's noise is Gaussian, like every cnnlab generator's) and its dropout: inputs of ``h0`` kept with probability
 0.8, of every other layer 0.5. The file also sets the generator's output biases from the training pixels' marginals;
 a model knows no data, so :meth:`MLPGenerator.init_output_bias_` takes the pixel means and ``cnnlab gan train
---arch mlp`` passes them. Its training recipe (SGD η 0.1, momentum 0.5, batch 100) is
+--arch mlp`` passes them. Its training recipe (SGD η 0.1, momentum 0.5, batch 100, the file's objective) is in
 :data:`cnnlab.generative.ARCH_RECIPES`. The discriminator keeps the paper's maxout units
 (:class:`~cnnlab.layers.Maxout`).
 """
