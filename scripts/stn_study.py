@@ -2,7 +2,8 @@
 distorted-MNIST sets, each trained with one fixed recipe through the engine; the test error of the epoch that the
 validation split (10% of the training images, held out) chooses. Prints mean ± sd (sample sd) over the seeds as
 markdown rows and keeps every run's figures in <out>/results.json (appended as runs finish, so a partial study
-still reports what it measured, and a second call goes on where the first stopped).
+still reports what it measured, and a second call goes on where the first stopped: finished runs are reused, an
+interrupted one continues from its last checkpoint, exactly, as ``cnnlab train --resume auto`` does).
 
     python scripts/stn_study.py --data mnist-rts mnist-cluttered --models dmnist-cnn st-cnn --seeds 0 1 2
     python scripts/stn_study.py --data mnist-rts --models st-cnn:transform=projective st-cnn:transform=tps
@@ -10,7 +11,7 @@ still reports what it measured, and a second call goes on where the first stoppe
 A model is a registry name, optionally followed by ``:option=value`` pairs (comma-separated) for its
 ``--model-option``s: ``st-fcn:transform=tps`` is the paper's ST-FCN with a thin-plate-spline transformer.
 
-The data root is $CNNLAB_DATA (or --data-root), the folder holding MNIST/raw. Existing runs are refused.
+The data root is $CNNLAB_DATA (or --data-root), the folder holding MNIST/raw.
 
 With ``--table``, nothing is trained: the results files given are merged and printed as the paper's Table 1 (its
 models as rows, R, RTS, P, E and cluttered as columns; paper / ours in each cell, ours the mean ± sd of the seeds):
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 from cnnlab.cli import _parse_model_options  # the CLI's KEY=VALUE reading, so the options mean the same here
+from cnnlab.errors import CnnlabError
 from cnnlab.workflows import train_classifier
 
 # One recipe for every cell (chosen before the study, not tuned on the test split): SGD with momentum 0.9 at batch
@@ -111,14 +113,18 @@ def main() -> None:
                     continue  # measured by an earlier, interrupted call
                 given = {**RECIPE, "epochs": args.epochs, "model": name, "data": data, "seed": seed}
                 given |= {"out": str(run_dir), "data_root": args.data_root}
+                resumed = run_dir.exists()  # an interrupted run: this call's seconds are only the rest of it
                 started = time.perf_counter()
-                trained = train_classifier(given, model_options=options, command=["scripts/stn_study.py"])
+                trained = train_classifier(
+                    given, model_options=options, resume="auto", say=print, command=["scripts/stn_study.py"]
+                )
                 best = json.loads((run_dir / "summary.json").read_text())["best"]
                 row = {"data": data, "model": model, "seed": seed, "test_error": best["test_error"]}
                 row |= {
                     "val_error": best["val_error"],
                     "epoch": best["epoch"],
                     "seconds": time.perf_counter() - started,
+                    "resumed": resumed,
                 }
                 row["history_test_error"] = [h["test_error"] for h in trained.history]
                 results.append(row)
@@ -136,4 +142,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CnnlabError as error:  # bad settings, missing data, an interrupted run: the message, not a traceback
+        raise SystemExit(f"stn_study: {error}") from None
