@@ -113,6 +113,40 @@ def test_fractional_pooling_matches_max_pooling_at_ratio_one_half_and_a_brute_fo
         assert torch.equal(y[0, 0], oracle)
 
 
+@pytest.mark.parametrize("overlapping", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fractional_pooling_values_and_gradients_equal_region_maxima_in_both_layouts(overlapping, channels_last):
+    """The max_pool2d-over-picked-positions form against each region's max taken by slicing, values and gradients
+    (random inputs have no ties, so the arg-max, and the gradient, is unique)."""
+    layer = FractionalMaxPool2d(2**-0.5, overlapping=overlapping).double()
+    layer.generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 17, 13, dtype=torch.double)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = layer(x)
+    replay = torch.Generator().manual_seed(5)
+    rows = fractional_boundaries(17, 12, overlapping, True, replay)
+    cols = fractional_boundaries(13, 9, overlapping, True, replay)
+    end = 1 if overlapping else 0
+    oracle = torch.stack(
+        [
+            torch.stack(
+                [x[:, :, rows[i] : rows[i + 1] + end, cols[j] : cols[j + 1] + end].amax((-2, -1)) for j in range(9)], -1
+            )
+            for i in range(12)
+        ],
+        -2,
+    )
+    assert torch.equal(y, oracle)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last  # the layout is kept
+    weights = torch.randn_like(y)
+    (grad,) = torch.autograd.grad((y * weights).sum(), x)
+    (oracle_grad,) = torch.autograd.grad((oracle * weights).sum(), x)
+    assert torch.allclose(grad, oracle_grad, rtol=0, atol=1e-12)  # the same arg-maxes; sums in another order
+    assert torch.autograd.gradcheck(layer.eval(), (x,))
+
+
 def test_fractional_pooling_gradients_eval_determinism_and_draw_averaging():
     layer = FractionalMaxPool2d(0.7).double().eval()
     x = torch.randn(1, 2, 10, 10, dtype=torch.double, requires_grad=True)
