@@ -119,6 +119,45 @@ def test_resume_from_any_step_checkpoint_is_bit_exact(tmp_path):
         assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
 
 
+def test_momentum_ramp_rises_linearly_then_holds_and_resumes_exactly(tmp_path):
+    """Hinton et al. 2012's μ ramp: from momentum_start at step 0 to --momentum after momentum_ramp_epochs."""
+    from cnnlab.train.optim import make_scheduler
+
+    weights = nn.Parameter(torch.zeros(3))
+    sgd = torch.optim.SGD([weights], lr=0.1, momentum=0.9)
+    scheduler = make_scheduler(
+        sgd, "constant", total_steps=40, steps_per_epoch=10, momentum_start=0.5, momentum_ramp_steps=20
+    )
+    seen = []
+    for _ in range(30):
+        seen.append(sgd.param_groups[0]["momentum"])
+        sgd.step(), scheduler.step()
+    assert seen[:21:5] == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9]) and seen[20:] == [pytest.approx(0.9)] * 10
+    with pytest.raises(ValueError, match="has no 'momentum' setting"):
+        make_scheduler(torch.optim.Adam([weights]), "constant", total_steps=4, steps_per_epoch=2,
+                       momentum_start=0.5, momentum_ramp_steps=2)  # fmt: skip
+
+    config = _config(
+        epochs=2, optimizer="sgd", momentum=0.9, momentum_start=0.5, momentum_ramp_epochs=1.5,
+        checkpoint_every=5, keep_last=100,
+    )  # fmt: skip
+    straight = _trainer(config, tmp_path / "straight")
+    assert straight.optimizer.param_groups[0]["momentum"] == pytest.approx(0.5)
+    straight.fit()  # 15 steps an epoch: μ after epoch 1 is 0.5 + 0.4·15/22
+    assert [r["momentum"] for r in straight.history] == pytest.approx([0.5 + 0.4 * 15 / 22, 0.9])
+    payload = load_checkpoint(straight.run.run_dir.step_checkpoints()[1])  # step 10, mid-ramp
+    assert payload["train_state"]["step"] == 10
+    resumed = _trainer(config, tmp_path / "resumed")
+    resumed.load_state_dict(payload)
+    assert resumed.optimizer.param_groups[0]["momentum"] == pytest.approx(0.5 + 0.4 * 10 / 22)
+    resumed.fit()
+    _assert_same_state(straight.model.state_dict(), resumed.model.state_dict())
+    assert [r["momentum"] for r in resumed.history] == [r["momentum"] for r in straight.history]
+    plain = _trainer(_config(epochs=1, optimizer="sgd", momentum=0.9), tmp_path / "plain")
+    plain.fit()
+    assert "momentum" not in plain.history[0]  # the column is there only when μ moves
+
+
 def test_fp16_loss_scaler_state_is_checkpointed_and_resumes_exactly(tmp_path):
     config = _config(amp="fp16", epochs=1, batch_size=64, checkpoint_every=3, keep_last=10)
     straight = _trainer(config, tmp_path / "straight")
@@ -473,6 +512,14 @@ def test_paper_recipes_set_what_the_paper_used_and_explicit_values_win():
         ({"strict": "yes"}, "strict must be true or false"),
         ({"tensorboard": 1}, "tensorboard must be true or false"),
         ({"momentum": 0.9 + 0.1}, r"--momentum must be in \[0, 1\)"),
+        ({"momentum_ramp_epochs": 5}, "--momentum-ramp-epochs needs --momentum-start"),
+        ({"momentum_start": 0.5}, "--momentum-start does nothing without --momentum-ramp-epochs"),
+        ({"momentum_ramp_epochs": -1.0}, "--momentum-ramp-epochs must be a number of epochs >= 0"),
+        ({"momentum_ramp_epochs": 5, "momentum_start": 1.5}, r"--momentum-start must be in \[0, 1\)"),
+        (
+            {"momentum_ramp_epochs": 5, "momentum_start": 0.5, "optimizer": "adam"},
+            "changes SGD's μ; --optimizer is adam",
+        ),
         ({"device": "cpu", "cuda_graphs": True, "compile": True}, "--cuda-graphs needs a CUDA device"),
     ],
 )
@@ -490,6 +537,7 @@ def test_cuda_graph_combinations_are_refused(monkeypatch):
         ({"amp": "fp16"}, "--amp fp16"),
         ({"compile": True}, "--compile"),
         ({"accumulate_steps": 2}, "--accumulate-steps"),
+        ({"momentum_ramp_epochs": 2, "momentum_start": 0.5, "optimizer": "sgd"}, "--momentum-ramp-epochs"),
     ):
         with pytest.raises(ConfigError, match=f"cannot be combined with {name}"):
             config_module.resolve(TrainConfig(device="cuda", cuda_graphs=True, **overrides))

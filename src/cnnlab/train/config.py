@@ -60,6 +60,12 @@ class TrainConfig:
     optimizer: str | None = option(None, "alexnet-sgd (default, the 2012 paper's form) | torch's", choices=OPTIMIZERS)
     # μ in Δw ← μ·Δw − wd·η·w − η·∂E/∂w; β1 for adam/adamw (default 0.9)
     momentum: float | None = option(None, "μ in Δw ← μΔw − wd·η·w − η·∂E/∂w; β1 for adam/adamw (default: 0.9)")
+    # μ at the first step, rising linearly to --momentum over --momentum-ramp-epochs (Hinton et al. 2012: 0.5)
+    momentum_start: float | None = option(
+        None, "μ at the first step, rising linearly to --momentum over --momentum-ramp-epochs (sgd, alexnet-sgd)"
+    )
+    # epochs over which μ rises from --momentum-start to --momentum, then stays (0: constant μ)
+    momentum_ramp_epochs: float = option(0.0, "epochs over which μ rises to --momentum (default: 0, constant μ)")
     # wd in the same formula (AlexNet: 0.0005); decoupled for adamw
     weight_decay: float | None = option(None, "wd in the same update (default: lenet5 0, others 5e-4)")
     # False: no weight decay on biases and normalisation layers (own group)
@@ -353,6 +359,23 @@ def validate(config: TrainConfig) -> None:
     if config.schedule == "multistep" and not milestones:
         raise ConfigError("--schedule multistep needs --milestones (optimisation steps, e.g. 32000,48000).")
     number("warmup_epochs", config.warmup_epochs, 0, config.epochs, f"in [0, {config.epochs}) (the run's epochs)")
+    number("momentum_ramp_epochs", config.momentum_ramp_epochs, 0, math.inf, "a number of epochs >= 0 (0: no ramp)")
+    if config.momentum_ramp_epochs > 0:
+        if config.momentum_start is None:
+            raise ConfigError(
+                "--momentum-ramp-epochs needs --momentum-start: the μ to start from (Hinton et al. 2012: 0.5)."
+            )
+        number("momentum_start", config.momentum_start, 0, 1, "in [0, 1) (Hinton et al. 2012 start at 0.5)")
+        if config.optimizer not in ("sgd", "alexnet-sgd"):
+            raise ConfigError(
+                f"--momentum-ramp-epochs changes SGD's μ; --optimizer is {config.optimizer}, whose β1 it does not "
+                "ramp. Use --optimizer sgd or alexnet-sgd, or drop the ramp."
+            )
+    elif config.momentum_start is not None:
+        raise ConfigError(
+            "--momentum-start does nothing without --momentum-ramp-epochs (the epochs over which μ rises from it "
+            "to --momentum); give both, or neither."
+        )
     number("label_smoothing", config.label_smoothing, 0, 1, "in [0, 1) (0.1 is usual)")
     number("clip_grad_norm", config.clip_grad_norm, 0, math.inf, "a norm >= 0 (0 turns clipping off; 1.0 is usual)")
     number("ema_decay", config.ema_decay, 0, 1, "in [0, 1): 0 turns the EMA off, 0.999 averages ~1000 steps")
@@ -426,6 +449,7 @@ def _check_cuda_graphs(config: TrainConfig) -> None:
         "--amp fp16": config.amp == "fp16",  # the gradient scaler reads found-inf on the host every step
         "--compile": config.compile,  # torch.compile(mode='reduce-overhead') does its own graph capture
         "--accumulate-steps > 1": config.accumulate_steps > 1,
+        "--momentum-ramp-epochs": config.momentum_ramp_epochs > 0,  # a captured step replays a fixed μ
     }
     bad = [name for name, hit in reasons.items() if hit]
     if bad:

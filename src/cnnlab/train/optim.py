@@ -214,12 +214,19 @@ def make_scheduler(
     gamma: float = 0.1,
     milestones: Sequence[int] = (),
     warmup_steps: int = 0,
+    momentum_start: float | None = None,
+    momentum_ramp_steps: int = 0,
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A schedule stepped once per optimisation step, following :func:`lr_factor`.
 
     constant; step (×gamma every step_epochs); multistep (×gamma at each of ``milestones`` steps); cosine (to 0
     at ``total_steps``); onecycle (up from η/25 to η over ``warmup_steps``, or 30% of the run if 0, then cosine
     down to η/25·10⁻⁴). Any of them after a linear warm-up of ``warmup_steps``.
+
+    With ``momentum_ramp_steps``, SGD's μ also moves: from ``momentum_start`` at step 0 linearly to each group's
+    own μ at step ``momentum_ramp_steps``, then stays there (Hinton et al. 2012, Srivastava et al. 2014 and
+    pylearn2's MomentumAdjustor ramp μ per epoch; here per step, the same line). μ is a function of the step
+    count, so a resumed run's μ is the uninterrupted run's.
     """
     from torch.optim import lr_scheduler
 
@@ -240,4 +247,31 @@ def make_scheduler(
             warmup_steps=warmup_steps,
         )
 
-    return lr_scheduler.LambdaLR(optimizer, factor)
+    if momentum_ramp_steps <= 0:
+        return lr_scheduler.LambdaLR(optimizer, factor)
+    if momentum_start is None:
+        raise ValueError("momentum_ramp_steps needs momentum_start")
+    return _LambdaLRWithMomentumRamp(optimizer, factor, momentum_start, momentum_ramp_steps)
+
+
+def momentum_at(step: int, start: float, end: float, ramp_steps: int) -> float:
+    """μ after ``step`` optimisation steps of a linear ramp from ``start`` (step 0) to ``end`` (``ramp_steps``)."""
+    return start + (end - start) * min(step / ramp_steps, 1.0)
+
+
+class _LambdaLRWithMomentumRamp(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR that also sets each group's ``momentum`` from the step count (torch's schedulers cycle momentum
+    only inside OneCycleLR/CyclicLR, tied to their own η shapes; none ramps it on its own)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor, start: float, ramp_steps: int):
+        missing = [i for i, group in enumerate(optimizer.param_groups) if "momentum" not in group]
+        if missing:
+            raise ValueError(f"a momentum ramp needs SGD's μ; {type(optimizer).__name__} has no 'momentum' setting")
+        self.momentum_start, self.momentum_ramp_steps = start, ramp_steps
+        self.final_momenta = [float(group["momentum"]) for group in optimizer.param_groups]
+        super().__init__(optimizer, factor)  # steps once: μ at step 0 is set by step() below
+
+    def step(self, epoch: int | None = None) -> None:
+        super().step(epoch)
+        for group, end in zip(self.optimizer.param_groups, self.final_momenta, strict=True):
+            group["momentum"] = momentum_at(self.last_epoch, self.momentum_start, end, self.momentum_ramp_steps)

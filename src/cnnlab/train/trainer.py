@@ -192,6 +192,11 @@ class Trainer:
         cfg, device = self.config, self.run.device
         options = {"optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum,
                    "weight_decay": cfg.weight_decay, **part.options}  # fmt: skip
+        if cfg.momentum_ramp_epochs > 0 and options["optimizer"] not in ("sgd", "alexnet-sgd"):
+            raise ConfigError(
+                f"--momentum-ramp-epochs ramps SGD's μ, but the {part.name}'s optimiser is {options['optimizer']}. "
+                "Drop the ramp or train that part with sgd."
+            )
         models = [self.task.models[name] for name in part.models]
         holder = models[0] if len(models) == 1 else nn.ModuleList(models)
         if param_groups is None and len(models) == 1:  # a model's own rates (e.g. a spatial transformer's)
@@ -216,6 +221,10 @@ class Trainer:
             gamma=cfg.gamma,
             milestones=cfg.milestones,
             warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+            momentum_start=cfg.momentum_start,
+            momentum_ramp_steps=max(1, round(cfg.momentum_ramp_epochs * steps_per_epoch))
+            if cfg.momentum_ramp_epochs
+            else 0,
         )
         scaler = torch.amp.GradScaler(device.type, enabled=self.fast.uses_scaler)
         return PartState(part, optimizer, scheduler, scaler, ddp=[])
@@ -545,6 +554,11 @@ class Trainer:
             **evaluation,
             **((activity.read_and_reset() or {}) if activity is not None else {}),  # a sync (end of epoch)
             "lr": float(self.optimizer.param_groups[0]["lr"]),
+            **(
+                {"momentum": float(self.optimizer.param_groups[0]["momentum"])}
+                if self.config.momentum_ramp_epochs
+                else {}
+            ),
             "images_per_s": totals.counts["seen_here"] / max(seconds - epoch.seconds_before, 1e-9),
             "seconds": seconds,
             "train_images": int(seen_total),
