@@ -359,7 +359,7 @@ ENTRIES: dict[str, Entry] = {
             differs="A small four-block network (cnnlab's fmp-cnn), 4 epochs, no augmentation; the paper's nets are "
             "10+ layers wide, trained with augmentation for far longer. No paper figure for this size.",
             quick={"epochs": 1, "labels_per_class": 10, "eval_per_class": 10},
-            cpu_minutes=45,  # rough: one FMP step costs ~8× a max-pooling one on a CPU (1.4 s vs 0.18 s, batch 128)
+            cpu_minutes=20,  # measured 2026-11-30, one thread: FMP 12–15 min, max pooling 3, 12-draw scoring 2–4
         ),
     )
 }
