@@ -103,14 +103,25 @@ def test_fractional_pooling_matches_max_pooling_at_ratio_one_half_and_a_brute_fo
         replay = torch.Generator().manual_seed(3)
         rows = fractional_boundaries(28, 20, overlapping, False, replay)
         cols = fractional_boundaries(28, 20, overlapping, False, replay)
-        end = 1 if overlapping else 0
-        oracle = torch.tensor(
-            [
-                [x[0, 0, rows[i] : rows[i + 1] + end, cols[j] : cols[j + 1] + end].max() for j in range(20)]
-                for i in range(20)
-            ]
-        )
-        assert torch.equal(y[0, 0], oracle)
+        assert torch.equal(y, _region_maxima(x, rows, cols, overlapping))
+
+
+def _region_maxima(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, overlapping: bool) -> torch.Tensor:
+    """The brute-force oracle: each drawn region sliced out and its max taken, (B, C, len(rows) − 1, len(cols) − 1)."""
+    end = 1 if overlapping else 0
+    return torch.stack(
+        [
+            torch.stack(
+                [
+                    x[:, :, rows[i] : rows[i + 1] + end, cols[j] : cols[j + 1] + end].amax((-2, -1))
+                    for j in range(len(cols) - 1)
+                ],
+                -1,
+            )
+            for i in range(len(rows) - 1)
+        ],
+        -2,
+    )
 
 
 @pytest.mark.parametrize("overlapping", [False, True])
@@ -128,16 +139,7 @@ def test_fractional_pooling_values_and_gradients_equal_region_maxima_in_both_lay
     replay = torch.Generator().manual_seed(5)
     rows = fractional_boundaries(17, 12, overlapping, True, replay)
     cols = fractional_boundaries(13, 9, overlapping, True, replay)
-    end = 1 if overlapping else 0
-    oracle = torch.stack(
-        [
-            torch.stack(
-                [x[:, :, rows[i] : rows[i + 1] + end, cols[j] : cols[j + 1] + end].amax((-2, -1)) for j in range(9)], -1
-            )
-            for i in range(12)
-        ],
-        -2,
-    )
+    oracle = _region_maxima(x, rows, cols, overlapping)
     assert torch.equal(y, oracle)
     assert y.is_contiguous(memory_format=torch.channels_last) == channels_last  # the layout is kept
     weights = torch.randn_like(y)
