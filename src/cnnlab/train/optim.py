@@ -264,8 +264,7 @@ class _LambdaLRWithMomentumRamp(torch.optim.lr_scheduler.LambdaLR):
     only inside OneCycleLR/CyclicLR, tied to their own η shapes; none ramps it on its own)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor, start: float, ramp_steps: int):
-        missing = [i for i, group in enumerate(optimizer.param_groups) if "momentum" not in group]
-        if missing:
+        if any("momentum" not in group for group in optimizer.param_groups):
             raise ValueError(f"a momentum ramp needs SGD's μ; {type(optimizer).__name__} has no 'momentum' setting")
         self.momentum_start, self.momentum_ramp_steps = start, ramp_steps
         self.final_momenta = [float(group["momentum"]) for group in optimizer.param_groups]

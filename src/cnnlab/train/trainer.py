@@ -197,6 +197,7 @@ class Trainer:
                 f"--momentum-ramp-epochs ramps SGD's μ, but the {part.name}'s optimiser is {options['optimizer']}. "
                 "Drop the ramp or train that part with sgd."
             )
+        ramp_steps = max(1, round(cfg.momentum_ramp_epochs * steps_per_epoch)) if cfg.momentum_ramp_epochs else 0
         models = [self.task.models[name] for name in part.models]
         holder = models[0] if len(models) == 1 else nn.ModuleList(models)
         if param_groups is None and len(models) == 1:  # a model's own rates (e.g. a spatial transformer's)
@@ -222,9 +223,7 @@ class Trainer:
             milestones=cfg.milestones,
             warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
             momentum_start=cfg.momentum_start,
-            momentum_ramp_steps=max(1, round(cfg.momentum_ramp_epochs * steps_per_epoch))
-            if cfg.momentum_ramp_epochs
-            else 0,
+            momentum_ramp_steps=ramp_steps,
         )
         scaler = torch.amp.GradScaler(device.type, enabled=self.fast.uses_scaler)
         return PartState(part, optimizer, scheduler, scaler, ddp=[])
@@ -548,17 +547,15 @@ class Trainer:
                 broadcast_buffers(model)
         evaluation = self._evaluate()
         activity = getattr(self.model, "constraint_activity", None) if self._weight_constraints else None
+        moving = self.config.momentum_ramp_epochs > 0  # a momentum column only when μ moves
+        momentum = {"momentum": float(self.optimizer.param_groups[0]["momentum"])} if moving else {}
         row = {
             "epoch": self.epoch + 1,
             **task.train_metrics(totals.sums, int(seen_total)),
             **evaluation,
             **((activity.read_and_reset() or {}) if activity is not None else {}),  # a sync (end of epoch)
             "lr": float(self.optimizer.param_groups[0]["lr"]),
-            **(
-                {"momentum": float(self.optimizer.param_groups[0]["momentum"])}
-                if self.config.momentum_ramp_epochs
-                else {}
-            ),
+            **momentum,
             "images_per_s": totals.counts["seen_here"] / max(seconds - epoch.seconds_before, 1e-9),
             "seconds": seconds,
             "train_images": int(seen_total),
