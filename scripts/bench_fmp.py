@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant and round (default 5)")
     args = parser.parse_args()
+    for name in ("threads", "rounds", "steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     current = pooling._pool_along
     variants = {
