@@ -274,7 +274,8 @@ def test_kill_after_the_last_checkpoint_then_rerun_writes_the_summary_and_cleans
         orphan.write_bytes(b"half a write")
     assert main(["train", "--resume", str(run_copy)]) == 0
     captured = capsys.readouterr()
-    assert "already completed 1 epochs" in " ".join(captured.err.split())
+    err = " ".join(captured.err.split())
+    assert "already completed its 1 epoch: reusing it" in err and "Resuming" not in err
     assert "removed 3 unfinished" in " ".join(captured.err.split())
     assert not any(o.exists() for o in orphans)
     summary = json.loads((run_copy / "summary.json").read_text())

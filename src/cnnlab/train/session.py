@@ -71,8 +71,13 @@ def restore(trainer: Any, payload: dict, say: Callable[[str], None] = lambda tex
     history) and say where it continues; True when the run already has its epochs (nothing left to train; the
     message says how to go on)."""
     trainer.load_state_dict(payload)
-    say(f"Resuming {trainer.run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
     if trainer.epoch >= trainer.config.epochs:
-        say(f"This run already completed {trainer.epoch} epochs; pass --epochs N (> {trainer.epoch}) to go on.")
+        # One line, not "Resuming ..." first: nothing is trained, the finished run is read back as it is.
+        say(
+            f"{trainer.run.run_dir.path} already completed its {trainer.epoch} epoch{'' if trainer.epoch == 1 else 's'}: "
+            "reusing it as it is "
+            f"(pass --epochs N, N > {trainer.epoch}, to train it further)."
+        )
         return True
+    say(f"Resuming {trainer.run.run_dir.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}.")
     return False
