@@ -351,6 +351,13 @@ def test_parameter_counts_by_hand():
     )
     assert models.get_model_info("st-cnn-addition").param_count == addition
     assert sum(p.numel() for p in models.create("st-cnn-addition", device="meta").parameters()) == addition
+    # hidden=N: one ReLU layer of N units between the CNN's features and the 19 sums
+    with_hidden = addition - linear(32 * 5 * 5, 19) + linear(32 * 5 * 5, 256) + linear(256, 19)
+    wider = models.create("st-cnn-addition", hidden=256, device="meta")
+    assert sum(p.numel() for p in wider.parameters()) == with_hidden and wider.num_features == 256
+    for bad, message in ((-1, "hidden is the width"), (2.5, "whole number"), (True, "whole number")):
+        with pytest.raises(ConfigError, match=message):
+            models.create("st-cnn-addition", hidden=bad, device="meta")
     tps = models.create("st-cnn", transform="tps", device="meta").transformer.regressor
     assert tps.out_features == 32  # 16 control points (4×4), x and y each
 
