@@ -358,6 +358,18 @@ def test_parameter_counts_by_hand():
     for bad, message in ((-1, "hidden is the width"), (2.5, "whole number"), (True, "whole number")):
         with pytest.raises(ConfigError, match=message):
             models.create("st-cnn-addition", hidden=bad, device="meta")
+    # transformers=1: the paper's "single" (one transformer on both channels); 0: its CNN, the input pooled 2×2
+    single = models.create("st-cnn-addition", transformers=1, device="meta")
+    assert sum(p.numel() for p in single.parameters()) == addition - conv(4, 32, 9) + conv(2, 32, 9) - (
+        localisation + conv(2, 20, 5) - conv(1, 20, 5)
+    )
+    alone = models.create("st-cnn-addition", transformers=0, device="meta")
+    assert alone.transformer is None and isinstance(alone.get_stage("downsample"), nn.AvgPool2d)
+    assert sum(p.numel() for p in alone.parameters()) == conv(2, 32, 9) + conv(32, 32, 7) + linear(32 * 5 * 5, 19)
+    with pytest.raises(ConfigError, match="transformers=0 is the CNN alone"):
+        models.create("st-cnn-addition", transformers=0, transform="tps", device="meta")
+    with pytest.raises(ConfigError, match="transformers is how many"):
+        models.create("st-cnn-addition", transformers=-1, device="meta")
     tps = models.create("st-cnn", transform="tps", device="meta").transformer.regressor
     assert tps.out_features == 32  # 16 control points (4×4), x and y each
 

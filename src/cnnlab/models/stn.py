@@ -280,8 +280,8 @@ def st_fcn(
     paper_params="not stated",
     description="The paper's MNIST-addition model: two spatial transformers side by side before one CNN",
     notes="For mnist-addition (two RTS digits as two channels; the sum is the class). Each transformer sees both "
-    "channels; their outputs are stacked (4 channels) for the CNN. hidden=N: a ReLU layer of N units before the "
-    "output. The paper's exact sizes are not reproduced.",
+    "channels; their outputs are stacked (4 channels) for the CNN. transformers=1: one (the paper's 'single'), 0: "
+    "the CNN alone; hidden=N: a ReLU layer of N units before the output. The paper's exact sizes are not reproduced.",
 )
 def st_cnn_addition(
     *,
@@ -297,6 +297,14 @@ def st_cnn_addition(
     # (as reproductions of this experiment do), where the single-digit CNN ends in one linear layer.
     if hidden < 0:  # the registry has checked that it is a whole number
         raise ConfigError(f"hidden is the width of a layer before the output (0: none), got {hidden!r}.")
+    if transformers < 0:
+        raise ConfigError(f"transformers is how many side by side (0: the CNN alone), got {transformers!r}.")
     options = {name: value for name, value in locals().items() if name != "hidden"}
-    body = CNN + [("fc", hidden, None)] if hidden else CNN
+    body = [*CNN, ("fc", hidden, None)] if hidden else CNN
+    if transformers == 0:  # the paper's CNN baseline for this task: the same classifier, average-pooled 2×2 input
+        if transform != "affine":
+            raise ConfigError(f"transform={transform} needs a transformer; transformers=0 is the CNN alone.")
+        return DistortedMNISTNet(
+            body, None, num_classes=num_classes, in_chans=in_chans, image_size=image_size, downsample=downsample
+        )
     return DistortedMNISTNet(body, CNN_LOCALISATION, **options)

@@ -73,9 +73,9 @@ def restore(trainer: Any, payload: dict, say: Callable[[str], None] = lambda tex
     trainer.load_state_dict(payload)
     if trainer.epoch >= trainer.config.epochs:
         # One line, not "Resuming ..." first: nothing is trained, the finished run is read back as it is.
+        epochs = f"{trainer.epoch} epoch{'' if trainer.epoch == 1 else 's'}"
         say(
-            f"{trainer.run.run_dir.path} already completed its {trainer.epoch} epoch{'' if trainer.epoch == 1 else 's'}: "
-            "reusing it as it is "
+            f"{trainer.run.run_dir.path} already completed its {epochs}: reusing it as it is "
             f"(pass --epochs N, N > {trainer.epoch}, to train it further)."
         )
         return True
