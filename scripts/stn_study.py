@@ -7,6 +7,7 @@ interrupted one continues from its last checkpoint, exactly, as ``cnnlab train -
 
     python scripts/stn_study.py --data mnist-rts mnist-cluttered --models dmnist-cnn st-cnn --seeds 0 1 2
     python scripts/stn_study.py --data mnist-rts --models st-cnn:transform=projective st-cnn:transform=tps
+    python scripts/stn_study.py --data mnist-rts --models st-cnn --epochs 16 --redraw --out runs/stn-redraw
 
 A model is a registry name, optionally followed by ``:option=value`` pairs (comma-separated) for its
 ``--model-option``s: ``st-fcn:transform=tps`` is the paper's ST-FCN with a thin-plate-spline transformer.
@@ -91,6 +92,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     parser.add_argument("--data-root", default=None, help="default: $CNNLAB_DATA")
     parser.add_argument("--out", default="runs/stn-study")
+    parser.add_argument(
+        "--redraw", action="store_true", help="distort the training digits afresh every epoch (cnnlab train --redraw)"
+    )
     parser.add_argument("--table", nargs="+", metavar="RESULTS", help="print Table 1 from these results.json files")
     args = parser.parse_args()
     if args.table:
@@ -112,7 +116,7 @@ def main() -> None:
                 if any((r["data"], r["model"], r["seed"]) == (data, model, seed) for r in results):
                     continue  # measured by an earlier, interrupted call
                 given = {**RECIPE, "epochs": args.epochs, "model": name, "data": data, "seed": seed}
-                given |= {"out": str(run_dir), "data_root": args.data_root}
+                given |= {"out": str(run_dir), "data_root": args.data_root, "redraw": args.redraw}
                 resumed = run_dir.exists()  # an interrupted run: this call's seconds are only the rest of it
                 started = time.perf_counter()
                 trained = train_classifier(
@@ -125,8 +129,10 @@ def main() -> None:
                     "epoch": best["epoch"],
                     "seconds": time.perf_counter() - started,
                     "resumed": resumed,
+                    "redraw": args.redraw,
                 }
-                row["history_test_error"] = [h["test_error"] for h in trained.history]
+                for split in ("train", "val", "test"):  # the curves: a train/validation gap shows memorising
+                    row[f"history_{split}_error"] = [h[f"{split}_error"] for h in trained.history]
                 results.append(row)
                 record.write_text(json.dumps(results, indent=1))
                 print(f"{data} {model} seed {seed}: test error {row['test_error']:.2%} ({row['seconds']:.0f} s)")

@@ -410,3 +410,133 @@ def test_the_view_draws_every_transformer_of_the_addition_model():
     # the title is wrapped to the figure's width (it was cut off at both sides of a two-column figure)
     title = fig._suptitle.get_text()
     assert "\n" in title and all(len(line) <= 13 * fig.get_figwidth() for line in title.splitlines())
+
+
+# ---- --redraw: the generated sets' training digits distorted afresh every epoch ----
+
+
+def _redrawable(name: str, count: int = 40) -> "distorted.RedrawableImageSet":
+    digits, labels = _fake_digits(count), torch.arange(count) % 4
+    generator = torch.Generator().manual_seed(0)
+    if name == "mnist-addition":
+        images, targets = distorted.addition_pairs(digits, labels, generator)
+    else:
+        images, targets = distorted.DISTORTIONS[name][0](digits, generator), labels
+    return distorted.RedrawableImageSet(images, targets, sources=digits, source_labels=labels, distortion=name)
+
+
+@pytest.mark.parametrize("name", distorted.REDRAWABLE)
+def test_a_redraw_distorts_the_same_digits_again_deterministically(name):
+    split = _redrawable(name)
+    first, again, second = split.redrawn(0, 1), split.redrawn(0, 1), split.redrawn(0, 2)
+    assert first.images.shape == split.images.shape and first.images.dtype == torch.uint8
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+    assert not torch.equal(first.images, second.images) and not torch.equal(first.images, split.images)
+    assert not torch.equal(first.images, split.redrawn(1, 1).images)  # each run seed has its own draws
+    if name != "mnist-addition":
+        assert torch.equal(first.labels, split.labels)
+    # a subset (the validation hold-out) keeps its own digits, and redraws only those
+    index = torch.tensor([1, 5, 6, 30])
+    subset = split.select(index)
+    assert isinstance(subset, distorted.RedrawableImageSet)
+    assert torch.equal(subset.images, split.images[index]) and torch.equal(subset.sources, split.sources[index])
+    assert subset.redrawn(0, 1).images.shape == (4, *split.images.shape[1:])
+
+
+def test_a_redrawn_addition_pairs_each_digit_with_a_partner_of_its_own_subset():
+    split = _redrawable("mnist-addition", 64)
+    low = split.select((split.source_labels < 2).nonzero().flatten())  # digits 0 and 1 only
+    drawn = low.redrawn(0, 3)
+    partners = drawn.labels - low.source_labels  # the sum minus the first digit
+    assert set(partners.tolist()) <= {0, 1} and len(set(partners.tolist())) == 2
+
+
+def test_the_loader_trains_epoch_0_on_the_fixed_draw_and_later_epochs_on_redraws():
+    from cnnlab.data import DeviceTensorLoader, Preprocessing
+
+    images = torch.zeros(6, 1, 4, 4, dtype=torch.uint8)
+    calls = []
+
+    def redraw(epoch):
+        calls.append(epoch)
+        return torch.full_like(images, epoch), torch.full((6,), epoch)
+
+    raw = Preprocessing(1, (4, 4), 0, (0.0,), (1 / 255,))  # normalize() gives back the stored values
+    loader = DeviceTensorLoader(images, torch.zeros(6, dtype=torch.int64), raw, 3, redraw=redraw)
+    assert [round(float(x.max())) for x, _ in loader.batches(0)] == [0, 0]
+    assert [round(float(x.min())) for x, _ in loader.batches(3)] == [3, 3] and calls == [3]
+    assert [int(y.max()) for _, y in loader.batches(2, start_batch=1)] == [2]  # a resumed epoch: the same draw
+    assert [int(y.max()) for _, y in loader.batches(2)] == [2, 2] and calls == [3, 2]  # the draw is kept
+    assert [int(y.max()) for _, y in loader.batches(0)] == [0, 0] and calls == [3, 2]
+    bad = DeviceTensorLoader(
+        images, torch.zeros(6, dtype=torch.int64), raw, 3, redraw=lambda e: (images[:5], torch.zeros(5))
+    )
+    with pytest.raises(ValueError, match="redraw"):
+        next(bad.batches(1))
+
+
+def _write_fake_mnist(root: Path, train: int = 96, test: int = 24) -> None:
+    """MNIST's four idx files, made of the fake digits (bars), under root/MNIST/raw."""
+    import struct
+
+    folder = root / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    digits = _fake_digits(train + test)[:, 0]
+    labels = (torch.arange(train + test) % 4).to(torch.uint8)
+    for name, array in {
+        "train-images-idx3-ubyte": digits[:train],
+        "train-labels-idx1-ubyte": labels[:train],
+        "t10k-images-idx3-ubyte": digits[train:],
+        "t10k-labels-idx1-ubyte": labels[train:],
+    }.items():
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        (folder / name).write_bytes(header + array.numpy().tobytes())
+
+
+def test_redraw_trains_on_new_draws_and_resumes_bit_exactly(tmp_path):
+    import signal
+
+    from cnnlab.errors import TrainingInterrupted
+    from cnnlab.train import TrainConfig, Trainer, build_run, load_checkpoint, resolve
+
+    _write_fake_mnist(tmp_path / "data")
+    given = {
+        "model": "dmnist-cnn",
+        "data": "mnist-rts",
+        "data_root": str(tmp_path / "data"),
+        "epochs": 3,
+        "batch_size": 16,
+        "holdout": 0.25,
+    }
+
+    def train(run_dir, callbacks=(), payload=None, **overrides):
+        trainer = Trainer(build_run(resolve(TrainConfig(**given, **overrides)), run_dir=run_dir), callbacks=callbacks)
+        if payload is not None:
+            trainer.load_state_dict(payload)
+        trainer.fit()
+        return trainer
+
+    straight = train(tmp_path / "straight", redraw=True)
+    fixed = train(tmp_path / "fixed")
+    assert straight.history[0]["train_loss"] == fixed.history[0]["train_loss"]  # epoch 1: the same fixed draw
+    assert straight.history[1]["train_loss"] != fixed.history[1]["train_loss"]  # then new distortions
+    assert straight.history[1]["val_loss"] != fixed.history[1]["val_loss"]
+
+    def stop_after_first_epoch(trainer, row):
+        if trainer.epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(tmp_path / "resumed", callbacks=(stop_after_first_epoch,), redraw=True)
+    resumed = train(tmp_path / "resumed", payload=load_checkpoint(tmp_path / "resumed"), redraw=True)
+    assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in straight.history]
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_redraw_refuses_a_dataset_with_nothing_to_draw_again(tmp_path):
+    import cnnlab
+
+    with pytest.raises(ConfigError, match=r"--redraw .* 'digits' is stored images.*mnist-rts"):
+        cnnlab.train("lenet5", "digits", epochs=1, redraw=True, out=str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()

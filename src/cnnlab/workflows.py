@@ -130,7 +130,8 @@ def train_classifier(
         f"Training {config.model} on {config.data} ({len(run.dataset.train):,} train{held} / "
         f"{len(run.dataset.test):,} test images, input {'×'.join(map(str, run.preprocessing.input_size))}) on "
         f"{run.device}{processes} "
-        f"({trainer.fast.describe()}) for {config.epochs} epochs; run directory {run.run_dir.path}"
+        f"({trainer.fast.describe()}) for {config.epochs} epochs"
+        f"{', its distortions drawn afresh every epoch' if config.redraw else ''}; run directory {run.run_dir.path}"
     )
     started = time.perf_counter()
     try:

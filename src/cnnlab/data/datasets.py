@@ -36,6 +36,10 @@ class ImageSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def select(self, index: torch.Tensor) -> ImageSet:
+        """The images at ``index`` (int64), as a split of the same kind (subclasses keep what they carry)."""
+        return ImageSet(self.images[index], self.labels[index])
+
     def model_inputs(self, preprocessing: Preprocessing, count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``count`` images (default: all) as the model sees them at test time, and their labels.
 
@@ -156,7 +160,7 @@ def split_off(
     if isinstance(split, FileImageSet):
         pick = lambda index: FileImageSet([split.paths[i] for i in index.tolist()], split.labels[index])  # noqa: E731
     else:
-        pick = lambda index: ImageSet(split.images[index], split.labels[index])  # noqa: E731
+        pick = split.select
     return pick(kept_index), pick(held_index)
 
 

@@ -4,7 +4,9 @@ deterministically from the local MNIST files.
 Each image of MNIST's train split gives one training image and each image of its test split one test image (labels
 kept), distorted with draws from a fixed seed, so the same torch build gives the same tensors every time (other
 versions or processors may differ in the last bit of an interpolation); nothing is downloaded or cached. Generation
-runs in batches through ``grid_sample`` (2 CPU cores: about 1–3 s per set).
+runs in batches through ``grid_sample`` (2 CPU cores: about 1–3 s per set). The training split is a
+:class:`RedrawableImageSet`: it keeps the undistorted digits, so ``cnnlab train --redraw`` can distort them afresh
+every epoch.
 
 - ``mnist-rotated`` (R): rotated by an angle uniform in ±90°; 28×28.
 - ``mnist-rts`` (RTS): rotated ±45°, scaled by a factor uniform in 0.7–1.2, and placed at a random position of a
@@ -25,6 +27,7 @@ so a distortion and the transformer that learns to undo it use one definition of
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -186,6 +189,13 @@ DISTORTIONS = {
 }
 
 
+REDRAWABLE = (*DISTORTIONS, "mnist-addition")  # the datasets whose training split `--redraw` draws afresh
+REDRAW_NOTE = (
+    "one fixed draw; `cnnlab train --redraw` distorts the training digits afresh every epoch after the first "
+    "(validation and test stay this draw)"
+)
+
+
 def addition_pairs(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
     """MNIST addition (the paper's section 4.1, last experiment): each image with a random partner from the same
     split, both RTS-distorted independently, as the two channels of one 42×42 image; the label is the sum (0–18).
@@ -199,11 +209,54 @@ def addition_pairs(images: torch.Tensor, labels: torch.Tensor, generator: torch.
     return torch.cat([first, second], dim=1), labels + labels[partner]
 
 
+@dataclass(kw_only=True)
+class RedrawableImageSet(ImageSet):
+    """A generated training split that can draw its distortions afresh (``cnnlab train --redraw``).
+
+    ``images``/``labels`` are the dataset's fixed draw; ``sources`` are the MNIST digits they were made from, in
+    the same order, so a subset (the validation hold-out, ``--labels-per-class``) keeps its own digits, and
+    :meth:`redrawn` distorts exactly those again. Addition pairs each digit with a new partner from the same
+    subset, so a redraw never borrows a held-out digit.
+    """
+
+    sources: torch.Tensor  # uint8 (N, 1, 28, 28): the undistorted digits
+    source_labels: torch.Tensor  # int64 (N,): their digit labels (for addition: the first digit's)
+    distortion: str  # a DISTORTIONS name, or "mnist-addition"
+
+    def select(self, index: torch.Tensor) -> RedrawableImageSet:
+        return RedrawableImageSet(
+            self.images[index],
+            self.labels[index],
+            sources=self.sources[index],
+            source_labels=self.source_labels[index],
+            distortion=self.distortion,
+        )
+
+    def redrawn(self, seed: int, epoch: int) -> ImageSet:
+        """A new draw of the same digits, a pure function of (seed, epoch): a resumed run draws the same images.
+
+        The streams never meet the fixed draws' (seeds 2015–2026): epoch ≥ 1 puts them above 3,000.
+        """
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + GENERATION_SEED)
+        if self.distortion == "mnist-addition":
+            return ImageSet(*addition_pairs(self.sources, self.source_labels, generator))
+        function = DISTORTIONS[self.distortion][0]
+        return ImageSet(function(self.sources, generator), self.labels.clone())
+
+
 def _addition(mnist: ImageDataset) -> ImageDataset:
     splits = []
     for offset, split in enumerate((mnist.train, mnist.test)):
         generator = torch.Generator().manual_seed(GENERATION_SEED + 10 + offset)
-        splits.append(ImageSet(*addition_pairs(split.images, split.labels, generator)))
+        images, sums = addition_pairs(split.images, split.labels, generator)
+        if offset == 0:  # the training split can be drawn again (--redraw); the test split stays one fixed draw
+            splits.append(
+                RedrawableImageSet(
+                    images, sums, sources=split.images, source_labels=split.labels, distortion="mnist-addition"
+                )
+            )
+        else:
+            splits.append(ImageSet(images, sums))
     return ImageDataset(
         "mnist-addition",
         splits[0],
@@ -212,6 +265,7 @@ def _addition(mnist: ImageDataset) -> ImageDataset:
         fit_mode="pad",
         source=f"generated from {mnist.source} (seed {GENERATION_SEED + 10}): two RTS digits in two channels, "
         "labelled with their sum",
+        notes=[REDRAW_NOTE],
     )
 
 
@@ -231,7 +285,13 @@ def distort(name: str, mnist: ImageDataset) -> ImageDataset:
     splits = []
     for offset, split in enumerate((mnist.train, mnist.test)):
         generator = torch.Generator().manual_seed(GENERATION_SEED + offset)
-        splits.append(ImageSet(function(split.images, generator), split.labels.clone()))
+        images, labels = function(split.images, generator), split.labels.clone()
+        if offset == 0:  # the training split can be drawn again (--redraw); the test split stays one fixed draw
+            splits.append(
+                RedrawableImageSet(images, labels, sources=split.images, source_labels=split.labels, distortion=name)
+            )
+        else:
+            splits.append(ImageSet(images, labels))
     return ImageDataset(
         name,
         splits[0],
@@ -239,6 +299,7 @@ def distort(name: str, mnist: ImageDataset) -> ImageDataset:
         list(mnist.classes),
         fit_mode="pad",
         source=f"generated from {mnist.source} (seed {GENERATION_SEED}): {description}",
+        notes=[REDRAW_NOTE],
     )
 
 

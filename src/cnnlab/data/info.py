@@ -103,6 +103,7 @@ def describe_dataset(name: str, data_root: str | None = None, fetch: bool = Fals
         mean, std = channel_stats(dataset.train.images)
         mean_text, std_text = ", ".join(f"{m:.4f}" for m in mean), ", ".join(f"{s:.4f}" for s in std)
         lines += [f"  images:   {c}×{h}×{w} uint8", f"  mean/std: {mean_text} / {std_text} (train, [0, 1] scale)"]
+    lines += [f"  note:     {note}" for note in dataset.notes]
     lines.append(f"  augment:  {info.augment} (the default --augment)")
     return lines
 

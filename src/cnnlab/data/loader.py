@@ -7,7 +7,7 @@ middle of an epoch sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import torch
@@ -83,6 +83,9 @@ class DeviceTensorLoader:
             so averaging gradients over processes (DDP) equals one process training on the global batch. The
             augmentation is drawn for the whole global batch in every process (each keeps its slice), so that
             equality holds with augmentation too.
+        redraw: for generated datasets (``--redraw``): ``redraw(epoch)`` gives the (uint8 images, labels) of
+            epoch ``epoch`` ≥ 1, as many as ``images`` and at the same size; epoch 0 trains on ``images``. It must be
+            a pure function of the epoch, so a resumed run, and every data-parallel process, sees the same images.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class DeviceTensorLoader:
         augment: Augmentation | None = None,
         rank: int = 0,
         world_size: int = 1,
+        redraw: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         if batch_size < 1:
             raise ConfigError(f"Batch size must be a positive integer, got {batch_size}.")
@@ -114,6 +118,26 @@ class DeviceTensorLoader:
         self.num_samples = images.shape[0]
         self.augment = augment
         self.rank, self.world_size = rank, world_size
+        self.redraw = redraw
+        self._first_draw = (self.images, self.labels)  # epoch 0's, kept: views read it, and a new run starts on it
+        self._drawn_epoch = 0
+
+    def _use_epoch(self, epoch: int) -> None:
+        """Hold epoch ``epoch``'s draw (redrawn datasets only; the last one drawn is cached)."""
+        if epoch == self._drawn_epoch:
+            return
+        if epoch == 0:
+            self.images, self.labels = self._first_draw
+        else:
+            images, labels = self.redraw(epoch)
+            if images.shape != self._first_draw[0].shape or labels.shape != self._first_draw[1].shape:
+                raise ValueError(
+                    f"redraw({epoch}) gave images {tuple(images.shape)} and labels {tuple(labels.shape)}; "
+                    f"expected {tuple(self._first_draw[0].shape)} and {tuple(self._first_draw[1].shape)}"
+                )
+            device = self._first_draw[0].device
+            self.images, self.labels = images.to(device), labels.to(device)
+        self._drawn_epoch = epoch
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
@@ -127,6 +151,8 @@ class DeviceTensorLoader:
         return torch.randperm(self.num_samples, generator=generator).to(self.images.device)
 
     def batches(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.redraw is not None:
+            self._use_epoch(epoch)
         order = self.order(epoch)
         for b in range(start_batch, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]

@@ -96,6 +96,11 @@ class TrainConfig:
     augment: str | None = option(
         None, "augmentation preset(s), e.g. none, pad-crop-flip, crop+flip+pca (default: the dataset's)"
     )
+    # generated datasets (the distorted MNIST sets, MNIST addition): distort the training digits afresh every epoch
+    # (epoch 1 trains on the dataset's fixed draw); validation and test stay the fixed draw
+    redraw: bool = option(
+        False, "generated datasets (mnist-rts, mnist-addition...): new distortions every epoch", flag="on"
+    )
     # fgsm | pgd: train on Goodfellow's J̃ = α·J(x) + (1 − α)·J(x_adv) (None: plain)
     adversarial: str | None = option(
         None, "adversarial training: α·J(x) + (1 − α)·J(x + ε·sign ∇ₓJ)", choices=("fgsm", "pgd")

@@ -17,6 +17,7 @@ from cnnlab.data.augment import (
     validate_augmentation,
 )
 from cnnlab.data.datasets import split_off
+from cnnlab.data.distorted import REDRAWABLE
 from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import ConfigError, DeviceError, InputSizeError
 from cnnlab.models import ClassifierModel, ModelInfo
@@ -93,7 +94,7 @@ def _sample_photos(dataset: ImageDataset, draft: Preprocessing, count: int = 256
 
 def subset_per_class(split, per_class: int, seed: int):
     """The first ``per_class`` images of each class in a seeded shuffle of ``split`` (kept in dataset order)."""
-    from cnnlab.data import FileImageSet, ImageSet
+    from cnnlab.data import FileImageSet
 
     if per_class < 1:
         raise ConfigError(f"--labels-per-class must be at least 1, got {per_class}.")
@@ -109,7 +110,7 @@ def subset_per_class(split, per_class: int, seed: int):
     index = torch.tensor(keep)
     if isinstance(split, FileImageSet):
         return FileImageSet([split.paths[i] for i in keep], split.labels[index])
-    return ImageSet(split.images[index], split.labels[index])
+    return split.select(index)
 
 
 @dataclass
@@ -163,6 +164,11 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
         test = subset_per_class(dataset.test, config.eval_per_class, 0)
         val = None if dataset.val is None else subset_per_class(dataset.val, config.eval_per_class, 0)
         dataset = replace(dataset, test=test, val=val)
+    if config.redraw and not hasattr(dataset.train, "redrawn"):
+        raise ConfigError(
+            f"--redraw draws a generated dataset's distortions afresh every epoch, but {config.data!r} is stored "
+            f"images with nothing to draw again; use it on {', '.join(REDRAWABLE)}, or leave --redraw out."
+        )
     if config.augment in (None, "auto"):
         config = replace(config, augment=get_dataset_info(config.data).augment)
     validate_augmentation(config.augment)
@@ -221,6 +227,7 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
             seed=config.seed,
             device=device,
             augment=augment,
+            redraw=_redraw(dataset.train, preprocessing, config.seed) if config.redraw else None,
             **shard,
         )
         evaluation = {"device": device, **shard}
@@ -235,6 +242,16 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
                 preprocessing.to_stored_size(val.images), val.labels, preprocessing, eval_batch, **evaluation
             )
     return TrainingRun(config, device, model, dataset, preprocessing, train_loader, test_loader, opened, val_loader)
+
+
+def _redraw(split, preprocessing: Preprocessing, seed: int):
+    """``redraw(epoch)`` for the training loader: the split's digits distorted afresh, at the stored size."""
+
+    def redraw(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        drawn = split.redrawn(seed, epoch)
+        return preprocessing.to_stored_size(drawn.images), drawn.labels
+
+    return redraw
 
 
 def _context(preprocessing: Preprocessing, pca) -> AugmentContext:
