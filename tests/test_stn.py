@@ -540,3 +540,16 @@ def test_redraw_refuses_a_dataset_with_nothing_to_draw_again(tmp_path):
     with pytest.raises(ConfigError, match=r"--redraw .* 'digits' is stored images.*mnist-rts"):
         cnnlab.train("lenet5", "digits", epochs=1, redraw=True, out=str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_preview_shows_redraws_and_both_digits_of_an_addition_pair(tmp_path):
+    from PIL import Image
+
+    from cnnlab.data.info import preview_dataset
+
+    _write_fake_mnist(tmp_path / "data")
+    for name in ("mnist-rts", "mnist-addition"):  # addition's two channels are drawn side by side (it crashed)
+        path, rows = preview_dataset(name, None, tmp_path / f"{name}.png", 4, str(tmp_path / "data"))
+        assert rows == "the same digits drawn afresh, as --redraw trains" and Image.open(path).size[0] > 300
+    path, rows = preview_dataset("mnist-rts", "rotate", tmp_path / "rotate.png", 4, str(tmp_path / "data"))
+    assert rows == "rotate"

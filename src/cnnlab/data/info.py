@@ -116,8 +116,9 @@ def preview_dataset(
     data_root: str | None = None,
     val_split: float = 0.2,
 ) -> tuple[Path, str]:
-    """A PNG of ``count`` training images as stored (row 1) and three augmented draws; returns (path, preset).
-    Detection datasets are drawn with their boxes and class names, moved with the pixels."""
+    """A PNG of ``count`` training images as stored (row 1) and three augmented draws; returns (path, what rows 2-4
+    show: the preset, or for a generated set without augmentation, its redraws). Detection datasets are drawn with
+    their boxes and class names, moved with the pixels."""
     from cnnlab.data.datasets import get_dataset_info, load_dataset
     from cnnlab.data.detection import get_detection_dataset_info, is_detection_dataset, load_detection_dataset
     from cnnlab.data.preview import detection_preview_grid, preview_grid
@@ -133,6 +134,8 @@ def preview_dataset(
     if detection:
         return detection_preview_grid(load_detection_dataset(name, data_root), spec, out, count=count), spec
     dataset = load_dataset(name, data_root, val_split=val_split)
+    if spec == "none" and hasattr(dataset.train, "redrawn"):  # what the figure shows instead (preview_figure)
+        return preview_grid(dataset, spec, out, count=count), "the same digits drawn afresh, as --redraw trains"
     return preview_grid(dataset, spec, out, count=count), spec
 
 

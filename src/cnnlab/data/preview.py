@@ -58,22 +58,33 @@ def preview_figure(
     ctx = AugmentContext(pre.stored_size, pre.input_size[1:], c, lambda: pca_lighting_from(images))
     augment = build_augmentation(spec, ctx)
     rows = [pre.center_crop(images).float() / 255]
+    # A generated set with nothing to augment shows what `--redraw` trains on instead: the same digits drawn again
+    redraws = augment is None and hasattr(dataset.train, "redrawn")
     for d in range(draws):
-        out = (
-            images
-            if augment is None
-            else apply_augmentation(augment, images, torch.Generator().manual_seed(seed * 1000 + d))
-        )
+        if redraws:
+            out = dataset.train.select(pick).redrawn(seed, d + 1).images
+        elif augment is None:
+            out = images
+        else:
+            out = apply_augmentation(augment, images, torch.Generator().manual_seed(seed * 1000 + d))
         out = pre.center_crop(out)
         rows.append((out.float() / 255 if not out.is_floating_point() else out).clamp(0, 1))
     grid = torch.cat(rows)  # (count·(draws+1), C, h, w)
+    if c not in (1, 3):  # neither grey nor colour (MNIST addition's two digits): the channels side by side
+        separator = torch.full((*grid.shape[:2], grid.shape[2], 1), 0.5)  # grey: the grid between images is white
+        grid = torch.cat([part for i in range(c) for part in (grid[:, i : i + 1], separator[:, :1])][:-1], dim=3)
     scale = max(1, 96 // grid.shape[-1])
     if scale > 1:
         grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
     pad = 2
     picture = make_grid(grid, nrow=count, padding=pad, pad_value=1.0)  # (C, H, W): rows of `count` tiles
-    labels = ["as stored"] + [f"augmented draw {d + 1}" for d in range(draws)]
+    if redraws:
+        labels = ["as stored (epoch 1)"] + [f"--redraw, epoch {d + 2}" for d in range(draws)]
+    else:
+        labels = ["as stored"] + [f"augmented draw {d + 1}" for d in range(draws)]
     title = f"{dataset.name}: {count} training image{'s' if count > 1 else ''}\n--augment {spec}"
+    if redraws:
+        title = f"{dataset.name}: {count} training digits, as stored and drawn afresh (cnnlab train --redraw)"
     return _labelled(picture, labels, grid.shape[-2] + pad, pad, title)
 
 
