@@ -119,7 +119,7 @@ class DeviceTensorLoader:
         self.augment = augment
         self.rank, self.world_size = rank, world_size
         self.redraw = redraw
-        self._first_draw = (self.images, self.labels)  # epoch 0's, kept: views read it, and a new run starts on it
+        self._first_draw = (self.images, self.labels)  # the dataset's own draw: epoch 0 trains on it
         self._drawn_epoch = 0
 
     def _use_epoch(self, epoch: int) -> None:
