@@ -9,6 +9,17 @@ from cnnlab.cli import main
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
+def idx_bytes(array) -> bytes:
+    """A numpy uint8/int32 array in MNIST's idx format (big-endian header and values)."""
+    import struct
+
+    import numpy as np
+
+    code = {np.uint8: 0x08, np.int32: 0x0C}[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
 def write_jpeg(path: Path, value: int, corner: int = 0) -> None:
     """A flat 32×32 RGB JPEG of grey level ``value`` (JPEG keeps it within a few levels), its top-left 4×4 corner
     at ``corner`` so that every file's bytes differ."""

@@ -19,14 +19,9 @@ from cnnlab.data.binary import parse_idx, parse_norb_matrix
 from cnnlab.data.preprocessing import Preprocessing
 from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import DataError, UnknownNameError
+from conftest import idx_bytes
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    code = {np.uint8: 0x08, np.int32: 0x0C}[array.dtype.type]
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
 def _write_mnist(folder, n_train=12, n_test=6, gz=False):
@@ -39,7 +34,7 @@ def _write_mnist(folder, n_train=12, n_test=6, gz=False):
         "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
     }
     for name, array in arrays.items():
-        data = _idx_bytes(array)
+        data = idx_bytes(array)
         if gz:
             (folder / f"{name}.gz").write_bytes(gzip.compress(data))
         else:
@@ -49,11 +44,11 @@ def _write_mnist(folder, n_train=12, n_test=6, gz=False):
 
 def test_idx_parser_round_trip_and_errors():
     array = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
-    assert torch.equal(parse_idx(_idx_bytes(array)), torch.from_numpy(array))
+    assert torch.equal(parse_idx(idx_bytes(array)), torch.from_numpy(array))
     with pytest.raises(DataError, match="not an idx file"):
         parse_idx(b"\x01\x02\x03\x04")
     with pytest.raises(DataError, match="truncated"):
-        parse_idx(_idx_bytes(array)[:-4])
+        parse_idx(idx_bytes(array)[:-4])
 
 
 def test_mnist_from_uncompressed_files(tmp_path):

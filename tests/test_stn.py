@@ -477,7 +477,7 @@ def test_the_loader_trains_epoch_0_on_the_fixed_draw_and_later_epochs_on_redraws
 
 def _write_fake_mnist(root: Path, train: int = 96, test: int = 24) -> None:
     """MNIST's four idx files, made of the fake digits (bars), under root/MNIST/raw."""
-    import struct
+    from conftest import idx_bytes
 
     folder = root / "MNIST" / "raw"
     folder.mkdir(parents=True)
@@ -489,8 +489,7 @@ def _write_fake_mnist(root: Path, train: int = 96, test: int = 24) -> None:
         "t10k-images-idx3-ubyte": digits[train:],
         "t10k-labels-idx1-ubyte": labels[train:],
     }.items():
-        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-        (folder / name).write_bytes(header + array.numpy().tobytes())
+        (folder / name).write_bytes(idx_bytes(array.numpy()))
 
 
 def test_redraw_trains_on_new_draws_and_resumes_bit_exactly(tmp_path):

@@ -244,22 +244,21 @@ class RedrawableImageSet(ImageSet):
         return ImageSet(function(self.sources, generator), self.labels.clone())
 
 
+def _redrawable(drawn: ImageSet, digits: ImageSet, distortion: str) -> RedrawableImageSet:
+    """The training split ``drawn`` made from ``digits``, able to draw again (--redraw); test stays one draw."""
+    return RedrawableImageSet(
+        drawn.images, drawn.labels, sources=digits.images, source_labels=digits.labels, distortion=distortion
+    )
+
+
 def _addition(mnist: ImageDataset) -> ImageDataset:
     splits = []
     for offset, split in enumerate((mnist.train, mnist.test)):
         generator = torch.Generator().manual_seed(GENERATION_SEED + 10 + offset)
-        images, sums = addition_pairs(split.images, split.labels, generator)
-        if offset == 0:  # the training split can be drawn again (--redraw); the test split stays one fixed draw
-            splits.append(
-                RedrawableImageSet(
-                    images, sums, sources=split.images, source_labels=split.labels, distortion="mnist-addition"
-                )
-            )
-        else:
-            splits.append(ImageSet(images, sums))
+        splits.append(ImageSet(*addition_pairs(split.images, split.labels, generator)))
     return ImageDataset(
         "mnist-addition",
-        splits[0],
+        _redrawable(splits[0], mnist.train, "mnist-addition"),
         splits[1],
         [str(total) for total in range(19)],
         fit_mode="pad",
@@ -285,16 +284,10 @@ def distort(name: str, mnist: ImageDataset) -> ImageDataset:
     splits = []
     for offset, split in enumerate((mnist.train, mnist.test)):
         generator = torch.Generator().manual_seed(GENERATION_SEED + offset)
-        images, labels = function(split.images, generator), split.labels.clone()
-        if offset == 0:  # the training split can be drawn again (--redraw); the test split stays one fixed draw
-            splits.append(
-                RedrawableImageSet(images, labels, sources=split.images, source_labels=split.labels, distortion=name)
-            )
-        else:
-            splits.append(ImageSet(images, labels))
+        splits.append(ImageSet(function(split.images, generator), split.labels.clone()))
     return ImageDataset(
         name,
-        splits[0],
+        _redrawable(splits[0], mnist.train, name),
         splits[1],
         list(mnist.classes),
         fit_mode="pad",

@@ -121,7 +121,7 @@ def preview_dataset(
     their boxes and class names, moved with the pixels."""
     from cnnlab.data.datasets import get_dataset_info, load_dataset
     from cnnlab.data.detection import get_detection_dataset_info, is_detection_dataset, load_detection_dataset
-    from cnnlab.data.preview import detection_preview_grid, preview_grid
+    from cnnlab.data.preview import detection_preview_grid, preview_grid, shows_redraws
     from cnnlab.outputs import image_suffixes, output_file
 
     detection = is_detection_dataset(name)
@@ -134,9 +134,8 @@ def preview_dataset(
     if detection:
         return detection_preview_grid(load_detection_dataset(name, data_root), spec, out, count=count), spec
     dataset = load_dataset(name, data_root, val_split=val_split)
-    if spec == "none" and hasattr(dataset.train, "redrawn"):  # what the figure shows instead (preview_figure)
-        return preview_grid(dataset, spec, out, count=count), "the same digits drawn afresh, as --redraw trains"
-    return preview_grid(dataset, spec, out, count=count), spec
+    rows = "the same digits drawn afresh, as --redraw trains" if shows_redraws(dataset, spec) else spec
+    return preview_grid(dataset, spec, out, count=count), rows
 
 
 def write_samples(

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def shows_redraws(dataset: ImageDataset, spec: str) -> bool:
+    """True where the preview's rows 2.. are ``--redraw`` draws: a generated set with nothing to augment."""
+    return spec == "none" and hasattr(dataset.train, "redrawn")
+
+
 def preview_grid(
     dataset: ImageDataset,
     spec: str,
@@ -58,8 +63,7 @@ def preview_figure(
     ctx = AugmentContext(pre.stored_size, pre.input_size[1:], c, lambda: pca_lighting_from(images))
     augment = build_augmentation(spec, ctx)
     rows = [pre.center_crop(images).float() / 255]
-    # A generated set with nothing to augment shows what `--redraw` trains on instead: the same digits drawn again
-    redraws = augment is None and hasattr(dataset.train, "redrawn")
+    redraws = shows_redraws(dataset, spec)  # then the rows show what `--redraw` trains on: the same digits redrawn
     for d in range(draws):
         if redraws:
             out = dataset.train.select(pick).redrawn(seed, d + 1).images
@@ -71,8 +75,9 @@ def preview_figure(
         rows.append((out.float() / 255 if not out.is_floating_point() else out).clamp(0, 1))
     grid = torch.cat(rows)  # (count·(draws+1), C, h, w)
     if c not in (1, 3):  # neither grey nor colour (MNIST addition's two digits): the channels side by side
-        separator = torch.full((*grid.shape[:2], grid.shape[2], 1), 0.5)  # grey: the grid between images is white
-        grid = torch.cat([part for i in range(c) for part in (grid[:, i : i + 1], separator[:, :1])][:-1], dim=3)
+        separator = torch.full((grid.shape[0], 1, grid.shape[2], 1), 0.5)  # grey: the grid between images is white
+        parts = [part for i in range(c) for part in (grid[:, i : i + 1], separator)]
+        grid = torch.cat(parts[:-1], dim=3)  # (n, 1, h, c·w + c − 1)
     scale = max(1, 96 // grid.shape[-1])
     if scale > 1:
         grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")

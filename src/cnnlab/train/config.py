@@ -429,6 +429,14 @@ def validate(config: TrainConfig) -> None:
         from cnnlab.data.augment import validate_augmentation
 
         validate_augmentation(config.augment)  # unknown preset -> UnknownNameError listing the valid ones
+    if config.redraw:
+        from cnnlab.data.distorted import REDRAWABLE
+
+        if config.data not in REDRAWABLE:  # checked by name: before anything is loaded or written
+            raise ConfigError(
+                f"--redraw draws a generated dataset's distortions afresh every epoch, but {config.data!r} is stored "
+                f"images with nothing to draw again; use it on {', '.join(REDRAWABLE)}, or leave --redraw out."
+            )
     if config.loss not in LOSSES:
         raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}.")
     if config.adversarial not in (None, "fgsm", "pgd"):

@@ -17,7 +17,6 @@ from cnnlab.data.augment import (
     validate_augmentation,
 )
 from cnnlab.data.datasets import split_off
-from cnnlab.data.distorted import REDRAWABLE
 from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import ConfigError, DeviceError, InputSizeError
 from cnnlab.models import ClassifierModel, ModelInfo
@@ -164,11 +163,6 @@ def _build_run(config: TrainConfig, opened: RunDir, rank: int, world_size: int) 
         test = subset_per_class(dataset.test, config.eval_per_class, 0)
         val = None if dataset.val is None else subset_per_class(dataset.val, config.eval_per_class, 0)
         dataset = replace(dataset, test=test, val=val)
-    if config.redraw and not hasattr(dataset.train, "redrawn"):
-        raise ConfigError(
-            f"--redraw draws a generated dataset's distortions afresh every epoch, but {config.data!r} is stored "
-            f"images with nothing to draw again; use it on {', '.join(REDRAWABLE)}, or leave --redraw out."
-        )
     if config.augment in (None, "auto"):
         config = replace(config, augment=get_dataset_info(config.data).augment)
     validate_augmentation(config.augment)
