@@ -122,7 +122,8 @@ def main() -> None:
                 trained = train_classifier(
                     given, model_options=options, resume="auto", say=print, command=["scripts/stn_study.py"]
                 )
-                best = json.loads((run_dir / "summary.json").read_text())["best"]
+                # the engine's own choice (lowest validation error, first of equals), as `cnnlab reproduce` reads it
+                best = trained.trainer.monitor.best(trained.history)
                 row = {"data": data, "model": model, "seed": seed, "test_error": best["test_error"]}
                 row |= {
                     "val_error": best["val_error"],

@@ -91,15 +91,27 @@ ENTRIES: dict[str, Entry] = {
             (
                 Arm(
                     "LeNet-5",
-                    {"model": "lenet5", "data": "mnist", "augment": "none", "epochs": 20},
+                    # Chosen on a validation split (6,000 of the training images, seeds 0 and 1; docs/reproductions.md),
+                    # then trained on all 60,000 as the paper did: nothing is left to choose an epoch on, so the
+                    # last epoch is the one reported.
+                    {
+                        "model": "lenet5",
+                        "data": "mnist",
+                        "augment": "none",
+                        "epochs": 40,
+                        "batch_size": 16,
+                        "label_smoothing": 0.1,
+                        "holdout": 0.0,
+                    },
                     {},
                     {"error": 0.95},
                 ),
             ),
             goal="≤ 0.95% mean of 3 seeds, ≤ 20 min per seed on 2 CPU cores",
-            differs="SGD with momentum 0.9, η 0.003, batch 32, cosine schedule, instead of the paper's stochastic "
-            "diagonal Levenberg–Marquardt with its η steps; 20 epochs as the paper's 20 passes; 54,000 training "
-            "images (6,000 held out to choose the epoch) instead of 60,000; our RBF codes (docs/lenet5.md).",
+            differs="SGD with momentum 0.9, η 0.003, batch 16, cosine schedule over 40 epochs, label smoothing 0.1, "
+            "instead of the paper's stochastic diagonal Levenberg–Marquardt with its η steps over 20 passes; these "
+            "settings were chosen on 6,000 held-out training images, then the net trains on all 60,000 and the last "
+            "epoch is reported; our RBF codes (docs/lenet5.md).",
             quick=_QUICK_MNIST,
             cpu_minutes=10,
             gpu_minutes=1,
@@ -117,7 +129,10 @@ ENTRIES: dict[str, Entry] = {
                 ),
             ),
             goal="report beside the paper",
-            differs="As lenet5-mnist; distortions drawn per image per step with our ranges (the paper's are not "
+            differs="SGD with momentum 0.9, η 0.003, batch 32, cosine schedule, 20 epochs as the paper's 20 passes, "
+            "instead of its stochastic diagonal Levenberg–Marquardt; 54,000 training images (6,000 held out to choose "
+            "the epoch); our RBF codes (docs/lenet5.md); distortions drawn per image per step with our ranges (the "
+            "paper's are not "
             "given) rather than the paper's 540,000 fixed distorted copies.",
             quick=_QUICK_MNIST,
             judge="report",
