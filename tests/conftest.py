@@ -7,6 +7,9 @@ import torch
 from cnnlab.cli import main
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+needs_mnist = pytest.mark.skipif(
+    not (SHARED_DATASETS / "MNIST" / "raw").is_dir(), reason="real MNIST not in ../shared/datasets"
+)
 
 
 def idx_bytes(array) -> bytes:

@@ -19,9 +19,7 @@ from cnnlab.data.binary import parse_idx, parse_norb_matrix
 from cnnlab.data.preprocessing import Preprocessing
 from cnnlab.data.streaming import StreamingLoader
 from cnnlab.errors import DataError, UnknownNameError
-from conftest import idx_bytes
-
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from conftest import SHARED_DATASETS, idx_bytes
 
 
 def _write_mnist(folder, n_train=12, n_test=6, gz=False):

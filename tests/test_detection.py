@@ -3,7 +3,6 @@ overfitting a handful of real canvases to mAP 1.0, and the workflows (`cnnlab de
 the report, the benchmark) with their bad-input messages."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,11 +15,8 @@ from cnnlab.detection.detectors import build_detector, resolve_options
 from cnnlab.detection.rcnn_family import anchors_for, compress_fc
 from cnnlab.detection.task import ProposalTargets, map_scores
 from cnnlab.errors import ConfigError, UnknownNameError
+from conftest import SHARED_DATASETS, needs_mnist
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_mnist = pytest.mark.skipif(
-    not (SHARED_DATASETS / "MNIST" / "raw").is_dir(), reason="real MNIST not in ../shared/datasets"
-)
 TINY = ["--data-option", "train_size=24", "--data-option", "test_size=8", "--holdout", "0.25"]
 
 

@@ -21,11 +21,7 @@ from cnnlab.data.detection_readers import VOC_CLASSES, read_coco, read_voc
 from cnnlab.data.preview import detection_preview_grid
 from cnnlab.data.targets import BoxTargets
 from cnnlab.errors import ConfigError, DataError, UnknownNameError
-
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_mnist = pytest.mark.skipif(
-    not (SHARED_DATASETS / "MNIST" / "raw").is_dir(), reason="real MNIST not in ../shared/datasets"
-)
+from conftest import SHARED_DATASETS, needs_mnist
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ torchmetrics), OverFeat's greedy merging (hand-made boxes) and R-CNN's SVMs and 
 
 import math
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,11 +28,7 @@ from cnnlab.detection.svm import (
     train_class_svms,
 )
 from cnnlab.errors import ConfigError, DataError
-
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-needs_mnist = pytest.mark.skipif(
-    not (SHARED_DATASETS / "MNIST" / "raw").is_dir(), reason="real MNIST not in ../shared/datasets"
-)
+from conftest import SHARED_DATASETS, needs_mnist
 
 
 # ---- selective search ---------------------------------------------------------------------------------------------
