@@ -190,6 +190,27 @@ def test_mlps_regularisers_and_max_norm():
         create("mlp-800", drop="sometimes")
 
 
+def test_mlp_first_layer_has_its_own_max_norm():
+    for max_norm in (1.75, None):  # fc1's bound alone, or beside the other layers'
+        model = create("mlp-1024", max_norm=max_norm, max_norm_fc1=0.3)
+        assert model.has_weight_constraints
+        with torch.no_grad():
+            for linear in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
+                linear.weight.mul_(100)  # every row far outside any ball
+        before = [m.weight.clone() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        model.apply_weight_constraints_()
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears[0] is model.features.fc1.linear and linears[-1] is model.classifier.y
+        torch.testing.assert_close(linears[0].weight.norm(dim=1), torch.full((1024,), 0.3))
+        for linear, old in zip(linears[1:], before[1:], strict=True):
+            if max_norm is None:
+                assert torch.equal(linear.weight, old)  # unconstrained
+            else:
+                torch.testing.assert_close(linear.weight.norm(dim=1), torch.full((linear.out_features,), max_norm))
+    with pytest.raises(ConfigError, match="max_norm_fc1 must be a positive norm bound"):
+        create("mlp-1024", max_norm_fc1=0.0)
+
+
 def test_plain_resnet_has_the_same_layers_without_shortcuts():
     plain, residual = create("resnet20", shortcut="none"), create("resnet20")
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in residual.parameters())

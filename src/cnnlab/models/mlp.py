@@ -7,7 +7,14 @@
 - ``mlp-1024``: Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov 2014, "Dropout", section 6.1.1 / Table 2:
   three hidden layers of 1024 ReLU units; dropout keeps inputs with probability 0.8 and hidden units with 0.5; the
   max-norm constraint (each unit's incoming weight vector projected back to norm ≤ c after every step; the
-  paper's c was chosen on validation data, in the range 3–4) is an option.
+  paper's c was chosen on validation data, in the range 3–4) is an option, with its own bound for the first
+  layer if wanted (``max_norm_fc1``).
+
+The paper's c is for its own units: pixels in [0, 1] and dropout that scales the weights at test time. cnnlab
+standardises pixels, (x − 0.1307) / 0.3081 on MNIST, and uses inverted dropout (kept units scaled by 1 / keep
+while training), so the same function has weights keep × (the paper's) on every layer, and 0.3081 × that again on
+the first. A bound of 3.5 in the paper's units is therefore 0.5 × 3.5 = 1.75 here on the layers after a hidden
+layer (keep 0.5), and 0.8 × 0.3081 × 3.5 = 0.863 on ``fc1`` (input keep 0.8): ``max_norm=1.75, max_norm_fc1=0.863``.
 
 The regulariser and the activation are options of the model (``--model-option drop=dropconnect``), so one
 registry entry covers a table's row. Stages: ``fc1``, ``fc2`` (``fc3``); the head (``classifier``) is ``y``.
@@ -41,6 +48,8 @@ class MLP(FullyConnectedHeadModel):
         keep: probability of keeping a hidden unit (dropout) or connection (DropConnect): the papers' p = 0.5.
         input_keep: dropout only: probability of keeping an input pixel (Srivastava: 0.8; 1.0 for none).
         max_norm: c of the max-norm constraint on each unit's incoming weights (None: no constraint).
+        max_norm_fc1: the first layer's own c (its rows read pixels, on another scale than the hidden units);
+            None: ``max_norm`` there too.
         per_example: DropConnect: a fresh mask per example (the paper's) or one per batch (cheaper).
         inference: DropConnect at test time: "gaussian" (the paper's moment matching, sampled), "gaussian-exact"
             (its expectation in closed form; ReLU only) or "mean".
@@ -62,6 +71,7 @@ class MLP(FullyConnectedHeadModel):
         input_keep: float,
         max_norm: float | None,
         per_example: bool,
+        max_norm_fc1: float | None = None,
         inference: str = "gaussian",
         samples: int = 1000,
     ):
@@ -73,12 +83,13 @@ class MLP(FullyConnectedHeadModel):
         for name, value in (("keep", keep), ("input_keep", input_keep)):
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"{name} is a probability of keeping, in (0, 1]; got {value!r}.")
-        if max_norm is not None and not max_norm > 0:
-            raise ConfigError(f"max_norm must be a positive norm bound (or None for no constraint); got {max_norm!r}.")
+        for name, bound in (("max_norm", max_norm), ("max_norm_fc1", max_norm_fc1)):
+            if bound is not None and not bound > 0:
+                raise ConfigError(f"{name} must be a positive norm bound (or None for no constraint); got {bound!r}.")
         if not isinstance(image_size, int) or image_size < 1:
             raise ConfigError(f"image_size must be a positive integer, got {image_size!r}.")
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
-        self.max_norm = max_norm
+        self.max_norm, self.max_norm_fc1 = max_norm, max_norm_fc1
         self.constraint_activity = ConstraintActivity()
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())  # (B, C, H, W) -> (B, C·H·W)
         width = in_chans * image_size * image_size
@@ -107,17 +118,18 @@ class MLP(FullyConnectedHeadModel):
 
     @property
     def has_weight_constraints(self) -> bool:  # type: ignore[override]
-        return self.max_norm is not None
+        return self.max_norm is not None or self.max_norm_fc1 is not None
 
     @torch.no_grad()
     def apply_weight_constraints_(self) -> None:
         """Max-norm (Srivastava et al. section 5.1): every row of each weight matrix (one unit's incoming weights)
-        rescaled to norm ≤ c. Tensor operations only (no host sync)."""
-        if self.max_norm is None:
-            return
-        for module in self.modules():
-            if isinstance(module, nn.Linear | DropConnectLinear):
-                clip_row_norms_(module.weight, self.max_norm, self.constraint_activity)  # (out, in): a row a unit
+        rescaled to norm ≤ c (``max_norm_fc1`` on the first layer when given). Tensor operations only (no host
+        sync)."""
+        linears = [module for module in self.modules() if isinstance(module, nn.Linear | DropConnectLinear)]
+        for i, module in enumerate(linears):  # in forward order: fc1 first, the output layer y last
+            bound = self.max_norm_fc1 if i == 0 and self.max_norm_fc1 is not None else self.max_norm
+            if bound is not None:
+                clip_row_norms_(module.weight, bound, self.constraint_activity)  # (out, in): a row a unit
 
 
 def _options(image_size: int, activation: str, drop: str, keep: float, input_keep: float, max_norm, per_example):
@@ -172,7 +184,9 @@ def mlp_800(
     paper_params="not stated (784-1024-1024-1024-10)",
     description="Three hidden layers of 1024 ReLU units, the dropout paper's MNIST net; drop=none|dropout, max_norm",
     notes="drop=dropout keeps inputs with p 0.8 and hidden units with 0.5 (the paper's); max_norm=c adds the "
-    "max-norm constraint (the paper's c was chosen on validation data in 3–4). The trainer sets image_size.",
+    "max-norm constraint (the paper's c was chosen on validation data in 3–4), max_norm_fc1=c1 a first-layer bound "
+    "of its own (c = 3.5 in the paper's units is max_norm=1.75, max_norm_fc1=0.863 on standardised MNIST pixels "
+    "with inverted dropout). The trainer sets image_size.",
 )
 def mlp_1024(
     *,
@@ -184,6 +198,7 @@ def mlp_1024(
     keep: float = 0.5,
     input_keep: float = 0.8,
     max_norm: float | None = None,
+    max_norm_fc1: float | None = None,
 ) -> MLP:
     options = _options(image_size, activation, drop, keep, input_keep, max_norm, True)
-    return MLP((1024, 1024, 1024), num_classes=num_classes, in_chans=in_chans, **options)
+    return MLP((1024, 1024, 1024), num_classes=num_classes, in_chans=in_chans, max_norm_fc1=max_norm_fc1, **options)
