@@ -2,6 +2,7 @@
 overfitting a handful of real canvases to mAP 1.0, and the workflows (`cnnlab detect train|eval|predict`, resume,
 the report, the benchmark) with their bad-input messages."""
 
+import copy
 import json
 
 import pytest
@@ -128,6 +129,9 @@ def few_canvases():
 
 
 def _overfit(method: str, canvases, steps: int, lr: float, options=None) -> float:
+    """mAP@0.5 on the training canvases after ``steps`` Adam steps, or after up to as many again (checked every 25)
+    where it is not yet 1.0: another CPU's float rounding can steer training through different proposals, anchors
+    and NMS choices, so a fixed step count that suffices on one machine may fall just short on another."""
     images, targets, proposals = canvases
     torch.manual_seed(0)
     spec = {
@@ -143,23 +147,30 @@ def _overfit(method: str, canvases, steps: int, lr: float, options=None) -> floa
     detector = build_detector(spec)
     optimizer = torch.optim.Adam(detector.parameters(), lr=lr)
     props = proposals if detector.needs_proposals else None
+    truth = [{"boxes": b, "labels": c} for b, c in targets]
+
+    def score(trained) -> float:  # on a copy: fit_post_hoc and eval() must not touch the net still training
+        scored = copy.deepcopy(trained)
+        if hasattr(scored, "fit_post_hoc"):
+
+            class Loader:
+                def batches(self):
+                    yield images, ProposalTargets.attach(BoxTargets.from_lists(*zip(*targets, strict=True)), proposals)
+
+            scored.fit_post_hoc(Loader())
+        scored.eval()
+        found = scored.detect(images, props)
+        return float(map_scores([{k: v.detach() for k, v in d.items()} for d in found], truth)["map_50"])
+
     detector.train()
-    for _ in range(steps):
+    for step in range(1, 2 * steps + 1):
         losses = detector(images, targets, props)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
-    if hasattr(detector, "fit_post_hoc"):
-
-        class Loader:
-            def batches(self):
-                yield images, ProposalTargets.attach(BoxTargets.from_lists(*zip(*targets, strict=True)), proposals)
-
-        detector.fit_post_hoc(Loader())
-    detector.eval()
-    found = detector.detect(images, props)
-    truth = [{"boxes": b, "labels": c} for b, c in targets]
-    return float(map_scores([{k: v.detach() for k, v in d.items()} for d in found], truth)["map_50"])
+        if step >= steps and step % 25 == 0 and (found := score(detector)) == 1.0:
+            return found
+    return score(detector)
 
 
 @needs_mnist

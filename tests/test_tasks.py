@@ -175,8 +175,9 @@ def _worker(argv: list[str]) -> None:
 
 def test_a_new_task_resumes_bit_exactly_after_sigkill_mid_epoch(tmp_path):
     command = [sys.executable, __file__, "sigkill", str(tmp_path / "killed")]
+    threads = str(torch.get_num_threads())  # this process's: the straight run below must reduce in the same order
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "2"}
+        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": threads}
     )
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     found = load_latest_checkpoint(tmp_path / "killed")
