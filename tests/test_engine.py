@@ -255,8 +255,9 @@ def test_nan_before_a_periodic_checkpoint_is_caught_before_it_is_saved(tmp_path)
 
 # ---- the fast path on CPU ----------------------------------------------------------------------------------------
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
-    reference = _trainer(_config(epochs=1), tmp_path / "ref")
+    reference = _trainer(_config(epochs=1, channels_last=False), tmp_path / "ref")  # auto would pick channels-last
     reference.fit()
+    assert not reference.fast.channels_last
     fast = _trainer(_config(epochs=1, amp="bf16", channels_last=True), tmp_path / "fast")
     assert fast.fast.amp_dtype == torch.bfloat16 and fast.fast.channels_last
     assert fast.model.features.c1.conv.weight.is_contiguous(memory_format=torch.channels_last)
