@@ -208,7 +208,7 @@ ENTRIES: dict[str, Entry] = {
             "were chosen on the validation split (seed 0); in 40-epoch screens η 0.1 ended worse and η ≥ 0.15 "
             "broke down, with or without a momentum ramp from 0.5.",
             quick=_QUICK_MNIST,
-            cpu_minutes=60,  # measured 2026-12-01, one thread a run, two at a time: ~8 + 2 × ~20 min
+            cpu_minutes=48,  # measured 2026-12-01, one thread a run, two at a time: 6 + 20 + 21 min wall a seed
         ),
         Entry(
             "maxout-mnist",
