@@ -325,6 +325,29 @@ def test_quick_run_writes_its_table_and_resumes(cli, tmp_path, cache_home):
     assert code == 0 and json.loads((tmp_path / "fmp" / "results.json").read_text())["rows"] == results["rows"]
 
 
+@pytest.mark.slow  # ≈ 15 s: two spawned workers import torch
+@pytest.mark.skipif(not HAS_MNIST, reason="MNIST not in ../shared/datasets")
+def test_jobs_run_side_by_side_with_the_figures_of_one_thread_runs(tmp_path, cache_home):
+    common = {"quick": True, "data_root": str(SHARED_DATASETS), "device": "cpu"}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what each of the two workers below gets
+        alone = reproduce("dropout-mnist", 1, out=tmp_path / "alone", **common)
+        torch.set_num_threads(2)
+        said: list[str] = []
+        together = reproduce("dropout-mnist", 1, out=tmp_path / "together", jobs=2, say=said.append, **common)
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r.arm, r.metric, r.values) for r in together.rows] == [(r.arm, r.metric, r.values) for r in alone.rows]
+    assert together.verdict == alone.verdict and "1 thread(s) a run, 2 runs at a time" in together.device
+    assert said == ["dropout-mnist: 3 runs, 2 at a time, 1 thread(s) each"]  # the workers print their own lines
+    assert len([p for p in (tmp_path / "together").iterdir() if (p / "best.pt").is_file()]) == 3
+    with pytest.raises(ConfigError, match="--jobs must be a positive whole number"):
+        reproduce("dropout-mnist", 1, out=tmp_path / "x", jobs=0, **common)
+    with pytest.raises(DataError):  # a worker's failure reaches the caller as itself
+        reproduce("dropout-mnist", 1, quick=True, out=tmp_path / "y", data_root=str(tmp_path / "empty"), jobs=2)
+
+
 QUICK_ENTRIES = [name for name in ENTRIES if name != "fractional-pooling"]
 
 

@@ -507,7 +507,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     say = lambda text: print(text, flush=True)  # noqa: E731
     result = reproduce(args.name, args.seeds, quick=args.quick, out=args.out, data_root=args.data_root,
-                       device=args.device, cpu_anyway=args.cpu_anyway, say=say)  # fmt: skip
+                       device=args.device, cpu_anyway=args.cpu_anyway, jobs=args.jobs, say=say)  # fmt: skip
     print(result.markdown())
     print(f"runs, table.md and curves.png: {result.out}")
     return 0

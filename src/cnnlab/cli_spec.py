@@ -812,6 +812,10 @@ COMMANDS: dict[str, CommandSpec] = {
             ),
             Arg(("--out",), {"help": "folder of its runs and table (default: runs/reproduce-NAME)"}),
             Arg(("--cpu-anyway",), {"action": "store_true", "help": "run a GPU-sized entry on the CPU all the same"}),
+            Arg(
+                ("--jobs",),
+                {"type": int, "default": 1, "help": "runs at a time on the CPU, its threads shared out (default 1)"},
+            ),
         ),
         data_root=True,
     ),

@@ -1,8 +1,10 @@
 """Run a paper's experiment over seeds through the engine and judge ours against the paper's figures.
 
 Every arm and seed is an ordinary cnnlab run (``<out>/<arm>-seed<k>``, resumable: running the same command again
-continues unfinished runs and reuses finished ones). The figure per run is the test error at the epoch with the
-lowest *validation* error (the split held out of the training data); the test split is never used to choose.
+continues unfinished runs and reuses finished ones). ``jobs`` > 1 trains that many runs at a time in worker
+processes on the CPU, the threads shared out between them (the table says how many each run had). The figure per
+run is the test error at the epoch with the lowest *validation* error (the split held out of the training data);
+the test split is never used to choose.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def reproduce(
     data_root: str | None = None,
     device: str = "auto",
     cpu_anyway: bool = False,
+    jobs: int = 1,
     say: Callable[[str], None] = lambda text: None,
 ) -> Reproduction:
     """Run entry ``name`` for ``seeds`` seeds (default: the entry's) and judge it; writes ``results.json`` and
@@ -127,35 +130,48 @@ def reproduce(
 
     Raises:
         UnknownNameError: no such entry.
-        ConfigError: bad seeds, or a GPU-only entry on a CPU without ``quick`` or ``cpu_anyway``.
+        ConfigError: bad seeds or jobs, ``jobs`` > 1 on a GPU, or a GPU-only entry on a CPU without ``quick`` or
+            ``cpu_anyway``.
     """
+    import torch
+
     from cnnlab.train import resolve_device
 
     entry = get_entry(name)
     count = entry.default_seeds if seeds is None else seeds
     if not isinstance(count, int) or count < 1:
         raise ConfigError(f"--seeds must be a positive whole number of seeds, got {seeds!r}.")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"--jobs must be a positive whole number of runs at a time, got {jobs!r}.")
     resolved = resolve_device(device)
+    if jobs > 1 and resolved.type != "cpu":
+        raise ConfigError(
+            f"--jobs {jobs} shares the CPU's cores between runs; on {resolved.type} train one run at a time "
+            "(--jobs 1), or pass --device cpu."
+        )
     if entry.gpu_only and resolved.type == "cpu" and not quick and not cpu_anyway:
         raise ConfigError(
             f"{name} is GPU-sized (its recipe would take many hours on a CPU). Run it on a GPU, run "
             f"`cnnlab reproduce {name} --quick` for a short check, or pass --cpu-anyway."
         )
     out_dir = Path(out) if out is not None else Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
-    device_name = _device_name(resolved)
+    seed_list = list(range(count))
+    plan = [(seed, index) for seed in seed_list for index in range(len(entry.arms))]  # the table's order
+    jobs = min(jobs, len(plan))
+    threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()
+    device_name = _device_name(resolved, threads, jobs)
+    outcomes = _run_plan(entry, plan, quick, out_dir, data_root, device, say, jobs, threads)
     results: dict[tuple[str, str], Row] = {}
     histories: dict[str, list[list[dict]]] = {arm.label: [] for arm in entry.arms}
-    seed_list = list(range(count))
-    for seed in seed_list:
-        for arm in entry.arms:
-            measured, seconds, history = _run_arm(entry, arm, seed, quick, out_dir, data_root, device, say)
-            histories[arm.label].append(history)
-            for metric in entry.metrics:
-                if metric not in measured:
-                    continue
-                row = results.setdefault((arm.label, metric), Row(arm.label, metric, arm.paper.get(metric), [], []))
-                row.values.append(measured[metric])
-                row.seconds.append(seconds)
+    for (_, index), (measured, seconds, history) in zip(plan, outcomes, strict=True):
+        arm = entry.arms[index]
+        histories[arm.label].append(history)
+        for metric in entry.metrics:
+            if metric not in measured:
+                continue
+            row = results.setdefault((arm.label, metric), Row(arm.label, metric, arm.paper.get(metric), [], []))
+            row.values.append(measured[metric])
+            row.seconds.append(seconds)
     rows = list(results.values())
     verdict, why = judge(entry, rows)
     result = Reproduction(name, seed_list, quick, device_name, rows, verdict, why, str(out_dir))
@@ -166,14 +182,61 @@ def reproduce(
     return result
 
 
-def _device_name(device) -> str:
+def _device_name(device, threads: int, jobs: int) -> str:
     import platform
 
     import torch
 
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+    at_a_time = f", {jobs} runs at a time" if jobs > 1 else ""
+    return f"CPU ({platform.machine()}, {threads} thread(s) a run{at_a_time}), torch {torch.__version__}"
+
+
+def _run_plan(entry: Entry, plan, quick, out_dir: Path, data_root, device, say, jobs: int, threads: int) -> list:
+    """Each (seed, arm index) of ``plan`` trained or reused, its :func:`_run_arm` outcome in ``plan``'s order.
+
+    With ``jobs`` > 1 the runs go to that many spawned worker processes of ``threads`` threads each (spawn, not
+    fork: a forked child would inherit this process's OpenMP thread pool). A run that fails cancels those not yet
+    started; the ones under way finish (their work is kept), then the failure is raised.
+    """
+    if jobs == 1:
+        return [_run_arm(entry, entry.arms[i], seed, quick, out_dir, data_root, device, say) for seed, i in plan]
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    say(f"{entry.name}: {len(plan)} runs, {jobs} at a time, {threads} thread(s) each")
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(threads,))  # fmt: skip
+    waiting, running, outcomes = list(enumerate(plan)), {}, [None] * len(plan)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:  # no more handed out than run: a stop starts nothing new
+                k, (seed, index) = waiting.pop(0)
+                job = pool.submit(_run_arm_in_worker, entry.name, index, seed, quick, str(out_dir), data_root, device)
+                running[job] = k
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for job in finished:
+                outcomes[running.pop(job)] = job.result()
+    except BaseException:
+        say(f"{entry.name}: a run failed or was stopped; waiting for the runs under way (they resume next time)")
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return outcomes
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_arm_in_worker(name: str, index: int, seed: int, quick: bool, out_dir: str, data_root, device):
+    entry = get_entry(name)
+    tag = f"[{_slug(entry.arms[index].label)}-seed{seed}]"
+    return _run_arm(entry, entry.arms[index], seed, quick, Path(out_dir), data_root, device,
+                    lambda text: print(f"{tag} {text}", flush=True))  # fmt: skip
 
 
 def _draw_curves(entry: Entry, histories: dict[str, list[list[dict]]], path: Path, quick: bool) -> Path:
