@@ -197,8 +197,9 @@ def _run_plan(entry: Entry, plan, quick, out_dir: Path, data_root, device, say, 
     """Each (seed, arm index) of ``plan`` trained or reused, its :func:`_run_arm` outcome in ``plan``'s order.
 
     With ``jobs`` > 1 the runs go to that many spawned worker processes of ``threads`` threads each (spawn, not
-    fork: a forked child would inherit this process's OpenMP thread pool). A run that fails cancels those not yet
-    started; the ones under way finish (their work is kept), then the failure is raised.
+    fork: the OpenMP runtime of torch's CPU kernels is not safe to use in a child forked after the parent used it).
+    A run that fails cancels those not yet started; the ones under way finish (their work is kept), then the failure
+    is raised.
     """
     if jobs == 1:
         return [_run_arm(entry, entry.arms[i], seed, quick, out_dir, data_root, device, say) for seed, i in plan]
