@@ -168,8 +168,8 @@ def _overfit(method: str, canvases, steps: int, lr: float, options=None) -> floa
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
-        if step >= steps and step % 25 == 0 and (found := score(detector)) == 1.0:
-            return found
+        if step >= steps and step % 25 == 0 and score(detector) == 1.0:
+            return 1.0
     return score(detector)
 
 
