@@ -58,7 +58,8 @@ figure the paper states, where it states one.
 The layers these models need live in `cnnlab.layers`, usable on their own (they know no architectures):
 `LocalResponseNorm` (the paper's α), `Maxout` (max over groups of k features; after any linear map or
 convolution), `DropConnectLinear` (Wan et al. 2013: a Bernoulli mask on the *weights*, drawn per example in
-training; at inference the paper's Gaussian moment matching, averaging the activation over samples, its closed
+training as the paper does, or, cheaper, one per batch (`per_example=False`) or one for each of `mask_groups`
+groups of it; at inference the paper's Gaussian moment matching, averaging the activation over samples, its closed
 form for ReLU (`inference="gaussian-exact"`), or the mean-field `a(p·(Wv + b))`), `MLPConv` (NIN's k×k
 convolution + 1×1 convolutions), `Inception`, `BasicBlock` / `Bottleneck` with `ZeroPadShortcut` (option A) or
 `projection_shortcut` (option B), `GlobalAvgPool2d` and `ConvReLU` (convolution, optional batch norm, ReLU

@@ -310,6 +310,52 @@ def test_dropconnect_trains_through_the_mask():
         DropConnectLinear(5, 3, inference="sample")
 
 
+@pytest.mark.parametrize("p", [0.5, 0.3])  # 0.5 draws its masks as random bits, other p as uniforms below p
+def test_dropconnect_mask_groups_give_each_group_of_the_batch_its_own_mask(p):
+    """mask_groups=G: the batch cut into G contiguous groups (torch.tensor_split), each through its own masked
+    weights. Oracle: the same masks, replayed from the generator's seed, applied one example at a time."""
+    torch.manual_seed(0)
+    layer = DropConnectLinear(6, 300, p=p, per_example=False, mask_groups=4).train()
+    layer.generator = torch.Generator().manual_seed(7)
+    x = torch.randn(10, 6, requires_grad=True)  # 10 examples in 4 groups: sizes 3, 3, 2, 2
+    out = layer(x)
+    replay = DropConnectLinear(6, 300, p=p, per_example=False)
+    replay.generator = torch.Generator().manual_seed(7)
+    masks = replay._bernoulli((4, 300, 6), layer.weight)  # drawn in the layer's order: weights, then biases
+    bias_masks = replay._bernoulli((4, 300), layer.bias)
+    group = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+    x_ref = x.detach().clone().requires_grad_()
+    weight_ref = layer.weight.detach().clone().requires_grad_()
+    expected = torch.einsum("boi,oi,bi->bo", masks[group], weight_ref, x_ref) + bias_masks[group] * layer.bias.detach()
+    torch.testing.assert_close(out, expected)
+    out.pow(2).sum().backward()
+    expected.pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(layer.weight.grad, weight_ref.grad)
+    assert abs(masks.mean().item() - p) < 0.02  # Bernoulli(p) per weight, on either path
+    assert not torch.equal(masks[0], masks[1])  # the groups' masks differ
+    # One-hot inputs show the sharing: examples of a group keep the same weights, other groups other ones.
+    x = F.one_hot(torch.full((8,), 2), 6).float()
+    kept = layer(x).detach() != 0  # (8, 300), groups of 2
+    assert torch.equal(kept[0], kept[1]) and torch.equal(kept[6], kept[7]) and not torch.equal(kept[1], kept[2])
+    # A batch smaller than the groups: one mask per example, and no empty group.
+    assert layer(torch.randn(2, 6)).shape == (2, 300)
+
+
+def test_dropconnect_mask_groups_are_checked():
+    for groups in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="mask_groups must be a whole number"):
+            DropConnectLinear(5, 3, per_example=False, mask_groups=groups)
+    with pytest.raises(ConfigError, match="needs per_example=False"):
+        DropConnectLinear(5, 3, per_example=True, mask_groups=8)
+    with pytest.raises(ConfigError, match="mask_groups is DropConnect's"):
+        models.create("mlp-800", drop="dropout", mask_groups=8)
+    model = models.create("mlp-800", drop="dropconnect", per_example=False, mask_groups=8).train()
+    assert "mask_groups=8" in repr(model.features.fc1)
+    model(torch.randn(16, 1, 28, 28)).sum().backward()  # trains a step
+    assert model.features.fc1.weight.grad is not None
+
+
 def test_option_a_shortcut_is_parameter_free_zero_padding_identity():
     shortcut = ZeroPadShortcut(16, 32, stride=2)
     x = torch.randn(2, 16, 8, 8)

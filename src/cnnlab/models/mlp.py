@@ -51,6 +51,8 @@ class MLP(FullyConnectedHeadModel):
         max_norm_fc1: the first layer's own c (its rows read pixels, on another scale than the hidden units);
             None: ``max_norm`` there too.
         per_example: DropConnect: a fresh mask per example (the paper's) or one per batch (cheaper).
+        mask_groups: DropConnect with ``per_example=False``: masks a batch, one per contiguous group of examples
+            (1: one mask per batch; the cost grows with it, far below per-example masks at 8 or 16).
         inference: DropConnect at test time: "gaussian" (the paper's moment matching, sampled), "gaussian-exact"
             (its expectation in closed form; ReLU only) or "mean".
         samples: DropConnect's Gaussian samples per unit at test time (the paper's Z).
@@ -74,6 +76,7 @@ class MLP(FullyConnectedHeadModel):
         max_norm_fc1: float | None = None,
         inference: str = "gaussian",
         samples: int = 1000,
+        mask_groups: int = 1,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -86,6 +89,8 @@ class MLP(FullyConnectedHeadModel):
         for name, bound in (("max_norm", max_norm), ("max_norm_fc1", max_norm_fc1)):
             if bound is not None and not bound > 0:
                 raise ConfigError(f"{name} must be a positive norm bound (or None for no constraint); got {bound!r}.")
+        if mask_groups != 1 and drop != "dropconnect":
+            raise ConfigError(f"mask_groups is DropConnect's (drop=dropconnect); it means nothing with drop={drop!r}.")
         if not isinstance(image_size, int) or image_size < 1:
             raise ConfigError(f"image_size must be a positive integer, got {image_size!r}.")
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
@@ -103,6 +108,7 @@ class MLP(FullyConnectedHeadModel):
                     p=keep,
                     activation=ACTIVATIONS[activation](),
                     per_example=per_example,
+                    mask_groups=mask_groups,
                     inference=inference,
                     num_samples=samples,
                 )
@@ -156,7 +162,8 @@ def _options(image_size: int, activation: str, drop: str, keep: float, input_kee
     notes="activation: relu, sigmoid or tanh; drop: none, dropout or dropconnect (p = 0.5 on both hidden layers; "
     "DropConnect inference by the paper's Gaussian moment matching with `samples` draws, its closed form "
     "(inference=gaussian-exact, ReLU only), or inference=mean; "
-    "per_example=False draws one mask per batch, which a CPU can afford). The trainer sets image_size.",
+    "per_example=False draws one mask per batch, which a CPU can afford, and with mask_groups=G one per G-th of "
+    "it). The trainer sets image_size.",
 )
 def mlp_800(
     *,
@@ -169,9 +176,18 @@ def mlp_800(
     per_example: bool = True,
     inference: str = "gaussian",
     samples: int = 1000,
+    mask_groups: int = 1,
 ) -> MLP:
     options = _options(image_size, activation, drop, keep, 1.0, None, per_example)
-    return MLP((800, 800), num_classes=num_classes, in_chans=in_chans, inference=inference, samples=samples, **options)
+    return MLP(
+        (800, 800),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        inference=inference,
+        samples=samples,
+        mask_groups=mask_groups,
+        **options,
+    )
 
 
 @register_model(
