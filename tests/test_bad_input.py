@@ -366,3 +366,30 @@ def test_model_options_of_the_wrong_kind_are_refused_not_misread(cli, tmp_path):
     code, _, err = cli("train", "--model", "mlp-800", "--data", "digits", "--model-option", "per_example=maybe",
                        "--out", tmp_path / "run")  # fmt: skip
     assert code != 0 and "per_example of model 'mlp-800' is true or false" in err and not (tmp_path / "run").exists()
+
+
+def test_every_error_class_crosses_a_process_boundary_as_itself():
+    """Errors raised in a worker process (``cnnlab reproduce --jobs``) are pickled back to the caller: each
+    error class must come back as the same class with the same message, not as a pool error."""
+    import inspect
+
+    from cnnlab import errors
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.CnnlabError)]
+    assert len(classes) > 10
+    for cls in classes:
+        if cls is errors.UnknownNameError:
+            raised = cls("model", "lenet", ["lenet5", "alexnet"])
+        else:
+            raised = cls("what was wrong, and how to fix it")
+        back = pickle.loads(pickle.dumps(raised))
+        assert type(back) is cls and str(back) == str(raised), cls.__name__
+    unknown = errors.UnknownNameError("model", "lenet", ["lenet5", "alexnet"])
+    back = pickle.loads(pickle.dumps(unknown))
+    assert (back.kind, back.name, back.valid, back.suggestions) == (
+        "model",
+        "lenet",
+        ["alexnet", "lenet5"],
+        unknown.suggestions,
+    )
+    assert "lenet5" in back.suggestions and isinstance(back, KeyError)

@@ -25,7 +25,10 @@ class UnknownNameError(CnnlabError, KeyError):
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         msg = f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}."
         super().__init__(msg)
-        self.name, self.valid, self.suggestions = name, valid, close
+        self.kind, self.name, self.valid, self.suggestions = kind, name, valid, close
+
+    def __reduce__(self):  # rebuilt from its arguments, so it crosses process boundaries (reproduce --jobs)
+        return type(self), (self.kind, self.name, self.valid)
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])
