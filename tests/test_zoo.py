@@ -646,3 +646,27 @@ def test_dropconnect_inference_script_compares_the_rules_on_a_trained_run(cli, t
     assert cli("train", "--model", "mlp-800", "--data", "digits", "--epochs", "1", "--out", plain)[0] == 0
     refused = subprocess.run([*script, str(plain)], capture_output=True, text=True)
     assert refused.returncode != 0 and "no DropConnect layers" in refused.stderr
+
+
+def test_dropconnect_step_time_script_times_every_way_of_drawing_masks():
+    """scripts/dropconnect_step_time.py (docs/reproductions.md's cost table) runs and prints a row per mask mode."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "dropconnect_step_time.py"
+    args = [sys.executable, str(script), "--rounds", "1", "--batch-size", "4", "--groups", "2,4"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "ms a step" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == [
+        "No-Drop",
+        "Dropout",
+        "DropConnect, 1 mask a batch",
+        "DropConnect, 2 masks a batch",
+        "DropConnect, 4 masks a batch",
+        "DropConnect, a mask per example (the paper's)",
+    ]
+    assert rows[0].endswith("| 1.0 |")  # No-Drop against itself
+    refused = subprocess.run([*args[:2], "--groups", "0"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "at least 1" in refused.stderr
