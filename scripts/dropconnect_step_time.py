@@ -27,7 +27,7 @@ from cnnlab.models import create
 def _arms(groups: list[int]) -> dict[str, dict]:
     arms = {"No-Drop": {"drop": "none"}, "Dropout": {"drop": "dropout"}}
     arms["DropConnect, 1 mask a batch"] = {"drop": "dropconnect", "per_example": False}
-    for count in groups:
+    for count in sorted(set(groups) - {1}):  # 1 is the row above
         arms[f"DropConnect, {count} masks a batch"] = {
             "drop": "dropconnect",
             "per_example": False,

@@ -326,7 +326,8 @@ def test_dropconnect_mask_groups_give_each_group_of_the_batch_its_own_mask(p):
     group = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
     x_ref = x.detach().clone().requires_grad_()
     weight_ref = layer.weight.detach().clone().requires_grad_()
-    expected = torch.einsum("boi,oi,bi->bo", masks[group], weight_ref, x_ref) + bias_masks[group] * layer.bias.detach()
+    bias_ref = layer.bias.detach().clone().requires_grad_()
+    expected = torch.einsum("boi,oi,bi->bo", masks[group], weight_ref, x_ref) + bias_masks[group] * bias_ref
     torch.testing.assert_close(out, expected)
     out.pow(2).sum().backward()
     expected.pow(2).sum().backward()
@@ -334,12 +335,29 @@ def test_dropconnect_mask_groups_give_each_group_of_the_batch_its_own_mask(p):
     torch.testing.assert_close(layer.weight.grad, weight_ref.grad)
     assert abs(masks.mean().item() - p) < 0.02  # Bernoulli(p) per weight, on either path
     assert not torch.equal(masks[0], masks[1])  # the groups' masks differ
+    # The draws themselves, from the generator by hand: p = 0.5 takes the bits of uniform bytes, lowest first;
+    # other p, uniform floats below p.
+    generator = torch.Generator().manual_seed(7)
+    if p == 0.5:
+        raw = torch.randint(0, 256, (4 * 300 * 6 // 8,), dtype=torch.uint8, generator=generator).tolist()
+        by_hand = torch.tensor([(byte >> k) & 1 for byte in raw for k in range(8)], dtype=torch.float32)
+    else:
+        by_hand = (torch.rand(4 * 300 * 6, generator=generator) < p).float()
+    assert torch.equal(masks.flatten(), by_hand)
+    # and the bits are fair coins, each position alike and neighbours unrelated (a repeated or stuck bit fails)
+    many = replay._bernoulli((400, 300, 6), layer.weight).flatten()  # 720,000 draws: sd of a mean ≈ 0.0006
+    positions = many.view(-1, 8).mean(0)
+    assert torch.all((positions - p).abs() < 0.01), positions
+    neighbours = torch.corrcoef(torch.stack([many[:-1], many[1:]]))[0, 1]
+    assert abs(neighbours.item()) < 0.01
+    torch.testing.assert_close(layer.bias.grad, bias_ref.grad)
     # One-hot inputs show the sharing: examples of a group keep the same weights, other groups other ones.
     x = F.one_hot(torch.full((8,), 2), 6).float()
     kept = layer(x).detach() != 0  # (8, 300), groups of 2
     assert torch.equal(kept[0], kept[1]) and torch.equal(kept[6], kept[7]) and not torch.equal(kept[1], kept[2])
     # A batch smaller than the groups: one mask per example, and no empty group.
-    assert layer(torch.randn(2, 6)).shape == (2, 300)
+    kept = layer(F.one_hot(torch.full((2,), 2), 6).float()).detach() != 0
+    assert kept.shape == (2, 300) and not torch.equal(kept[0], kept[1])
 
 
 def test_dropconnect_mask_groups_are_checked():

@@ -117,8 +117,8 @@ class DropConnectLinear(nn.Module):
             count = math.prod(shape)
             raw = torch.randint(0, 256, ((count + 7) // 8, 1), device=like.device, dtype=torch.uint8,
                                 generator=self.generator)  # fmt: skip
-            bits = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], device=like.device, dtype=torch.uint8)
-            return (raw & bits).ne(0).view(-1)[:count].view(shape).to(like.dtype)
+            shifts = torch.arange(8, device=like.device, dtype=torch.uint8)  # made on the device: no host copy
+            return ((raw >> shifts) & 1).view(-1)[:count].view(shape).to(like.dtype)  # byte k's bits, lowest first
         uniform = torch.rand(shape, device=like.device, dtype=torch.float32, generator=self.generator)
         return (uniform < self.p).to(like.dtype)
 

@@ -89,7 +89,7 @@ class MLP(FullyConnectedHeadModel):
         for name, bound in (("max_norm", max_norm), ("max_norm_fc1", max_norm_fc1)):
             if bound is not None and not bound > 0:
                 raise ConfigError(f"{name} must be a positive norm bound (or None for no constraint); got {bound!r}.")
-        if mask_groups != 1 and drop != "dropconnect":
+        if (isinstance(mask_groups, bool) or mask_groups != 1) and drop != "dropconnect":
             raise ConfigError(f"mask_groups is DropConnect's (drop=dropconnect); it means nothing with drop={drop!r}.")
         if not isinstance(image_size, int) or image_size < 1:
             raise ConfigError(f"image_size must be a positive integer, got {image_size!r}.")
