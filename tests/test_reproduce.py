@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -302,7 +303,7 @@ def test_list_prints_every_entry(cli):
 
 
 @pytest.mark.skipif(not HAS_MNIST, reason="MNIST not in ../shared/datasets")
-def test_quick_run_writes_its_table_and_resumes(cli, tmp_path, cache_home):
+def test_quick_run_writes_its_table_and_resumes(cli, tmp_path, cache_home, monkeypatch):
     code, out, err = cli(
         "reproduce", "fractional-pooling", "--quick", "--seeds", "1", "--device", "cpu",
         "--data-root", SHARED_DATASETS, "--out", tmp_path / "fmp",
@@ -323,6 +324,17 @@ def test_quick_run_writes_its_table_and_resumes(cli, tmp_path, cache_home):
         "--data-root", SHARED_DATASETS, "--out", tmp_path / "fmp",
     )  # fmt: skip
     assert code == 0 and json.loads((tmp_path / "fmp" / "results.json").read_text())["rows"] == results["rows"]
+    # runs of an earlier recipe of the entry (here: 1 epoch where it now asks 2) are refused before any training,
+    # naming what changed, rather than stretched into runs of neither recipe
+    entry = ENTRIES["fractional-pooling"]
+    monkeypatch.setitem(ENTRIES, entry.name, dataclasses.replace(entry, quick={**entry.quick, "epochs": 2}))
+    written = {path: path.stat().st_mtime_ns for path in (tmp_path / "fmp").rglob("*") if path.is_file()}
+    code, out, err = cli(
+        "reproduce", "fractional-pooling", "--quick", "--seeds", "1", "--device", "cpu",
+        "--data-root", SHARED_DATASETS, "--out", tmp_path / "fmp",
+    )  # fmt: skip
+    assert code == 2 and "earlier recipe of fractional-pooling: epochs 1 (now 2)" in err and "--out NEW_FOLDER" in err
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "fmp").rglob("*") if path.is_file()} == written
 
 
 @pytest.mark.slow  # ≈ 15 s: two spawned workers import torch

@@ -160,6 +160,7 @@ def reproduce(
     jobs = min(jobs, len(plan))
     threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()
     device_name = _device_name(resolved, threads, jobs)
+    _refuse_other_recipes(entry, plan, quick, out_dir)
     outcomes = _run_plan(entry, plan, quick, out_dir, data_root, device, say, jobs, threads)
     results: dict[tuple[str, str], Row] = {}
     histories: dict[str, list[list[dict]]] = {arm.label: [] for arm in entry.arms}
@@ -247,17 +248,56 @@ def _draw_curves(entry: Entry, histories: dict[str, list[list[dict]]], path: Pat
     return plot_arms(histories, path, title)
 
 
+def _arm_settings(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root, device):
+    """(run directory, TrainConfig fields, model options) of one arm and seed."""
+    run_dir = out_dir / f"{_slug(arm.label)}-seed{seed}"
+    given = {**arm.train, **(entry.quick if quick else {}), "seed": seed, "device": device, "out": str(run_dir)}
+    if data_root is not None:
+        given["data_root"] = data_root
+    return run_dir, given, {**arm.model_options, **(entry.quick_options if quick else {})}
+
+
+def _refuse_other_recipes(entry: Entry, plan, quick: bool, out_dir: Path) -> None:
+    """Before any training: every run already in ``out_dir`` must have been made with the entry's present recipe.
+
+    Resuming continues a run with its own settings and may lengthen it, so a run left by an earlier version of
+    the entry (say 40 epochs where the entry now trains 80) would otherwise be stretched into a run that is
+    neither recipe, or refused halfway through the plan with a flag the user never typed.
+    """
+    from cnnlab.train import find_resume_checkpoint
+    from cnnlab.train.record import RunRecord
+
+    for seed, index in plan:
+        run_dir, given, options = _arm_settings(entry, entry.arms[index], seed, quick, out_dir, None, "cpu")
+        if not run_dir.is_dir():
+            continue
+        found = find_resume_checkpoint("auto", run_dir)
+        if found is None:
+            continue
+        saved = RunRecord.from_payload(*found).train_config()
+        recipe = {k: v for k, v in given.items() if k not in ("out", "device", "data_root")}
+        changed = [f"{k} {getattr(saved, k)!r} (now {v!r})" for k, v in recipe.items() if getattr(saved, k) != v]
+        missing = object()
+        changed += [
+            f"model option {k} {saved.model_options.get(k, '(unset)')!r} (now {v!r})"
+            for k, v in options.items()
+            if saved.model_options.get(k, missing) != v
+        ]
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds a run of an earlier recipe of {entry.name}: {', '.join(changed)}. Its figures "
+                f"would not be the entry's. Pass --out NEW_FOLDER to run the present recipe, or delete {run_dir} "
+                "(or the whole folder) first."
+            )
+
+
 def _run_arm(entry: Entry, arm, seed: int, quick: bool, out_dir: Path, data_root, device, say):
     """Train (or finish, or reuse) one arm for one seed: its metrics in %, its training seconds and its per-epoch
     history rows."""
     from cnnlab.workflows import train_classifier
 
-    run_dir = out_dir / f"{_slug(arm.label)}-seed{seed}"
-    given = {**arm.train, **(entry.quick if quick else {}), "seed": seed, "device": device, "out": str(run_dir)}
-    if data_root is not None:
-        given["data_root"] = data_root
+    run_dir, given, options = _arm_settings(entry, arm, seed, quick, out_dir, data_root, device)
     say(f"{entry.name}: {arm.label}, seed {seed} → {run_dir}")
-    options = {**arm.model_options, **(entry.quick_options if quick else {})}
     trained = train_classifier(given, model_options=options, resume="auto", say=say, command=["cnnlab", "reproduce"])
     history = trained.history
     # the engine's own choice of best.pt (lowest validation error, first of equals); the last epoch without one
