@@ -265,27 +265,20 @@ def _refuse_other_recipes(entry: Entry, plan, quick: bool, out_dir: Path) -> Non
     neither recipe, or refused halfway through the plan with a flag the user never typed.
     """
     from cnnlab.train import find_resume_checkpoint
+    from cnnlab.train.config import fixed_settings_changed
     from cnnlab.train.record import RunRecord
 
     for seed, index in plan:
         run_dir, given, options = _arm_settings(entry, entry.arms[index], seed, quick, out_dir, None, "cpu")
-        if not run_dir.is_dir():
-            continue
-        found = find_resume_checkpoint("auto", run_dir)
+        found = find_resume_checkpoint("auto", run_dir) if run_dir.is_dir() else None
         if found is None:
             continue
         saved = RunRecord.from_payload(*found).train_config()
-        recipe = {k: v for k, v in given.items() if k not in ("out", "device", "data_root")}
-        changed = [f"{k} {getattr(saved, k)!r} (now {v!r})" for k, v in recipe.items() if getattr(saved, k) != v]
-        missing = object()
-        changed += [
-            f"model option {k} {saved.model_options.get(k, '(unset)')!r} (now {v!r})"
-            for k, v in options.items()
-            if saved.model_options.get(k, missing) != v
-        ]
+        changed = fixed_settings_changed(saved, given, options, also_fixed=("epochs",))
         if changed:
+            what = ", ".join(f"{name.replace('_', ' ')} {old!r} (now {new!r})" for name, old, new in changed)
             raise ConfigError(
-                f"{run_dir} holds a run of an earlier recipe of {entry.name}: {', '.join(changed)}. Its figures "
+                f"{run_dir} holds a run of an earlier recipe of {entry.name}: {what}. Its figures "
                 f"would not be the entry's. Pass --out NEW_FOLDER to run the present recipe, or delete {run_dir} "
                 "(or the whole folder) first."
             )

@@ -472,6 +472,30 @@ def _check_cuda_graphs(config: TrainConfig) -> None:
         )
 
 
+def fixed_settings_changed(
+    saved: TrainConfig, given: dict, model_options: dict | None = None, *, also_fixed: tuple[str, ...] = ()
+) -> list[tuple[str, object, object]]:
+    """The settings of ``given`` that a run fixed and that differ from the run's own, as (name, the run's value,
+    the given value); model options are named ``"model_option KEY"``.
+
+    Fixed: every field whose metadata does not say ``resume`` (``out`` aside), and ``also_fixed`` (``cnnlab
+    reproduce`` adds ``epochs``: a run of an entry's recipe must keep its length).
+    """
+    may_change = {f.name for f in fields(TrainConfig) if f.metadata.get("resume")} - set(also_fixed)
+    changed = [
+        (k, getattr(saved, k), v)
+        for k, v in given.items()
+        if k not in may_change and k != "out" and v != getattr(saved, k)
+    ]
+    # only the options given are compared: the saved ones also hold what the build added (an MLP's image_size),
+    # so a whole-dict comparison refused the very command that made the run (cnnlab reproduce run again)
+    missing = object()
+    for k, v in (model_options or {}).items():
+        if saved.model_options.get(k, missing) != v:
+            changed.append((f"model_option {k}", saved.model_options.get(k, "(unset)"), v))
+    return changed
+
+
 def resume_config(saved: TrainConfig, given: dict, model_options: dict | None = None) -> TrainConfig:
     """The config a resumed run continues with: the run's own, with only what ``--resume`` may change taken from
     ``given`` (fields whose metadata says ``resume``: length, devices, speed, checkpoints, logging).
@@ -481,17 +505,14 @@ def resume_config(saved: TrainConfig, given: dict, model_options: dict | None = 
     Raises:
         ConfigError: ``given`` changes a field the run fixed (named as flags), or asks for fewer epochs than done.
     """
-    may_change = {f.name for f in fields(TrainConfig) if f.metadata.get("resume")}
-    fixed = sorted(k for k, v in given.items() if k not in may_change and k != "out" and v != getattr(saved, k))
-    # only the options given are compared: the saved ones also hold what the build added (an MLP's image_size),
-    # so a whole-dict comparison refused the very command that made the run (cnnlab reproduce run again)
-    missing = object()
-    if model_options and any(saved.model_options.get(k, missing) != v for k, v in model_options.items()):
-        fixed.append("model_option")
+    changed = fixed_settings_changed(saved, given, model_options)
+    fixed = sorted(name for name, _, _ in changed if not name.startswith("model_option "))
+    fixed += ["model_option"] if len(fixed) < len(changed) else []
     if fixed:
         flags = ", ".join("--" + f.replace("_", "-") for f in fixed)
         raise ConfigError(
             f"--resume continues a run with its own settings; {flags} cannot change. Only --epochs (to train "
             "longer), --device, --data-root and the speed, checkpoint and logging flags may be given."
         )
+    may_change = {f.name for f in fields(TrainConfig) if f.metadata.get("resume")}
     return resolve(replace(saved, **{k: v for k, v in given.items() if k in may_change}))
