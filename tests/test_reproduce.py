@@ -271,6 +271,26 @@ def test_bad_names_and_seeds_and_gpu_only_on_cpu(tmp_path):
         reproduce("resnet-cifar", 1, device="cpu", out=tmp_path)
 
 
+def test_expected_time_in_words_for_cpu_and_gpu_sized_entries(monkeypatch, tmp_path):
+    """--list says what a seed costs: minutes, or for a GPU-sized entry the CPU hours that --cpu-anyway would take,
+    and the refusal on a CPU names those hours."""
+    from cnnlab.reproduce import run as reproduce_run
+
+    lenet = ENTRIES["lenet5-mnist"]
+    assert reproduce_run._cost_text(lenet) == f"CPU ~{lenet.cpu_minutes} min/seed, GPU ~{lenet.gpu_minutes} min/seed"
+    big = dataclasses.replace(ENTRIES["resnet-cifar"], cpu_minutes=1860.0, gpu_minutes=None)
+    assert reproduce_run._cost_text(big) == "GPU-sized (CPU ~31 h/seed with --cpu-anyway)"
+    assert reproduce_run._cost_text(dataclasses.replace(big, cpu_minutes=150)) == (
+        "GPU-sized (CPU ~2.5 h/seed with --cpu-anyway)"
+    )
+    assert reproduce_run._cost_text(dataclasses.replace(big, cpu_minutes=None)) == "GPU-sized (CPU time not measured)"
+    monkeypatch.setitem(ENTRIES, "resnet-cifar", big)
+    with pytest.raises(ConfigError, match="about 31 h a seed on a 2-core CPU"):
+        reproduce("resnet-cifar", 1, device="cpu", out=tmp_path)
+    listed = {e["name"]: e for e in list_entries()}["resnet-cifar"]
+    assert listed["cost"] == "GPU-sized (CPU ~31 h/seed with --cpu-anyway)" and listed["cpu_minutes"] == 1860.0
+
+
 def test_the_curves_figure_draws_every_arm_over_its_seeds():
     """He et al.'s figure: per arm the test error solid and the training error dashed, the mean over seeds, the
     range shaded; seeds of different lengths are drawn over the epochs they share."""
@@ -374,3 +394,25 @@ def test_every_entry_quick(name, tmp_path, cache_home):
     assert len(result.rows) >= len(entry.arms) and result.verdict
     assert {r.arm for r in result.rows} == {a.label for a in entry.arms}
     assert (tmp_path / name / "table.md").is_file()
+
+
+@pytest.mark.slow  # ~20 s: two interpreters, two short trainings
+@pytest.mark.skipif(not HAS_MNIST, reason="MNIST not in ../shared/datasets")
+def test_cpu_cost_script_times_an_entry_through_the_engine():
+    """scripts/reproduce_cpu_cost.py (the CPU hours --list shows for GPU-sized entries) trains each arm two short
+    epochs and scales its measured rates to the entry's epochs and sizes; an unknown entry is refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_cpu_cost.py"
+    args = [sys.executable, str(script), "--per-class", "3", "--data-root", str(SHARED_DATASETS)]
+    done = subprocess.run([*args, "nin-mnist"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    arm = next(line for line in done.stdout.splitlines() if line.startswith("| nin-mnist | NIN |"))
+    train_rate, eval_rate, epochs, hours = (cell.strip() for cell in arm.strip("| \n").split("|")[2:])
+    assert float(train_rate.replace(",", "")) > 0 and float(eval_rate.replace(",", "")) > 0
+    assert int(epochs) == ENTRIES["nin-mnist"].arms[0].train["epochs"] and float(hours) > 0
+    assert "**nin-mnist** | all 1 arms" in done.stdout
+    refused = subprocess.run([*args, "lenet6-mnist"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "no entry named lenet6-mnist" in refused.stderr

@@ -500,9 +500,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.list or args.name is None:
         for e in list_entries():
-            where = "GPU only" if e["gpu_only"] else f"CPU ~{e['cpu_minutes'] or '?'} min/seed"
-            gpu = f", GPU ~{e['gpu_minutes']} min/seed" if e["gpu_minutes"] else ""
-            print(f"{e['name']:<26} {where}{gpu}; {e['arms']} arm(s) × {e['seeds']} seeds\n    {e['paper']}\n"
+            print(f"{e['name']:<26} {e['cost']}; {e['arms']} arm(s) × {e['seeds']} seeds\n    {e['paper']}\n"
                   f"    goal: {e['goal']}")  # fmt: skip
         return 0
     say = lambda text: print(text, flush=True)  # noqa: E731

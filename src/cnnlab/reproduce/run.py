@@ -87,7 +87,7 @@ class Reproduction:
 
 
 def list_entries() -> list[dict]:
-    """Name, paper, goal and expected minutes per seed on CPU and GPU of every entry."""
+    """Name, paper, goal and expected minutes per seed on CPU and GPU of every entry (``cost``: both in words)."""
     return [
         {
             "name": e.name,
@@ -95,12 +95,31 @@ def list_entries() -> list[dict]:
             "goal": e.goal,
             "arms": len(e.arms),
             "seeds": e.default_seeds,
-            "cpu_minutes": None if e.gpu_only else e.cpu_minutes,
+            "cpu_minutes": e.cpu_minutes,
             "gpu_minutes": e.gpu_minutes,
             "gpu_only": e.gpu_only,
+            "cost": _cost_text(e),
         }
         for e in ENTRIES.values()
     ]
+
+
+def _duration(minutes: float) -> str:
+    """~12 min, ~2.5 h, ~31 h."""
+    if minutes < 120:
+        return f"~{minutes:.0f} min"
+    return f"~{minutes / 60:.1f} h" if minutes < 600 else f"~{minutes / 60:.0f} h"
+
+
+def _cost_text(entry: Entry) -> str:
+    """Expected time a seed, as ``--list`` prints it: "CPU ~10 min/seed, GPU ~1 min/seed", or for a GPU-sized
+    entry "GPU-sized (CPU ~31 h/seed with --cpu-anyway)"."""
+    gpu = f"GPU {_duration(entry.gpu_minutes)}/seed" if entry.gpu_minutes else None
+    cpu = f"CPU {_duration(entry.cpu_minutes)}/seed" if entry.cpu_minutes else None
+    if entry.gpu_only:
+        sized = f"GPU-sized ({cpu} with --cpu-anyway)" if cpu else "GPU-sized (CPU time not measured)"
+        return ", ".join(filter(None, [sized, gpu]))
+    return ", ".join(filter(None, [cpu or "CPU time not measured", gpu]))
 
 
 def get_entry(name: str) -> Entry:
@@ -150,8 +169,9 @@ def reproduce(
             "(--jobs 1), or pass --device cpu."
         )
     if entry.gpu_only and resolved.type == "cpu" and not quick and not cpu_anyway:
+        hours = f"about {_duration(entry.cpu_minutes)[1:]} a seed" if entry.cpu_minutes else "many hours"
         raise ConfigError(
-            f"{name} is GPU-sized (its recipe would take many hours on a CPU). Run it on a GPU, run "
+            f"{name} is GPU-sized (its recipe would take {hours} on a 2-core CPU). Run it on a GPU, run "
             f"`cnnlab reproduce {name} --quick` for a short check, or pass --cpu-anyway."
         )
     out_dir = Path(out) if out is not None else Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
