@@ -28,6 +28,8 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.reproduce.entries import ENTRIES
 from cnnlab.reproduce.run import _arm_settings
+from cnnlab.train import TrainConfig
+from cnnlab.train.config import resolve
 from cnnlab.workflows import train_classifier
 
 # (training images, test images) of each dataset an entry trains on
@@ -37,7 +39,7 @@ FULL_SIZES = {"mnist": (60_000, 10_000), "cifar10-jpeg": (50_000, 10_000)}
 def measure_arm(entry, arm, per_class: int, data_root, out: Path) -> dict:
     """Throughput of one arm: training and evaluation images per second, and its minutes per seed."""
     _, given, options = _arm_settings(entry, arm, 0, False, out, data_root, "cpu")
-    full = {k: given[k] for k in ("epochs", "holdout") if k in given}
+    full = resolve(TrainConfig(**given, model_options=options))  # the real run's epochs and holdout (recipes too)
     given |= {"epochs": 2, "labels_per_class": per_class, "eval_per_class": per_class}
     given.pop("milestones", None)  # steps of the full run: past the end of two short epochs
     trained = train_classifier(given, model_options=options, overwrite=True, command=["reproduce_cpu_cost.py"])
@@ -50,15 +52,14 @@ def measure_arm(entry, arm, per_class: int, data_root, out: Path) -> dict:
     trained.trainer._evaluate()
     eval_rate = eval_n / (time.perf_counter() - started)
     train_images, test_images = FULL_SIZES[given["data"]]
-    holdout = full.get("holdout", run.config.holdout)
-    val_images = round(train_images * holdout)
+    val_images = round(train_images * full.holdout)
     per_epoch = (train_images - val_images) / train_rate + (val_images + test_images) / eval_rate
     return {
         "arm": arm.label,
         "train_per_s": train_rate,
         "eval_per_s": eval_rate,
-        "epochs": full["epochs"],
-        "minutes": full["epochs"] * per_epoch / 60,
+        "epochs": full.epochs,
+        "minutes": full.epochs * per_epoch / 60,
     }
 
 

@@ -320,6 +320,9 @@ def test_the_curves_figure_draws_every_arm_over_its_seeds():
 def test_list_prints_every_entry(cli):
     code, out, _ = cli("reproduce", "--list")
     assert code == 0 and all(name in out for name in ENTRIES)
+    # every entry says what a seed costs on the CPU, the GPU-sized ones what --cpu-anyway would take
+    assert all(e["cpu_minutes"] for e in list_entries())
+    assert "resnet-cifar" in out and "GPU-sized (CPU ~" in out and "CPU time not measured" not in out
 
 
 @pytest.mark.skipif(not HAS_MNIST, reason="MNIST not in ../shared/datasets")

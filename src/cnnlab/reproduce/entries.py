@@ -48,7 +48,8 @@ class Entry:
         differs: what differs from the paper's recipe, and why.
         quick: settings that replace the recipe's for ``--quick`` (CI: seconds, not a measurement).
         quick_options: model options that replace the arms' for ``--quick`` (e.g. DropConnect's cheap masks).
-        cpu_minutes, gpu_minutes: expected minutes per seed for all arms (CPU: 2 cores); None where not measured.
+        cpu_minutes, gpu_minutes: expected minutes per seed for all arms (CPU: 2 cores; for a GPU-sized entry, what
+            ``--cpu-anyway`` would take, from scripts/reproduce_cpu_cost.py); None where not measured.
         gpu_only: too long for a CPU; refused there unless ``--quick``.
         default_seeds: seeds run when ``--seeds`` is not given.
     """
@@ -175,6 +176,7 @@ ENTRIES: dict[str, Entry] = {
             "paper's); no 5-net voting column.",
             quick=_QUICK_MNIST,
             quick_options={"per_example": False, "samples": 10},
+            cpu_minutes=8142,  # scripts/reproduce_cpu_cost.py, 2026-12-02: DropConnect arms 42-48 h each
             gpu_only=True,
             default_seeds=5,
         ),
@@ -231,7 +233,7 @@ ENTRIES: dict[str, Entry] = {
             differs="50 epochs of the engine's SGD with cosine schedule instead of the pylearn2 file's schedule "
             "with early stopping and retraining on all 60,000 images.",
             quick=_QUICK_MNIST,
-            gpu_only=True,
+            cpu_minutes=45,  # scripts/reproduce_cpu_cost.py, 2026-12-02: a CPU affords it (like dropconnect-mnist)
         ),
         Entry(
             "nin-mnist",
@@ -248,6 +250,7 @@ ENTRIES: dict[str, Entry] = {
             goal="report",
             differs="The CIFAR-10 NIN (the paper does not give its MNIST widths) on MNIST padded to 32×32.",
             quick=_QUICK_MNIST,
+            cpu_minutes=236,  # scripts/reproduce_cpu_cost.py, 2026-12-02: NIN at 32 px, 215 training images/s
             gpu_only=True,
         ),
         Entry(
@@ -284,6 +287,7 @@ ENTRIES: dict[str, Entry] = {
             differs="50 epochs of the engine's SGD, cosine schedule (the paper: early stopping on a validation "
             "set, then retraining, and a larger maxout net for the adversarial run).",
             quick=_QUICK_MNIST,
+            cpu_minutes=125,  # scripts/reproduce_cpu_cost.py, 2026-12-02: 0.7 h plain, 1.4 h adversarial
             gpu_only=True,
         ),
         Entry(
@@ -301,6 +305,7 @@ ENTRIES: dict[str, Entry] = {
             differs="30 epochs, η divided by 10 at the paper's 32k/48k steps scaled to 30 epochs, on the JPEG "
             "copy of CIFAR-10 (lossy); the paper: 164 epochs on the original.",
             quick=_QUICK_CIFAR,
+            cpu_minutes=263,  # scripts/reproduce_cpu_cost.py, 2026-12-02: the plain and residual 56s 1.5-1.7 h each
             gpu_only=True,
         ),
         Entry(
@@ -315,6 +320,7 @@ ENTRIES: dict[str, Entry] = {
             "pad-crop-flip) on the JPEG copy of CIFAR-10; 45,000 training images (5,000 held out), as the paper's "
             "own validation runs, rather than 50,000.",
             quick=_QUICK_CIFAR,
+            cpu_minutes=2491,  # scripts/reproduce_cpu_cost.py, 2026-12-02: ResNet-110 14.6 h of the 41.5
             gpu_only=True,
         ),
         Entry(
@@ -332,6 +338,7 @@ ENTRIES: dict[str, Entry] = {
             goal="GPU only; report",
             differs="100 epochs of the engine's SGD with cosine schedule; no ZCA whitening (the paper's); JPEG copy.",
             quick=_QUICK_CIFAR,
+            cpu_minutes=435,  # scripts/reproduce_cpu_cost.py, 2026-12-02: 199 training images/s
             gpu_only=True,
         ),
         Entry(
@@ -349,6 +356,7 @@ ENTRIES: dict[str, Entry] = {
             goal="GPU only; report",
             differs="100 epochs of the engine's SGD with cosine schedule; no ZCA whitening; JPEG copy.",
             quick=_QUICK_CIFAR,
+            cpu_minutes=1075,  # scripts/reproduce_cpu_cost.py, 2026-12-02: 80 training images/s
             gpu_only=True,
         ),
         Entry(
