@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.data.datasets import load_dataset, split_off
 from cnnlab.errors import CnnlabError
 from cnnlab.reproduce.entries import ENTRIES
 from cnnlab.reproduce.run import _arm_settings
@@ -32,8 +33,13 @@ from cnnlab.train import TrainConfig
 from cnnlab.train.config import resolve
 from cnnlab.workflows import train_classifier
 
-# (training images, test images) of each dataset an entry trains on
-FULL_SIZES = {"mnist": (60_000, 10_000), "cifar10-jpeg": (50_000, 10_000)}
+
+def full_sizes(config: TrainConfig) -> tuple[int, int, int]:
+    """(training, validation, test) images of the real run: the dataset's splits, the validation images held out
+    of the training ones by the engine's own split."""
+    dataset = load_dataset(config.data, config.data_root, val_split=config.val_split, seed=config.seed)
+    held = len(split_off(dataset.train, config.holdout, config.seed)[1]) if config.holdout else 0
+    return len(dataset.train) - held, held, len(dataset.test)
 
 
 def measure_arm(entry, arm, per_class: int, data_root, out: Path) -> dict:
@@ -51,9 +57,8 @@ def measure_arm(entry, arm, per_class: int, data_root, out: Path) -> dict:
     started = time.perf_counter()
     trained.trainer._evaluate()
     eval_rate = eval_n / (time.perf_counter() - started)
-    train_images, test_images = FULL_SIZES[given["data"]]
-    val_images = round(train_images * full.holdout)
-    per_epoch = (train_images - val_images) / train_rate + (val_images + test_images) / eval_rate
+    train_images, val_images, test_images = full_sizes(full)
+    per_epoch = train_images / train_rate + (val_images + test_images) / eval_rate
     return {
         "arm": arm.label,
         "train_per_s": train_rate,

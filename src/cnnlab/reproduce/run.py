@@ -105,17 +105,17 @@ def list_entries() -> list[dict]:
 
 
 def _duration(minutes: float) -> str:
-    """~12 min, ~2.5 h, ~31 h."""
+    """12 min, 2.5 h, 31 h."""
     if minutes < 120:
-        return f"~{minutes:.0f} min"
-    return f"~{minutes / 60:.1f} h" if minutes < 600 else f"~{minutes / 60:.0f} h"
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h" if minutes < 600 else f"{minutes / 60:.0f} h"
 
 
 def _cost_text(entry: Entry) -> str:
     """Expected time a seed, as ``--list`` prints it: "CPU ~10 min/seed, GPU ~1 min/seed", or for a GPU-sized
     entry "GPU-sized (CPU ~31 h/seed with --cpu-anyway)"."""
-    gpu = f"GPU {_duration(entry.gpu_minutes)}/seed" if entry.gpu_minutes else None
-    cpu = f"CPU {_duration(entry.cpu_minutes)}/seed" if entry.cpu_minutes else None
+    gpu = f"GPU ~{_duration(entry.gpu_minutes)}/seed" if entry.gpu_minutes else None
+    cpu = f"CPU ~{_duration(entry.cpu_minutes)}/seed" if entry.cpu_minutes else None
     if entry.gpu_only:
         sized = f"GPU-sized ({cpu} with --cpu-anyway)" if cpu else "GPU-sized (CPU time not measured)"
         return ", ".join(filter(None, [sized, gpu]))
@@ -169,7 +169,7 @@ def reproduce(
             "(--jobs 1), or pass --device cpu."
         )
     if entry.gpu_only and resolved.type == "cpu" and not quick and not cpu_anyway:
-        hours = f"about {_duration(entry.cpu_minutes)[1:]} a seed" if entry.cpu_minutes else "many hours"
+        hours = f"about {_duration(entry.cpu_minutes)} a seed" if entry.cpu_minutes else "many hours"
         raise ConfigError(
             f"{name} is GPU-sized (its recipe would take {hours} on a 2-core CPU). Run it on a GPU, run "
             f"`cnnlab reproduce {name} --quick` for a short check, or pass --cpu-anyway."
